@@ -1,0 +1,54 @@
+# workload-key-operator. The README names two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV ?= .venv
+PYTHON ?= python3
+FEATURES ?= sim
+
+.PHONY: all build test lint fmt fmt-check unit-and-integration conformance venv k8s-binaries dev-cluster-up dev-cluster-down crds clean
+
+all: build
+
+build:
+	$(CARGO) build --features $(FEATURES) --bins
+
+## The test command: format, lints, unit + integration tests on a real control plane, SDK conformance.
+test: fmt-check lint k8s-binaries venv unit-and-integration conformance
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --all-targets --features $(FEATURES) -- -D warnings
+
+unit-and-integration: k8s-binaries
+	$(CARGO) test --features $(FEATURES) --no-fail-fast
+
+## The official vendor SDKs (deep-security-api, tetpyclient) against vendor-sim.
+conformance: venv
+	$(CARGO) build --features $(FEATURES) --bin vendor-sim
+	$(VENV)/bin/python -m pytest -q tests/conformance
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tests/conformance/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/conformance/requirements.txt
+	touch $@
+
+## kube-apiserver, etcd, kube-controller-manager, kubectl, helm (cached outside the repo).
+k8s-binaries:
+	@scripts/k8s-binaries >/dev/null
+
+dev-cluster-up:
+	scripts/dev-cluster up
+
+dev-cluster-down:
+	scripts/dev-cluster down
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

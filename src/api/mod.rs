@@ -1,0 +1,1 @@
+//! CRD types and conditions; no I/O.

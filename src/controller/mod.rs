@@ -1,0 +1,1 @@
+//! Reconcilers, desired-Secret and status builders, events, metrics.

@@ -1,0 +1,216 @@
+//! Fault injection: per vendor and path prefix, by count or probability. Applied before the vendor's routes.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::Response,
+};
+use serde::{Deserialize, Serialize};
+
+use super::counts::RequestCounts;
+
+/// One fault rule, as posted to the control port's `/faults`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultRule {
+    #[serde(default)]
+    pub id: u64,
+    /// `trend` or `cisco`.
+    pub vendor: String,
+    /// Requests whose path starts with this are affected ("" or "/" for all).
+    #[serde(default)]
+    pub path_prefix: String,
+    /// Only this method, when set.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Answer with this status instead of routing.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Body for `status`; default is the vendor's usual error shape.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `Retry-After` seconds to send with `status`.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// Delay before answering (then routed normally unless `status` or `drop` is set).
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Close the connection without an answer.
+    #[serde(default)]
+    pub drop: bool,
+    /// How many matching requests to affect; unlimited when absent.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Chance that a matching request is affected (0.0..=1.0).
+    #[serde(default = "one")]
+    pub probability: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Marker a response carries when the connection must be dropped instead of answered.
+#[derive(Debug, Clone, Copy)]
+pub struct DropConnection;
+
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    inner: Arc<Mutex<FaultState>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    next_id: u64,
+    rules: Vec<FaultRule>,
+}
+
+impl Faults {
+    pub fn add(&self, mut rule: FaultRule) -> Result<u64, String> {
+        if !(0.0..=1.0).contains(&rule.probability) {
+            return Err("probability must be between 0 and 1".into());
+        }
+        if rule.status.is_none() && rule.latency_ms.is_none() && !rule.drop {
+            return Err("a fault needs status, latencyMs or drop".into());
+        }
+        if let Some(s) = rule.status
+            && StatusCode::from_u16(s).is_err()
+        {
+            return Err(format!("invalid status {s}"));
+        }
+        let mut st = self.inner.lock().expect("faults poisoned");
+        st.next_id += 1;
+        rule.id = st.next_id;
+        st.rules.push(rule);
+        Ok(st.next_id)
+    }
+
+    pub fn list(&self) -> Vec<FaultRule> {
+        self.inner.lock().expect("faults poisoned").rules.clone()
+    }
+
+    pub fn remove(&self, id: u64) -> bool {
+        let mut st = self.inner.lock().expect("faults poisoned");
+        let before = st.rules.len();
+        st.rules.retain(|r| r.id != id);
+        st.rules.len() != before
+    }
+
+    pub fn clear(&self) {
+        self.inner.lock().expect("faults poisoned").rules.clear();
+    }
+
+    /// The first rule matching this request, consuming one of its count. Exhausted rules are removed.
+    fn take_match(&self, vendor: &str, method: &str, path: &str) -> Option<FaultRule> {
+        let mut st = self.inner.lock().expect("faults poisoned");
+        let idx = st.rules.iter().position(|r| {
+            r.vendor == vendor
+                && path.starts_with(r.path_prefix.as_str())
+                && r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+        })?;
+        if st.rules[idx].probability < 1.0 && rand::random::<f64>() >= st.rules[idx].probability {
+            return None;
+        }
+        let rule = st.rules[idx].clone();
+        if let Some(count) = st.rules[idx].count.as_mut() {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                st.rules.remove(idx);
+            }
+        }
+        Some(rule)
+    }
+}
+
+/// State of the per-vendor middleware.
+#[derive(Debug, Clone)]
+pub struct VendorLayerState {
+    pub vendor: &'static str,
+    pub faults: Faults,
+    pub counts: RequestCounts,
+}
+
+/// Counts every request and applies the first matching fault before the vendor's own routes see it.
+pub async fn apply(State(state): State<VendorLayerState>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let response = match state.faults.take_match(state.vendor, &method, &path) {
+        None => next.run(request).await,
+        Some(rule) => {
+            if let Some(ms) = rule.latency_ms {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if rule.drop {
+                let mut r = Response::new(Body::empty());
+                r.extensions_mut().insert(DropConnection);
+                r
+            } else if let Some(status) = rule.status {
+                fault_response(state.vendor, status, rule.body, rule.retry_after)
+            } else {
+                next.run(request).await
+            }
+        }
+    };
+    let status = if response.extensions().get::<DropConnection>().is_some() { 0 } else { response.status().as_u16() };
+    state.counts.record(state.vendor, &method, &path, status);
+    response
+}
+
+fn fault_response(vendor: &str, status: u16, body: Option<String>, retry_after: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = code.canonical_reason().unwrap_or("Error");
+    let (content_type, body) = match (vendor, body) {
+        (_, Some(b)) if b.trim_start().starts_with('{') => ("application/json", b),
+        (_, Some(b)) => ("text/plain; charset=utf-8", b),
+        ("trend", None) if status == 429 => ("application/json", r#"{"message":"Too many API requests"}"#.to_owned()),
+        ("trend", None) => ("application/json", serde_json::json!({ "message": reason }).to_string()),
+        (_, None) => ("text/plain; charset=utf-8", reason.to_owned()),
+    };
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(secs) = retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(prefix: &str) -> FaultRule {
+        serde_json::from_value(serde_json::json!({"vendor": "trend", "pathPrefix": prefix, "status": 503, "count": 2}))
+            .unwrap()
+    }
+
+    #[test]
+    fn count_limited_rules_expire() {
+        let f = Faults::default();
+        f.add(rule("/api/apikeys")).unwrap();
+        assert!(f.take_match("trend", "GET", "/api/roles").is_none());
+        assert!(f.take_match("cisco", "GET", "/api/apikeys").is_none());
+        assert!(f.take_match("trend", "GET", "/api/apikeys/1").is_some());
+        assert!(f.take_match("trend", "POST", "/api/apikeys").is_some());
+        assert!(f.take_match("trend", "POST", "/api/apikeys").is_none());
+        assert!(f.list().is_empty());
+    }
+
+    #[test]
+    fn rejects_empty_and_bad_rules() {
+        let f = Faults::default();
+        let mut r = rule("/");
+        r.status = None;
+        assert!(f.add(r).is_err());
+        let mut r = rule("/");
+        r.probability = 2.0;
+        assert!(f.add(r).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Test support: one real control plane (etcd + kube-apiserver + kube-controller-manager) per test binary,
+//! started through `scripts/dev-cluster`, and a fresh namespace per test.
+//!
+//! Set `WKO_TEST_KUBECONFIG` to reuse a running cluster (e.g. the one `scripts/dev-cluster up` printed)
+//! instead of starting one. We use our own small harness rather than the `envtest` crate so that tests, the
+//! demo and humans share one start-up path (`scripts/dev-cluster`), including the controller manager that
+//! envtest does not run (garbage collection is part of what we test).
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The running control plane of this test binary.
+pub struct ControlPlane {
+    pub kubeconfig: PathBuf,
+    pub dir: Option<PathBuf>,
+}
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// Starts the control plane on first use (blocking, ~10-30 s); later calls return the same one.
+/// It stops by itself when this test process exits (`dev-cluster --owner-pid`).
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| {
+        if let Ok(kc) = std::env::var("WKO_TEST_KUBECONFIG") {
+            return ControlPlane { kubeconfig: PathBuf::from(kc), dir: None };
+        }
+        let dir = std::env::temp_dir().join(format!("wko-test-cluster-{}", std::process::id()));
+        let kubeconfig = dev_cluster_up(&dir, Some(std::process::id()));
+        ControlPlane { kubeconfig, dir: Some(dir) }
+    })
+}
+
+/// Runs `scripts/dev-cluster up` and returns the kubeconfig path from its last line.
+pub fn dev_cluster_up(dir: &Path, owner_pid: Option<u32>) -> PathBuf {
+    let mut cmd = Command::new(repo_root().join("scripts/dev-cluster"));
+    cmd.arg("up").arg("--dir").arg(dir);
+    if let Some(pid) = owner_pid {
+        cmd.arg("--owner-pid").arg(pid.to_string());
+    }
+    let out = cmd.output().expect("run scripts/dev-cluster");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "dev-cluster up failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    PathBuf::from(last.strip_prefix("KUBECONFIG=").unwrap_or_else(|| panic!("unexpected last line {last:?}")))
+}
+
+pub fn dev_cluster_down(dir: &Path) {
+    let status = Command::new(repo_root().join("scripts/dev-cluster"))
+        .arg("down")
+        .arg("--dir")
+        .arg(dir)
+        .status()
+        .expect("run scripts/dev-cluster down");
+    assert!(status.success());
+}
+
+/// A kube config for the admin identity, optionally impersonating `user` (e.g. a ServiceAccount).
+pub async fn config_as(user: Option<&str>) -> Config {
+    let cp = control_plane();
+    let kc = Kubeconfig::read_from(&cp.kubeconfig).expect("read kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kube config");
+    if let Some(user) = user {
+        config.auth_info.impersonate = Some(user.to_owned());
+    }
+    config
+}
+
+pub async fn client() -> Client {
+    Client::try_from(config_as(None).await).expect("kube client")
+}
+
+/// Path to a `kubectl` matching the control plane (from scripts/k8s-binaries).
+pub fn kubectl() -> PathBuf {
+    let out = Command::new(repo_root().join("scripts/k8s-binaries")).output().expect("run scripts/k8s-binaries");
+    assert!(out.status.success(), "k8s-binaries failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
+}
+
+/// A namespace of its own for one test; deleted (without waiting) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"workloadkeys.io/test": "true"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+        Self { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let name = self.name.clone();
+        // Best effort and non-blocking; the whole cluster goes away with the test process anyway.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
