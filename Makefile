@@ -49,6 +49,10 @@ dev-cluster-up:
 dev-cluster-down:
 	scripts/dev-cluster down
 
+## Regenerate crds/ from the Rust types (a test fails when they are stale).
+crds:
+	$(CARGO) run -q -- crds > crds/workloadkeys.io.yaml
+
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)

@@ -1,0 +1,213 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTemplate};
+
+/// A Trend Micro Workload Security / Deep Security API key, created through the vendor API and kept in a Secret.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "workloadkeys.io",
+    version = "v1alpha1",
+    kind = "WorkloadApiKey",
+    namespaced,
+    shortname = "wak",
+    category = "workloadkeys",
+    status = "WorkloadApiKeyStatus",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Key ID", type_ = "integer", json_path = ".status.keyId"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Last Rotated", type_ = "date", json_path = ".status.lastRotatedAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.rotation) || !has(self.rotation.renewBefore) || (has(self.expiresAfter) && duration(self.rotation.renewBefore) < duration(self.expiresAfter))"
+).message("spec.rotation.renewBefore must be shorter than spec.expiresAfter (and needs expiresAfter)").field_path(".rotation.renewBefore"))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadApiKeySpec {
+    /// How to reach and authenticate to the Workload Security / Deep Security Manager API.
+    pub connection: TrendConnection,
+    /// Name of the key at the vendor; unique per vendor tenant. Defaults to `<namespace>-<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = Rule::new("self.trim() == self && self != ''").message("spec.keyName must not be empty or start/end with spaces"))]
+    pub key_name: Option<String>,
+    /// Free text shown in the vendor console; the operator appends a marker holding the resource UID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+    /// The administrator role of the key: by name (looked up) or by numeric ID. Exactly one.
+    pub role: RoleRef,
+    /// Language of the key's API messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<Locale>,
+    /// IANA time zone of the key, e.g. `Asia/Tokyo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"))]
+    pub time_zone: Option<String>,
+    /// Lifetime of each key, e.g. `336h`; becomes the vendor `expiryDate`. No expiry when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("spec.expiresAfter must be at least 30s"))]
+    pub expires_after: Option<String>,
+    /// When and how keys are rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    /// The Secret to write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretTemplate>,
+    /// `Delete` revokes the key at the vendor when the resource is deleted; `Retain` leaves it.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.apiKeySecretRef) != has(self.loginSecretRef)").message("exactly one of spec.connection.apiKeySecretRef and spec.connection.loginSecretRef must be set"))]
+#[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.caSecretRef))").message("spec.connection.caBundle and spec.connection.caSecretRef are mutually exclusive"))]
+#[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.allowInsecureHttp) && self.allowInsecureHttp)").message("spec.connection.url must start with https:// (http:// only with allowInsecureHttp: true)").field_path(".url"))]
+#[x_kube(validation = Rule::new("!(has(self.insecureSkipTlsVerify) && self.insecureSkipTlsVerify && (has(self.caBundle) || has(self.caSecretRef)))").message("spec.connection.insecureSkipTlsVerify cannot be combined with a CA"))]
+#[serde(rename_all = "camelCase")]
+pub struct TrendConnection {
+    /// Base URL including `/api`, e.g. `https://dsm.example.com:4119/api` or
+    /// `https://workload.us-1.cloudone.trendmicro.com/api`.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s/]+(/\S*)?$"))]
+    pub url: String,
+    /// PEM CA bundle to trust instead of the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("spec.connection.caBundle must hold PEM certificates"))]
+    pub ca_bundle: Option<String>,
+    /// A Secret key holding the PEM CA bundle (key defaults to `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeySelector>,
+    /// Skip TLS verification. Discouraged: a Warning event is emitted while set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_tls_verify: Option<bool>,
+    /// Allow a plain `http://` URL (test setups only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_insecure_http: Option<bool>,
+    /// An API key with rights to manage API keys (key defaults to `api-secret-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeySelector>,
+    /// Username/password bootstrap: a Secret with `userName`, `password`, optional `tenantName`, `mfaCode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_secret_ref: Option<SecretReference>,
+}
+
+/// A role by name (looked up, exact match) or by numeric ID.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.name) != has(self.id)").message("exactly one of spec.role.name and spec.role.id must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRef {
+    /// Role name, e.g. `Auditor` or `Full Access`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 254))]
+    pub name: Option<String>,
+    /// Role ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub id: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Locale {
+    #[default]
+    #[serde(rename = "en-US")]
+    EnUs,
+    #[serde(rename = "ja-JP")]
+    JaJp,
+}
+
+impl Locale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locale::EnUs => "en-US",
+            Locale::JaJp => "ja-JP",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.gracePeriod) || !has(self.strategy) || self.strategy == 'Replace'").message("spec.rotation.gracePeriod applies only to strategy Replace"))]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// Rotate this long before expiry; defaults to one third of `expiresAfter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub renew_before: Option<String>,
+    /// `Replace` (new key, old one revoked after `gracePeriod`) or `RegenerateSecret` (same key, new secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<RotationStrategy>,
+    /// `Replace` only: how long the old key stays valid after the Secret holds the new one. Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub grace_period: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RotationStrategy {
+    #[default]
+    Replace,
+    RegenerateSecret,
+}
+
+/// Observed state. Never holds secret material.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadApiKeyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Vendor ID of the current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<i64>,
+    /// Vendor name of the current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// Name of a key about to be created (intent recorded before the vendor call, for crash recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_key_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<Time>,
+    /// Replaced keys still valid during the overlap window of `Replace`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring_keys: Vec<RetiringKey>,
+    /// How many keys this resource has had; the suffix of the next rotated key name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_generation: Option<i64>,
+    /// Keyed hash (HMAC-SHA256 under an operator key) of the Secret data last written; detects edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
+    /// Last value of the `workloadkeys.io/rotate` annotation acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_annotation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringKey {
+    pub key_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    pub revoke_at: Time,
+}
