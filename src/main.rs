@@ -1,23 +1,133 @@
-//! workload-key-operator: thin entry point. Parses arguments, sets up telemetry, runs the controllers.
+//! workload-key-operator: thin entry point. Parses arguments, sets up telemetry, runs the controllers and the
+//! `/metrics`, `/healthz`, `/readyz` server.
 
-use clap::{Parser, Subcommand};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use workload_key_operator::{
+    api,
+    controller::{self, Context, Scope, Settings, metrics::Metrics, server::Readiness},
+    vendor::{self, observe::RequestObserver},
+};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Provisions Trend Micro and Cisco Secure Workload API credentials into Kubernetes Secrets")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the controllers (the default).
+    Run,
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crds,
 }
 
-fn main() {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Crds) | None => print!("{}", workload_key_operator::api::crds_yaml()),
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "WKO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WKO_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Log filter, e.g. `info` or `workload_key_operator=debug,kube=info`.
+    #[arg(long, env = "WKO_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, env = "WKO_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Client-side limit of vendor requests per minute, per vendor endpoint.
+    #[arg(long, env = "WKO_VENDOR_RATE_LIMIT", default_value_t = vendor::DEFAULT_REQUESTS_PER_MINUTE)]
+    vendor_rate_limit: u32,
+    /// Timeout of one vendor request, in seconds.
+    #[arg(long, env = "WKO_VENDOR_TIMEOUT_SECONDS", default_value_t = 30)]
+    vendor_timeout_seconds: u64,
+    /// Key of the keyed hash that detects edits of written Secrets. Keep it stable across restarts.
+    #[arg(
+        long,
+        env = "WKO_SECRET_HASH_KEY",
+        hide_env_values = true,
+        default_value = "workload-key-operator/secret-hash/v1"
+    )]
+    secret_hash_key: String,
+}
+
+struct MetricsObserver(Metrics);
+
+impl RequestObserver for MetricsObserver {
+    fn observe(&self, vendor: &'static str, operation: &str, status: Option<u16>) {
+        self.0.record_vendor_request(vendor, operation, status);
     }
+}
+
+fn init_tracing(args: &RunArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    if let Some(Command::Crds) = cli.command {
+        print!("{}", api::crds_yaml());
+        return Ok(());
+    }
+    let args = cli.run;
+    init_tracing(&args);
+    vendor::install_crypto_provider();
+
+    let client = kube::Client::try_default().await?;
+    let metrics = Metrics::default();
+    vendor::observe::set_observer(Arc::new(MetricsObserver(metrics.clone())));
+    let settings = Settings {
+        vendor_requests_per_minute: args.vendor_rate_limit,
+        vendor_timeout: Duration::from_secs(args.vendor_timeout_seconds),
+        hash_key: args.secret_hash_key.into_bytes(),
+        failpoint: std::env::var("WKO_FAILPOINT").ok().filter(|v| !v.is_empty()),
+    };
+    let ctx = Arc::new(Context::new(client, metrics.clone(), settings));
+    let scope = args.watch_namespace.clone().map_or(Scope::AllNamespaces, Scope::Namespace);
+    let ready = Readiness::default();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let server = tokio::spawn(controller::server::serve(args.metrics_addr, metrics, ready.clone(), stopped()));
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), scope = ?scope, "starting controllers");
+    ready.set(true);
+    controller::run(ctx, scope, Box::pin(stopped())).await;
+    ready.set(false);
+    server.await??;
+    Ok(())
 }

@@ -5,8 +5,7 @@ mod support;
 use std::{process::Command, time::Duration};
 
 use k8s_openapi::{
-    api::core::v1::Secret,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::Secret, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api,
@@ -57,11 +56,7 @@ async fn install_widgets(client: &kube::Client, group: &str) -> ApiResource {
         let name = name.clone();
         async move {
             let crd = crds.get(&name).await.ok()?;
-            let established = crd
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
+            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
             established.then_some(())
         }
     })
@@ -151,7 +146,8 @@ fn dev_cluster_entry_point_up_and_down() {
         .collect();
     assert_eq!(pids.len(), 3, "etcd, kube-apiserver, kube-controller-manager");
 
-    let out = Command::new(support::kubectl()).arg("--kubeconfig").arg(&kubeconfig).args(["get", "ns"]).output().unwrap();
+    let out =
+        Command::new(support::kubectl()).arg("--kubeconfig").arg(&kubeconfig).args(["get", "ns"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "kubectl failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(text.lines().any(|l| l.starts_with("default ")), "no default namespace in:\n{text}");

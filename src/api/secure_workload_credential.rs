@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTemplate};
 
 /// A Cisco Secure Workload API key pair: imported (or, experimentally, minted), verified, published in a Secret.
+// The derive repeats `type_` across printer columns, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "workloadkeys.io",

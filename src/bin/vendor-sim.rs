@@ -38,9 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let ca_file = args.ca_file.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("vendor-sim-{}", std::process::id())).join("ca.crt")
-    });
+    let ca_file = args
+        .ca_file
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("vendor-sim-{}", std::process::id())).join("ca.crt"));
     let mut opts = SimOptions {
         trend_listen: args.trend_listen,
         cisco_listen: args.cisco_listen,

@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn ids_are_folded() {
         assert_eq!(normalize_path("/api/apikeys/42/secretkey"), "/api/apikeys/{id}/secretkey");
-        assert_eq!(normalize_path("/api/api_credentials/5ce480db497d4f1ca1fc2b2b.json"), "/api/api_credentials/{id}.json");
+        assert_eq!(
+            normalize_path("/api/api_credentials/5ce480db497d4f1ca1fc2b2b.json"),
+            "/api/api_credentials/{id}.json"
+        );
         assert_eq!(normalize_path("/openapi/v1/users?include_disabled=true"), "/openapi/v1/users");
         assert_eq!(normalize_path("/api/apikeys/current"), "/api/apikeys/current");
     }

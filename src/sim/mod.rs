@@ -121,8 +121,8 @@ impl Drop for TempDir {
 pub enum SimError {
     #[error("bind {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
-    #[error("generate TLS certificates: {0}")]
-    Tls(#[from] rcgen::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("write CA file {path}: {source}")]
     WriteCa { path: PathBuf, source: std::io::Error },
 }

@@ -37,7 +37,8 @@ pub async fn serve_tls(listener: TcpListener, router: Router, tls: Arc<ServerCon
             let service = tower::service_fn(move |req: axum::extract::Request<hyper::body::Incoming>| {
                 let router = router.clone();
                 async move {
-                    let resp = router.oneshot(req.map(axum::body::Body::new)).await.unwrap_or_else(|e: Infallible| match e {});
+                    let resp =
+                        router.oneshot(req.map(axum::body::Body::new)).await.unwrap_or_else(|e: Infallible| match e {});
                     if resp.extensions().get::<DropConnection>().is_some() {
                         return Err(Dropped);
                     }

@@ -68,7 +68,12 @@ impl VendorError {
 
     /// Kind from an HTTP status: 401 Unauthorized, 403 Forbidden, 404 NotFound, 429 RateLimited,
     /// 408/5xx Transient, other 4xx Invalid.
-    pub fn from_status(operation: impl Into<String>, status: u16, retry_after: Option<Duration>, message: impl Into<String>) -> Self {
+    pub fn from_status(
+        operation: impl Into<String>,
+        status: u16,
+        retry_after: Option<Duration>,
+        message: impl Into<String>,
+    ) -> Self {
         let kind = match status {
             401 => ErrorKind::Unauthorized,
             403 => ErrorKind::Forbidden,

@@ -22,6 +22,13 @@ pub fn install_crypto_provider() {
 
 /// A reqwest client with rustls: system roots, or only the given CA bundle, or (explicitly) no verification.
 pub fn http_client(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::Client, VendorError> {
+    http_client_builder(tls, timeout)?
+        .build()
+        .map_err(|e| VendorError::new(ErrorKind::Tls, "build HTTP client", None, error_chain(&e)))
+}
+
+/// The builder behind [`http_client`], for clients that need one more setting (e.g. no redirects).
+pub fn http_client_builder(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::ClientBuilder, VendorError> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
@@ -32,16 +39,15 @@ pub fn http_client(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::Clien
     if tls.insecure_skip_verify {
         builder = builder.danger_accept_invalid_certs(true);
     } else if let Some(pem) = &tls.ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| VendorError::new(ErrorKind::Tls, "load CA bundle", None, format!("invalid PEM CA bundle: {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+            VendorError::new(ErrorKind::Tls, "load CA bundle", None, format!("invalid PEM CA bundle: {e}"))
+        })?;
         if certs.is_empty() {
             return Err(VendorError::new(ErrorKind::Tls, "load CA bundle", None, "CA bundle holds no certificate"));
         }
         builder = builder.tls_certs_only(certs);
     }
-    builder
-        .build()
-        .map_err(|e| VendorError::new(ErrorKind::Tls, "build HTTP client", None, error_chain(&e)))
+    Ok(builder)
 }
 
 /// Maps a transport failure (no HTTP answer) to an error kind: TLS problems are `Tls`, the rest `Transient`.

@@ -7,11 +7,14 @@
 pub mod cisco;
 mod error;
 mod http;
+pub mod observe;
 mod rate;
 mod secret;
 pub mod trend;
 
 pub use error::{ErrorKind, VendorError};
-pub use http::{TlsOptions, classify_transport_error, http_client, install_crypto_provider, parse_retry_after};
+pub use http::{
+    TlsOptions, classify_transport_error, http_client, http_client_builder, install_crypto_provider, parse_retry_after,
+};
 pub use rate::{DEFAULT_REQUESTS_PER_MINUTE, RateLimiter, RateLimiters};
 pub use secret::SecretString;

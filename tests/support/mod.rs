@@ -7,6 +7,8 @@
 //! envtest does not run (garbage collection is part of what we test).
 #![allow(dead_code)]
 
+pub mod operator;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -55,11 +57,7 @@ pub fn dev_cluster_up(dir: &Path, owner_pid: Option<u32>) -> PathBuf {
     }
     let out = cmd.output().expect("run scripts/dev-cluster");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "dev-cluster up failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "dev-cluster up failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let last = stdout.lines().last().unwrap_or_default();
     PathBuf::from(last.strip_prefix("KUBECONFIG=").unwrap_or_else(|| panic!("unexpected last line {last:?}")))
 }

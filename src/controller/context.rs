@@ -1,0 +1,182 @@
+//! What every reconcile shares: the Kubernetes client, events, metrics, vendor rate limiters and caches.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use sha2::{Digest, Sha256};
+
+use super::{error::Error, metrics::Metrics};
+use crate::{
+    api::SecretKeySelector,
+    vendor::{RateLimiters, SecretString, TlsOptions},
+};
+
+/// Operator-wide settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Client-side vendor rate limit per endpoint, requests per minute.
+    pub vendor_requests_per_minute: u32,
+    /// Timeout of one vendor HTTP request.
+    pub vendor_timeout: Duration,
+    /// Key of the keyed hash that detects Secret edits (see `secret::data_hash`).
+    pub hash_key: Vec<u8>,
+    /// Test-only fail-point (`WKO_FAILPOINT`): `after-vendor-create` exits right after a vendor create.
+    pub failpoint: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            vendor_requests_per_minute: crate::vendor::DEFAULT_REQUESTS_PER_MINUTE,
+            vendor_timeout: Duration::from_secs(30),
+            hash_key: b"workload-key-operator/secret-hash/v1".to_vec(),
+            failpoint: None,
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub settings: Settings,
+    pub limiters: RateLimiters,
+    clients: Mutex<HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>,
+    roles: Mutex<HashMap<(String, String), (i64, Instant)>>,
+}
+
+/// How long a role name → ID lookup is trusted.
+const ROLE_CACHE_TTL: Duration = Duration::from_secs(600);
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, settings: Settings) -> Self {
+        let reporter =
+            Reporter { controller: "workload-key-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            limiters: RateLimiters::new(settings.vendor_requests_per_minute),
+            client,
+            metrics,
+            settings,
+            clients: Mutex::default(),
+            roles: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event on `obj`. Failures are logged, never fatal: events are advisory.
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev =
+            Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// A cached vendor client for `key` (a digest of everything that configures it, secrets included), or a new
+    /// one from `make`. Reusing clients keeps connections, sessions and TLS setup across reconciles.
+    pub fn cached_client<T, F>(&self, key: &str, make: F) -> Result<Arc<T>, Error>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Result<T, Error>,
+    {
+        let mut map = self.clients.lock().expect("client cache poisoned");
+        if let Some(c) = map.get(key).and_then(|c| c.clone().downcast::<T>().ok()) {
+            return Ok(c);
+        }
+        let c = Arc::new(make()?);
+        // The cache is bounded by the number of distinct credentials in use; drop everything past a sane size.
+        if map.len() > 1024 {
+            map.clear();
+        }
+        map.insert(key.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    pub fn cached_role(&self, endpoint: &str, name: &str) -> Option<i64> {
+        let map = self.roles.lock().expect("role cache poisoned");
+        map.get(&(endpoint.to_owned(), name.to_owned()))
+            .filter(|(_, at)| at.elapsed() < ROLE_CACHE_TTL)
+            .map(|(id, _)| *id)
+    }
+
+    pub fn cache_role(&self, endpoint: &str, name: &str, id: i64) {
+        self.roles
+            .lock()
+            .expect("role cache poisoned")
+            .insert((endpoint.to_owned(), name.to_owned()), (id, Instant::now()));
+    }
+
+    /// Reads one key of a Secret in `namespace`. The value is secret material.
+    pub async fn secret_value(&self, namespace: &str, name: &str, key: &str) -> Result<SecretString, Error> {
+        let secret = self.secret(namespace, name).await?;
+        secret_key(&secret, name, key)
+    }
+
+    pub async fn secret(&self, namespace: &str, name: &str) -> Result<Secret, Error> {
+        Api::<Secret>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| Error::SecretNotFound { namespace: namespace.to_owned(), name: name.to_owned() })
+    }
+
+    /// TLS settings from a connection's CA fields: inline bundle, or a Secret key (default `ca.crt`).
+    pub async fn tls_options(
+        &self,
+        namespace: &str,
+        ca_bundle: Option<&str>,
+        ca_secret_ref: Option<&SecretKeySelector>,
+        insecure: bool,
+    ) -> Result<TlsOptions, Error> {
+        let ca_pem = match (ca_bundle, ca_secret_ref) {
+            (Some(pem), _) => Some(pem.to_owned()),
+            (None, Some(sel)) => {
+                let key = sel.key.as_deref().unwrap_or("ca.crt");
+                Some(self.secret_value(namespace, &sel.name, key).await?.expose().to_owned())
+            }
+            (None, None) => None,
+        };
+        Ok(TlsOptions { ca_pem, insecure_skip_verify: insecure })
+    }
+}
+
+/// One key of a Secret's data (or stringData already merged by the API server), as UTF-8.
+pub fn secret_key(secret: &Secret, name: &str, key: &str) -> Result<SecretString, Error> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| Error::InvalidSecret { name: name.to_owned(), problem: format!("has no key {key:?}") })?;
+    let text = String::from_utf8(bytes.0.clone())
+        .map_err(|_| Error::InvalidSecret { name: name.to_owned(), problem: format!("key {key:?} is not UTF-8") })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Error::InvalidSecret { name: name.to_owned(), problem: format!("key {key:?} is empty") });
+    }
+    Ok(SecretString::new(text))
+}
+
+/// Hex SHA-256 over the parts, each length-prefixed: a cache key that never shows the secrets it covers.
+pub fn digest(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// `namespace/name` for logs.
+pub fn display_name<K: ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}

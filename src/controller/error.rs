@@ -1,0 +1,111 @@
+//! Reconcile errors. Each knows its condition reason and whether waiting can fix it.
+
+use std::time::Duration;
+
+use crate::{
+    api::conditions::reason,
+    vendor::{ErrorKind, VendorError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Secret {name} not found in namespace {namespace}")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {name}: {problem}")]
+    InvalidSecret { name: String, problem: String },
+    #[error("Secret {name} exists and is not managed by this resource; it was left untouched")]
+    SecretConflict { name: String },
+    #[error("role {name:?} not found at the vendor")]
+    RoleNotFound { name: String },
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error(transparent)]
+    Vendor(#[from] VendorError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the resource has no {0}")]
+    MissingObjectKey(&'static str),
+}
+
+impl Error {
+    /// The `Ready=False` reason shown for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::SecretNotFound { .. } => reason::SECRET_NOT_FOUND,
+            Error::InvalidSecret { .. } => reason::INVALID_SECRET,
+            Error::SecretConflict { .. } => reason::SECRET_CONFLICT,
+            Error::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
+            Error::InvalidSpec(_) | Error::MissingObjectKey(_) => reason::INVALID_SPEC,
+            Error::Vendor(e) => vendor_reason(&e.kind),
+            Error::Kube(_) => reason::KUBERNETES_ERROR,
+        }
+    }
+
+    /// A wait the vendor asked for (429 `Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Vendor(VendorError { kind: ErrorKind::RateLimited { retry_after }, .. }) => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+pub fn vendor_reason(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Unauthorized => reason::UNAUTHORIZED,
+        ErrorKind::Forbidden => reason::FORBIDDEN,
+        ErrorKind::Tls => reason::TLS_ERROR,
+        ErrorKind::RateLimited { .. } => reason::RATE_LIMITED,
+        ErrorKind::Transient => reason::VENDOR_UNAVAILABLE,
+        ErrorKind::NotFound | ErrorKind::Invalid => reason::VENDOR_ERROR,
+    }
+}
+
+/// Exponential backoff with jitter between 5 s and 5 min, by consecutive failures; a vendor's `Retry-After`
+/// wins when longer. `jitter` is in 0.0..1.0 (random in production, fixed in tests).
+pub fn backoff(failed_attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    const MIN: f64 = 5.0;
+    const MAX: f64 = 300.0;
+    let exp = MIN * 2f64.powi(failed_attempts.saturating_sub(1).min(16) as i32);
+    // Full jitter over the upper half keeps retries spread without ever dropping below half the step.
+    let secs = (exp * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))).clamp(MIN, MAX);
+    let wait = Duration::from_secs_f64(secs);
+    match retry_after {
+        Some(r) if r > wait => r.min(Duration::from_secs(MAX as u64)),
+        _ => wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        assert_eq!(backoff(1, None, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(2, None, 1.0), Duration::from_secs(10));
+        assert_eq!(backoff(3, None, 1.0), Duration::from_secs(20));
+        assert_eq!(backoff(30, None, 1.0), Duration::from_secs(300));
+        assert_eq!(backoff(1, None, 0.0), Duration::from_secs(5), "never below 5 s");
+        assert_eq!(backoff(4, None, 0.0), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn retry_after_wins_when_longer() {
+        assert_eq!(backoff(1, Some(Duration::from_secs(42)), 0.5), Duration::from_secs(42));
+        assert_eq!(backoff(6, Some(Duration::from_secs(1)), 1.0), Duration::from_secs(160));
+        assert_eq!(backoff(1, Some(Duration::from_secs(9999)), 0.5), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn reasons_are_specific() {
+        let v = |kind| Error::Vendor(VendorError::new(kind, "op", None, ""));
+        assert_eq!(v(ErrorKind::Unauthorized).reason(), "Unauthorized");
+        assert_eq!(v(ErrorKind::Forbidden).reason(), "Forbidden");
+        assert_eq!(v(ErrorKind::Tls).reason(), "TLSError");
+        assert_eq!(v(ErrorKind::RateLimited { retry_after: None }).reason(), "RateLimited");
+        assert_eq!(v(ErrorKind::Transient).reason(), "VendorUnavailable");
+        assert_eq!(Error::RoleNotFound { name: "x".into() }.reason(), "RoleNotFound");
+        assert_eq!(Error::SecretConflict { name: "x".into() }.reason(), "SecretConflict");
+    }
+}

@@ -1,0 +1,43 @@
+//! Trend Micro Workload Security / Deep Security Manager client (the `/api` with DSM-style API keys).
+//!
+//! Authenticates with an `api-secret-key` or, to bootstrap the first key, with a session opened by user
+//! name and password (`POST /sessions`, `sID` cookie and `rID` header). Every request waits for the
+//! per-endpoint [`RateLimiter`](crate::vendor::RateLimiter); 429 and transient failures are retried
+//! within a [`RetryPolicy`], never repeating a create or regenerate the server may have processed.
+
+mod client;
+mod model;
+mod retry;
+
+use futures::future::BoxFuture;
+
+pub use client::{Auth, LoginCredentials, SessionInfo, TrendClient};
+pub use model::{
+    ApiKey, ApiKeyChanges, Comparison, IssuedApiKey, Locale, NewApiKey, Role, SearchCriteria, SearchFilter, StringTest,
+};
+pub use retry::RetryPolicy;
+
+use crate::vendor::VendorError;
+
+/// The future every [`TrendApi`] operation returns.
+pub type TrendFuture<'a, T> = BoxFuture<'a, Result<T, VendorError>>;
+
+/// What the controllers need from a Workload Security endpoint. Object-safe, so a controller can hold
+/// an `Arc<dyn TrendApi>` and tests can substitute a fake.
+pub trait TrendApi: Send + Sync {
+    /// The role named exactly `name`, if any.
+    fn find_role_by_name<'a>(&'a self, name: &'a str) -> TrendFuture<'a, Option<Role>>;
+    fn describe_role(&self, id: i64) -> TrendFuture<'_, Role>;
+    /// Creates a key; the result holds its secret (shown only now).
+    fn create_api_key<'a>(&'a self, key: &'a NewApiKey) -> TrendFuture<'a, IssuedApiKey>;
+    fn describe_api_key(&self, id: i64) -> TrendFuture<'_, ApiKey>;
+    /// Every key named exactly `key_name`, by ascending ID.
+    fn find_api_keys_by_name<'a>(&'a self, key_name: &'a str) -> TrendFuture<'a, Vec<ApiKey>>;
+    fn modify_api_key<'a>(&'a self, id: i64, changes: &'a ApiKeyChanges) -> TrendFuture<'a, ApiKey>;
+    /// Deletes a key; `NotFound` when it is already gone.
+    fn delete_api_key(&self, id: i64) -> TrendFuture<'_, ()>;
+    /// A new secret for the key; the old one stops working at once.
+    fn regenerate_secret(&self, id: i64) -> TrendFuture<'_, IssuedApiKey>;
+    /// The key the client authenticates with.
+    fn describe_current_api_key(&self) -> TrendFuture<'_, ApiKey>;
+}

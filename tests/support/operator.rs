@@ -1,0 +1,145 @@
+//! Runs the operator binary as its own process against the test control plane, watching one namespace.
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+
+use super::{control_plane, eventually};
+
+/// Applies the operator's CRDs once per test binary and waits until they are served.
+pub async fn install_crds(client: &kube::Client) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.get().is_some() {
+        return;
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in workload_key_operator::api::crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(&name, &PatchParams::apply("wko-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
+        eventually(Duration::from_secs(30), "CRD established", || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            }
+        })
+        .await;
+    }
+    let _ = DONE.set(());
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The operator as a child process. Killed (SIGKILL) when dropped.
+pub struct Operator {
+    child: Option<Child>,
+    pub namespace: String,
+    pub metrics_port: u16,
+    pub log_file: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Operator {
+    pub fn start(namespace: &str) -> Self {
+        Self::start_with_env(namespace, &[])
+    }
+
+    pub fn start_with_env(namespace: &str, env: &[(&str, &str)]) -> Self {
+        let log_file = std::env::temp_dir().join(format!("wko-operator-{namespace}-{}.log", rand::random::<u32>()));
+        let mut op = Operator {
+            child: None,
+            namespace: namespace.to_owned(),
+            metrics_port: free_port(),
+            log_file,
+            extra_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_file).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_workload-key-operator"));
+        cmd.env("KUBECONFIG", &control_plane().kubeconfig)
+            .env("WKO_WATCH_NAMESPACE", &self.namespace)
+            .env("WKO_METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
+            // Everything, at the most verbose level: the leak checks read these logs.
+            .env("WKO_LOG_LEVEL", "trace")
+            .env("WKO_VENDOR_RATE_LIMIT", "1200")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start operator"));
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.kill();
+        self.extra_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.spawn();
+    }
+
+    /// Waits for the process to exit by itself (e.g. at a fail-point) and returns its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                self.child = None;
+                return status.code();
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        workload_key_operator::vendor::install_crypto_provider();
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        for _ in 0..50 {
+            if let Ok(r) = reqwest::get(&url).await
+                && let Ok(t) = r.text().await
+            {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no /metrics from the operator at {url}");
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

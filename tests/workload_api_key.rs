@@ -1,0 +1,506 @@
+//! WorkloadApiKey end to end: a real API server, the operator as its own process, the Trend simulator.
+#![cfg(feature = "sim")]
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+use support::{TestNamespace, eventually, operator::Operator};
+use workload_key_operator::{
+    api::WorkloadApiKey,
+    sim::{self, RunningSim, SimOptions},
+    vendor::{
+        ErrorKind, SecretString, TlsOptions,
+        trend::{Auth, TrendClient},
+    },
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Env {
+    ns: TestNamespace,
+    sim: RunningSim,
+    op: Operator,
+}
+
+impl Env {
+    async fn start(prefix: &str) -> Self {
+        Self::start_with(prefix, SimOptions::default(), &[]).await
+    }
+
+    async fn start_with(prefix: &str, opts: SimOptions, env: &[(&str, &str)]) -> Self {
+        let ns = TestNamespace::new(prefix).await;
+        support::operator::install_crds(&ns.client).await;
+        let sim = sim::start(opts).await.expect("start vendor simulator");
+        let admin_key = sim.info.trend_admin_api_key();
+        put_secret(&ns, "tm-admin", &[("api-secret-key", admin_key.as_str())]).await;
+        put_secret(&ns, "sim-ca", &[("ca.crt", sim.ca_pem.as_str())]).await;
+        let op = Operator::start_with_env(&ns.name, env);
+        Env { ns, sim, op }
+    }
+
+    fn waks(&self) -> Api<WorkloadApiKey> {
+        self.ns.api()
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        self.ns.api()
+    }
+
+    /// A spec against the simulator, with the admin key, merged with `extra`.
+    fn spec(&self, extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = json!({
+            "connection": {
+                "url": self.sim.info.trend_url(),
+                "caSecretRef": {"name": "sim-ca"},
+                "apiKeySecretRef": {"name": "tm-admin"}
+            },
+            "role": {"name": "Auditor"},
+            "locale": "ja-JP",
+            "timeZone": "Asia/Tokyo",
+            "expiresAfter": "336h",
+            "description": "Read-only access"
+        });
+        merge(&mut spec, &extra);
+        spec
+    }
+
+    async fn apply(&self, name: &str, spec: serde_json::Value) -> WorkloadApiKey {
+        let obj: WorkloadApiKey =
+            serde_json::from_value(json!({"apiVersion": "workloadkeys.io/v1alpha1", "kind": "WorkloadApiKey",
+                "metadata": {"name": name}, "spec": spec}))
+            .unwrap();
+        self.waks()
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
+            .await
+            .expect("apply WorkloadApiKey")
+    }
+
+    async fn wait_condition(&self, name: &str, status: &str, reason: &str) -> WorkloadApiKey {
+        let api = self.waks();
+        eventually(WAIT, &format!("{name} Ready={status} reason={reason}"), || {
+            let api = api.clone();
+            async move {
+                let w = api.get(name).await.ok()?;
+                let c = w.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?.clone();
+                (c.status == status && c.reason == reason).then_some(w)
+            }
+        })
+        .await
+    }
+
+    async fn wait_ready(&self, name: &str) -> WorkloadApiKey {
+        self.wait_condition(name, "True", "Ready").await
+    }
+
+    async fn secret_value(&self, name: &str) -> String {
+        let s = self.secrets().get(name).await.expect("Secret");
+        String::from_utf8(s.data.unwrap()["api-secret-key"].0.clone()).unwrap()
+    }
+
+    fn client_with(&self, secret: &str) -> TrendClient {
+        let tls = TlsOptions { ca_pem: Some(self.sim.ca_pem.clone()), insecure_skip_verify: false };
+        TrendClient::with_default_limiter(&self.sim.info.trend_url(), Auth::ApiKey(SecretString::new(secret)), &tls)
+            .unwrap()
+    }
+
+    /// Live keys at the vendor whose description carries this resource's UID.
+    fn live_keys_of(&self, wak: &WorkloadApiKey) -> Vec<i64> {
+        let marker = format!("[workloadkeys.io/uid={}]", wak.uid().unwrap());
+        let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        self.sim
+            .trend
+            .keys()
+            .into_iter()
+            .filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now))
+            .map(|k| k.id)
+            .collect()
+    }
+
+    /// No secret value in the operator's logs (trace level), Events, statuses or metrics.
+    async fn assert_no_leaks(&self, secrets: &[String]) {
+        let logs = self.op.logs();
+        let metrics = self.op.metrics().await;
+        let events: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
+        let events = serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
+        let core_events: Api<k8s_openapi::api::core::v1::Event> = self.ns.api();
+        let core_events =
+            serde_json::to_string(&core_events.list(&ListParams::default()).await.unwrap().items).unwrap();
+        let statuses = serde_json::to_string(&self.waks().list(&ListParams::default()).await.unwrap().items).unwrap();
+        assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "the operator ran at trace level");
+        for s in secrets.iter().filter(|s| s.len() >= 8) {
+            // The part after `<id>:` is what makes it secret.
+            let core = s.rsplit(':').next().unwrap();
+            for (what, text) in [
+                ("logs", &logs),
+                ("metrics", &metrics),
+                ("events", &events),
+                ("events", &core_events),
+                ("status", &statuses),
+            ] {
+                assert!(!text.contains(core), "a secret value appears in the operator's {what}");
+            }
+        }
+    }
+}
+
+fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some(
+            data.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    let api: Api<Secret> = ns.api();
+    api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret)).await.expect("put Secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_a_key_whose_secret_works_and_revokes_it_on_delete() {
+    let env = Env::start("wak-create").await;
+    env.apply("reporting", env.spec(json!({"keyName": "reporting-auditor"}))).await;
+    let wak = env.wait_ready("reporting").await;
+    let status = wak.status.clone().unwrap();
+    assert_eq!(status.key_name.as_deref(), Some("reporting-auditor"));
+    assert_eq!(status.role_id, Some(2));
+    assert_eq!(status.secret_name.as_deref(), Some("reporting"));
+
+    // The Secret is what an app mounts; its key works against the vendor and is the key we asked for.
+    let secret = env.secrets().get("reporting").await.unwrap();
+    assert_eq!(secret.labels().get("app.kubernetes.io/managed-by").map(String::as_str), Some("workload-key-operator"));
+    let data = secret.data.clone().unwrap();
+    assert_eq!(String::from_utf8(data["api-key-id"].0.clone()).unwrap(), status.key_id.unwrap().to_string());
+    assert_eq!(String::from_utf8(data["endpoint"].0.clone()).unwrap(), env.sim.info.trend_url());
+    let value = env.secret_value("reporting").await;
+    let current = env.client_with(&value).describe_current_api_key().await.expect("the Secret's key works");
+    assert_eq!(current.key_name, "reporting-auditor");
+    assert_eq!(current.role_id, Some(2));
+    assert_eq!(current.locale.as_deref(), Some("ja-JP"));
+    assert_eq!(current.time_zone.as_deref(), Some("Asia/Tokyo"));
+    let expiry = current.expiry_date.expect("an expiry");
+    let expected = k8s_openapi::jiff::Timestamp::now().as_millisecond() + 336 * 3600 * 1000;
+    assert!((expiry - expected).abs() < 120_000, "expiry is two weeks out");
+    assert!(current.description.unwrap().starts_with("Read-only access [workloadkeys.io/uid="));
+    assert_eq!(env.live_keys_of(&wak).len(), 1);
+
+    // kubectl users can wait on it.
+    let out = std::process::Command::new(support::kubectl())
+        .arg("--kubeconfig")
+        .arg(&support::control_plane().kubeconfig)
+        .args(["-n", &env.ns.name, "wait", "--for=condition=Ready", "wak/reporting", "--timeout=30s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A healthy resource costs no vendor calls on resync.
+    let before = env.sim.counts.total("trend", "");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.sim.counts.total("trend", ""), before, "no vendor calls while healthy");
+
+    // Delete (deletionPolicy Delete): the vendor key is revoked and the Secret collected.
+    env.waks().delete("reporting", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "resource gone", || async {
+        env.waks().get_opt("reporting").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(env.live_keys_of(&wak).is_empty(), "vendor key deleted");
+    assert_eq!(env.client_with(&value).describe_current_api_key().await.unwrap_err().kind, ErrorKind::Unauthorized);
+    eventually(WAIT, "Secret garbage-collected", || async {
+        env.secrets().get_opt("reporting").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    env.assert_no_leaks(&[value, env.sim.info.trend_admin_api_key()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_by_id_and_unknown_role_recovers_after_fix() {
+    let env = Env::start("wak-role").await;
+    env.apply("by-id", env.spec(json!({"role": {"name": null, "id": 1}}))).await;
+    let w = env.wait_ready("by-id").await;
+    assert_eq!(w.status.unwrap().role_id, Some(1));
+
+    env.apply("typo", env.spec(json!({"role": {"name": "Auditorr"}}))).await;
+    let w = env.wait_condition("typo", "False", "RoleNotFound").await;
+    let msg = &w.status.unwrap().conditions[0].message;
+    assert!(msg.contains("Auditorr"), "{msg}");
+    env.apply("typo", env.spec(json!({"role": {"name": "Auditor"}}))).await;
+    let w = env.wait_ready("typo").await;
+    assert_eq!(w.status.unwrap().role_id, Some(2));
+    // The Event for the failure was published.
+    let events: Api<k8s_openapi::api::events::v1::Event> = env.ns.api();
+    let evs = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(evs.iter().any(|e| e.reason.as_deref() == Some("RoleNotFound")), "a RoleNotFound event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_rotation_keeps_the_old_key_for_the_grace_period() {
+    let env = Env::start("wak-replace").await;
+    env.apply(
+        "rot",
+        env.spec(json!({"expiresAfter": "90s", "rotation": {"renewBefore": "75s", "strategy": "Replace", "gracePeriod": "12s"}})),
+    )
+    .await;
+    let first = env.wait_ready("rot").await;
+    let old_id = first.status.as_ref().unwrap().key_id.unwrap();
+    let old_secret = env.secret_value("rot").await;
+
+    // renewAt = created + 15 s: the Secret changes to a new key with a rotation suffix.
+    let rotated = eventually(Duration::from_secs(45), "rotation", || async {
+        let w = env.waks().get("rot").await.ok()?;
+        (w.status.as_ref()?.key_id? != old_id).then_some(w)
+    })
+    .await;
+    let status = rotated.status.clone().unwrap();
+    assert_eq!(status.key_name.as_deref(), Some(format!("{}-rot-r2", env.ns.name).as_str()));
+    assert_eq!(status.retiring_keys.len(), 1);
+    let new_secret = eventually(WAIT, "Secret updated", || async {
+        let v = env.secret_value("rot").await;
+        (v != old_secret).then_some(v)
+    })
+    .await;
+    env.client_with(&new_secret).describe_current_api_key().await.expect("new key works");
+    env.client_with(&old_secret).describe_current_api_key().await.expect("old key still works during the grace period");
+
+    // After the grace period the old key is deleted at the vendor.
+    eventually(Duration::from_secs(40), "old key revoked", || async {
+        let gone = env.client_with(&old_secret).describe_current_api_key().await.is_err();
+        gone.then_some(())
+    })
+    .await;
+    assert!(env.sim.trend.keys().iter().all(|k| k.id != old_id), "old key deleted, not just locked");
+    env.client_with(&new_secret).describe_current_api_key().await.expect("new key still works");
+    env.assert_no_leaks(&[old_secret, new_secret]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerate_rotation_and_the_rotate_annotation() {
+    let env = Env::start("wak-regen").await;
+    env.apply(
+        "regen",
+        env.spec(json!({"expiresAfter": "90s", "rotation": {"renewBefore": "80s", "strategy": "RegenerateSecret"}})),
+    )
+    .await;
+    let first = env.wait_ready("regen").await;
+    let id = first.status.as_ref().unwrap().key_id.unwrap();
+    let s1 = env.secret_value("regen").await;
+    let s2 = eventually(Duration::from_secs(40), "secret regenerated", || async {
+        let v = env.secret_value("regen").await;
+        (v != s1).then_some(v)
+    })
+    .await;
+    let w = env.wait_ready("regen").await;
+    assert_eq!(w.status.as_ref().unwrap().key_id, Some(id), "same key, new secret");
+    assert!(w.status.as_ref().unwrap().last_rotated_at.is_some());
+    env.client_with(&s2).describe_current_api_key().await.expect("new secret works");
+    assert_eq!(env.client_with(&s1).describe_current_api_key().await.unwrap_err().kind, ErrorKind::Unauthorized);
+
+    // The annotation rotates once per new value (Replace strategy here, long lifetime).
+    env.apply("anno", env.spec(json!({}))).await;
+    let a = env.wait_ready("anno").await;
+    let a_id = a.status.unwrap().key_id.unwrap();
+    let annotate = |v: &'static str| {
+        let api = env.waks();
+        async move {
+            api.patch(
+                "anno",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"workloadkeys.io/rotate": v}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    annotate("1").await;
+    let rotated = eventually(WAIT, "annotation rotation", || async {
+        let w = env.waks().get("anno").await.ok()?;
+        let s = w.status.clone()?;
+        (s.key_id? != a_id && s.rotate_annotation.as_deref() == Some("1")).then_some(s)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = env.waks().get("anno").await.unwrap().status.unwrap();
+    assert_eq!(again.key_id, rotated.key_id, "the same value does not rotate again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_or_edited_secret_is_repaired_with_exactly_one_live_key() {
+    let env = Env::start("wak-drift").await;
+    env.apply("drift", env.spec(json!({}))).await;
+    let wak = env.wait_ready("drift").await;
+    let s1 = env.secret_value("drift").await;
+
+    env.secrets().delete("drift", &DeleteParams::default()).await.unwrap();
+    let s2 = eventually(Duration::from_secs(20), "Secret recreated", || async {
+        let s = env.secrets().get_opt("drift").await.ok()??;
+        let v = String::from_utf8(s.data?.get("api-secret-key")?.0.clone()).ok()?;
+        (v != s1).then_some(v)
+    })
+    .await;
+    env.client_with(&s2).describe_current_api_key().await.expect("repaired secret works");
+    assert!(env.client_with(&s1).describe_current_api_key().await.is_err(), "replaced secret revoked");
+
+    // Edit the data by hand: repaired too.
+    env.secrets()
+        .patch("drift", &PatchParams::default(), &Patch::Merge(json!({"data": {"api-secret-key": "aGFja2Vk"}})))
+        .await
+        .unwrap();
+    let s3 = eventually(Duration::from_secs(20), "edited Secret repaired", || async {
+        let v = env.secret_value("drift").await;
+        (v != s2 && v != "hacked").then_some(v)
+    })
+    .await;
+    env.client_with(&s3).describe_current_api_key().await.expect("repaired secret works");
+    assert_eq!(env.live_keys_of(&wak).len(), 1, "exactly one live key for the resource");
+    env.assert_no_leaks(&[s1, s2, s3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_keeps_the_vendor_key_and_foreign_secrets_are_untouched() {
+    let env = Env::start("wak-retain").await;
+    env.apply("kept", env.spec(json!({"deletionPolicy": "Retain"}))).await;
+    let wak = env.wait_ready("kept").await;
+    env.waks().delete("kept", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "resource gone", || async { env.waks().get_opt("kept").await.unwrap().is_none().then_some(()) })
+        .await;
+    assert_eq!(env.live_keys_of(&wak).len(), 1, "Retain leaves the vendor key");
+
+    // A Secret the operator does not own is never overwritten.
+    put_secret(&env.ns, "taken", &[("api-secret-key", "someone else's"), ("other", "data")]).await;
+    let before = env.secrets().get("taken").await.unwrap().data;
+    env.apply("taken", env.spec(json!({}))).await;
+    let w = env.wait_condition("taken", "False", "SecretConflict").await;
+    assert!(w.status.as_ref().unwrap().key_id.is_none(), "no vendor key made for a conflicting Secret");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.secrets().get("taken").await.unwrap().data, before, "foreign Secret byte-for-byte unchanged");
+    // Removing the foreign Secret resolves the conflict.
+    env.secrets().delete("taken", &DeleteParams::default()).await.unwrap();
+    env.wait_ready("taken").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_faults_get_specific_reasons_and_recover() {
+    let env = Env::start("wak-faults").await;
+    // Admin Secret missing, then created.
+    env.apply("nosecret", env.spec(json!({"connection": {"apiKeySecretRef": {"name": "later"}}}))).await;
+    env.wait_condition("nosecret", "False", "SecretNotFound").await;
+    put_secret(&env.ns, "later", &[("api-secret-key", env.sim.info.trend_admin_api_key().as_str())]).await;
+    env.wait_ready("nosecret").await;
+
+    // Wrong admin key: Unauthorized; fixed: Ready.
+    put_secret(&env.ns, "wrong", &[("api-secret-key", "99:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")]).await;
+    env.apply("badkey", env.spec(json!({"connection": {"apiKeySecretRef": {"name": "wrong"}}}))).await;
+    env.wait_condition("badkey", "False", "Unauthorized").await;
+    put_secret(&env.ns, "wrong", &[("api-secret-key", env.sim.info.trend_admin_api_key().as_str())]).await;
+    env.wait_ready("badkey").await;
+
+    // An Auditor key may not create keys: Forbidden.
+    let auditor = env.secret_value("badkey").await;
+    put_secret(&env.ns, "auditor", &[("api-secret-key", auditor.as_str())]).await;
+    env.apply("weak", env.spec(json!({"connection": {"apiKeySecretRef": {"name": "auditor"}}}))).await;
+    let w = env.wait_condition("weak", "False", "Forbidden").await;
+    assert!(w.status.unwrap().conditions[0].message.contains("403"));
+
+    // Bad CA: TLSError; fixed: Ready.
+    put_secret(&env.ns, "bad-ca", &[("ca.crt", include_str!("support/other-ca.pem"))]).await;
+    env.apply("tls", env.spec(json!({"connection": {"caSecretRef": {"name": "bad-ca"}}}))).await;
+    env.wait_condition("tls", "False", "TLSError").await;
+    env.apply("tls", env.spec(json!({}))).await;
+    env.wait_ready("tls").await;
+
+    // 503s on create: VendorUnavailable, then Ready when they stop.
+    env.sim.faults.add(fault("/api/apikeys", "POST", 503, None, Some(200))).unwrap();
+    env.apply("flaky", env.spec(json!({}))).await;
+    env.wait_condition("flaky", "False", "VendorUnavailable").await;
+    env.sim.faults.clear();
+    let flaky = env.wait_ready("flaky").await;
+    assert_eq!(env.live_keys_of(&flaky).len(), 1, "no duplicate keys after failed creates");
+
+    // A 429 storm: RateLimited, then Ready.
+    env.sim.faults.add(fault("/api/apikeys", "POST", 429, Some(1), Some(500))).unwrap();
+    env.apply("storm", env.spec(json!({}))).await;
+    env.wait_condition("storm", "False", "RateLimited").await;
+    env.sim.faults.clear();
+    env.wait_ready("storm").await;
+
+    // No crash loop: the operator never exited.
+    let mut op = env.op;
+    assert_eq!(op.wait_exit(Duration::from_millis(100)).await, None, "operator still running");
+}
+
+fn fault(
+    prefix: &str,
+    method: &str,
+    status: u16,
+    retry_after: Option<u64>,
+    count: Option<u64>,
+) -> sim::faults::FaultRule {
+    serde_json::from_value(json!({
+        "vendor": "trend", "pathPrefix": prefix, "method": method, "status": status,
+        "retryAfter": retry_after, "count": count
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_right_after_vendor_create_leaves_exactly_one_key() {
+    let mut env =
+        Env::start_with("wak-crash", SimOptions::default(), &[("WKO_FAILPOINT", "after-vendor-create")]).await;
+    env.apply("crashy", env.spec(json!({}))).await;
+    let code = env.op.wait_exit(WAIT).await;
+    assert_eq!(code, Some(97), "the operator exited at the fail-point");
+    let wak = env.waks().get("crashy").await.unwrap();
+    assert_eq!(env.live_keys_of(&wak).len(), 1, "the vendor create happened");
+    assert!(wak.status.as_ref().unwrap().pending_key_name.is_some(), "intent recorded before the create");
+
+    env.op.restart_with_env(&[]);
+    let wak = env.wait_ready("crashy").await;
+    assert_eq!(env.live_keys_of(&wak).len(), 1, "recovered the key instead of creating a second");
+    let v = env.secret_value("crashy").await;
+    env.client_with(&v).describe_current_api_key().await.expect("the recovered key's new secret works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_with_username_and_password_then_keys_only() {
+    let env = Env::start("wak-boot").await;
+    let user = env.sim.info.trend["adminUser"].as_str().unwrap().to_owned();
+    let password = env.sim.info.trend["adminPassword"].as_str().unwrap().to_owned();
+    put_secret(&env.ns, "tm-login", &[("userName", user.as_str()), ("password", password.as_str())]).await;
+    env.apply(
+        "first",
+        env.spec(json!({"connection": {"apiKeySecretRef": null, "loginSecretRef": {"name": "tm-login"}},
+                        "role": {"name": "Full Access"}})),
+    )
+    .await;
+    let first = env.wait_ready("first").await;
+    assert_eq!(first.status.unwrap().role_id, Some(1), "a Full Access key");
+    assert!(env.sim.counts.total("trend", "POST /api/sessions") >= 1, "a session was opened");
+
+    env.apply("second", env.spec(json!({"connection": {"apiKeySecretRef": {"name": "first"}}}))).await;
+    let second = env.wait_ready("second").await;
+    assert_eq!(second.status.unwrap().role_id, Some(2));
+    let v = env.secret_value("second").await;
+    env.client_with(&v).describe_current_api_key().await.expect("the second key works");
+    env.assert_no_leaks(&[password, v, env.secret_value("first").await]).await;
+}
