@@ -504,3 +504,67 @@ async fn bootstrap_with_username_and_password_then_keys_only() {
     env.client_with(&v).describe_current_api_key().await.expect("the second key works");
     env.assert_no_leaks(&[password, v, env.secret_value("first").await]).await;
 }
+
+/// Two replicas with leader election: exactly one reconciles; killing it hands over within the lease duration,
+/// with no duplicate vendor keys across the handover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_elect_one_leader_and_hand_over() {
+    const LEASE_SECONDS: u64 = 6;
+    let lease_env =
+        |id: &'static str| [("WKO_LEADER_ELECTION", "true"), ("WKO_LEASE_DURATION_SECONDS", "6"), ("POD_NAME", id)];
+    let mut env = Env::start_with("wak-ha", SimOptions::default(), &lease_env("replica-a")).await;
+    let mut other = Operator::start_with_env(&env.ns.name, &lease_env("replica-b"));
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = env.ns.api();
+    let holder = || async {
+        let l = leases.get_opt("workload-key-operator").await.ok()??;
+        l.spec?.holder_identity
+    };
+    let first = eventually(WAIT, "a leader", || async { holder().await }).await;
+
+    env.apply("one", env.spec(json!({}))).await;
+    let one = env.wait_ready("one").await;
+    let (leader, standby) = if first == "replica-a" { (&mut env.op, &mut other) } else { (&mut other, &mut env.op) };
+    let readyz = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    workload_key_operator::vendor::install_crypto_provider();
+    assert_eq!(readyz(leader.metrics_port).await, 200, "the leader is ready");
+    assert_eq!(readyz(standby.metrics_port).await, 503, "the standby is not ready");
+    assert!(leader.logs().contains("leader: starting controllers"));
+    assert!(!standby.logs().contains("leader: starting controllers"), "exactly one replica reconciles");
+    assert!(!standby.logs().contains("reconciling object"), "the standby reconciled nothing");
+
+    // Kill the leader as a crash would: the standby takes over once the lease lapses.
+    leader.kill();
+    let killed = std::time::Instant::now();
+    let second = eventually(Duration::from_secs(3 * LEASE_SECONDS), "a new leader", || async {
+        holder().await.filter(|h| *h != first)
+    })
+    .await;
+    let handover = killed.elapsed();
+    eprintln!("leader handover took {handover:?} (lease duration {LEASE_SECONDS}s)");
+    assert!(handover <= Duration::from_secs(LEASE_SECONDS + 2), "handover within the lease duration: {handover:?}");
+    assert_ne!(second, first);
+
+    env.apply("two", env.spec(json!({}))).await;
+    let two = env.wait_ready("two").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.live_keys_of(&one).len(), 1, "no duplicate key for the resource reconciled by both leaders");
+    assert_eq!(env.live_keys_of(&two).len(), 1);
+    let new_leader = if second == "replica-a" { &mut env.op } else { &mut other };
+    assert!(new_leader.logs().contains("leader: starting controllers"));
+
+    // SIGTERM releases the lease on the way out: a fresh standby takes over at once, not after the lease lapses.
+    let _third = Operator::start_with_env(&env.ns.name, &lease_env("replica-c"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped_at = std::time::Instant::now();
+    assert_eq!(new_leader.terminate(), Some(0), "clean exit on SIGTERM");
+    assert!(new_leader.logs().contains("lease released"));
+    eventually(Duration::from_secs(LEASE_SECONDS), "replica-c leads", || async {
+        holder().await.filter(|h| h == "replica-c")
+    })
+    .await;
+    let graceful = stopped_at.elapsed();
+    eprintln!("graceful handover took {graceful:?}");
+    assert!(graceful < Duration::from_secs(LEASE_SECONDS), "a released lease is taken before it would lapse");
+}
