@@ -214,6 +214,19 @@ async fn creates_a_key_whose_secret_works_and_revokes_it_on_delete() {
         .unwrap();
     assert!(out.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&out.stderr));
 
+    // Metrics: reconciles, vendor requests by operation and status, per-resource expiry and renewal.
+    let metrics = env.op.metrics().await;
+    for needle in [
+        "workload_key_operator_reconciles_total{kind=\"WorkloadApiKey\"}",
+        "workload_key_operator_reconcile_duration_seconds_bucket",
+        "workload_key_operator_vendor_requests_total{vendor=\"trend\",operation=\"create API key\",status=\"200\"} 1",
+        "workload_key_operator_credential_expiry_timestamp_seconds{kind=\"WorkloadApiKey\"",
+        "workload_key_operator_credential_renewal_timestamp_seconds{kind=\"WorkloadApiKey\"",
+        "workload_key_operator_resource_ready{kind=\"WorkloadApiKey\"",
+    ] {
+        assert!(metrics.contains(needle), "metric {needle} missing in:\n{metrics}");
+    }
+
     // A healthy resource costs no vendor calls on resync.
     let before = env.sim.counts.total("trend", "");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -248,6 +261,11 @@ async fn role_by_id_and_unknown_role_recovers_after_fix() {
     env.apply("typo", env.spec(json!({"role": {"name": "Auditor"}}))).await;
     let w = env.wait_ready("typo").await;
     assert_eq!(w.status.unwrap().role_id, Some(2));
+    // Role names are looked up once per endpoint, then cached.
+    let searches = env.sim.counts.total("trend", "POST /api/roles/search");
+    env.apply("same-role", env.spec(json!({}))).await;
+    env.wait_ready("same-role").await;
+    assert_eq!(env.sim.counts.total("trend", "POST /api/roles/search"), searches, "role lookup cached");
     // The Event for the failure was published.
     let events: Api<k8s_openapi::api::events::v1::Event> = env.ns.api();
     let evs = events.list(&ListParams::default()).await.unwrap().items;
@@ -342,6 +360,7 @@ async fn regenerate_rotation_and_the_rotate_annotation() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let again = env.waks().get("anno").await.unwrap().status.unwrap();
     assert_eq!(again.key_id, rotated.key_id, "the same value does not rotate again");
+    env.assert_no_leaks(&[s1, s2, env.secret_value("anno").await]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,6 +463,16 @@ async fn runtime_faults_get_specific_reasons_and_recover() {
     env.sim.faults.clear();
     env.wait_ready("storm").await;
 
+    // Errors are counted by reason.
+    let metrics = env.op.metrics().await;
+    for reason in ["SecretNotFound", "Unauthorized", "Forbidden", "TLSError", "VendorUnavailable", "RateLimited"] {
+        assert!(metrics.contains(&format!("reason=\"{reason}\"")), "reconcile_errors for {reason} missing");
+    }
+    // Failures back off instead of spinning: a handful of attempts per resource, not hundreds.
+    let attempts = env.op.logs().matches("not ready").count();
+    assert!(attempts < 120, "{attempts} failed reconciles: a tight retry loop");
+    env.assert_no_leaks(&[env.sim.info.trend_admin_api_key(), auditor]).await;
+
     // No crash loop: the operator never exited.
     let mut op = env.op;
     assert_eq!(op.wait_exit(Duration::from_millis(100)).await, None, "operator still running");
@@ -479,6 +508,7 @@ async fn crash_right_after_vendor_create_leaves_exactly_one_key() {
     assert_eq!(env.live_keys_of(&wak).len(), 1, "recovered the key instead of creating a second");
     let v = env.secret_value("crashy").await;
     env.client_with(&v).describe_current_api_key().await.expect("the recovered key's new secret works");
+    env.assert_no_leaks(&[v, env.sim.info.trend_admin_api_key()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

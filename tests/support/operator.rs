@@ -156,5 +156,11 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
+        // Keep the log of a failed test for inspection; drop the others.
+        if std::thread::panicking() {
+            eprintln!("operator log kept at {}", self.log_file.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log_file);
+        }
     }
 }
