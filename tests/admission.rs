@@ -2,9 +2,6 @@
 
 mod support;
 
-use std::time::Duration;
-
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api,
     api::{DynamicObject, PostParams},
@@ -12,25 +9,7 @@ use kube::{
     discovery::ApiResource,
 };
 use serde_json::{Value, json};
-use support::{TestNamespace, eventually};
-
-async fn install_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in workload_key_operator::api::crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        let pp = kube::api::PatchParams::apply("admission-test").force();
-        crds.patch(&name, &pp, &kube::api::Patch::Apply(&crd)).await.expect("apply CRD");
-        eventually(Duration::from_secs(30), "CRD established", || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let crd = crds.get(&name).await.ok()?;
-                crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
-            }
-        })
-        .await;
-    }
-}
+use support::TestNamespace;
 
 fn valid_wak() -> Value {
     json!({
@@ -83,7 +62,7 @@ fn json_patch_merge(target: &mut Value, patch: &Value) {
 #[tokio::test]
 async fn invalid_workload_api_keys_are_refused_with_field_names() {
     let ns = TestNamespace::new("adm-wak").await;
-    install_crds(&ns.client).await;
+    support::operator::install_crds(&ns.client).await;
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("workloadkeys.io", "v1alpha1", "WorkloadApiKey"),
         "workloadapikeys",
@@ -138,7 +117,7 @@ async fn invalid_workload_api_keys_are_refused_with_field_names() {
 #[tokio::test]
 async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
     let ns = TestNamespace::new("adm-swc").await;
-    install_crds(&ns.client).await;
+    support::operator::install_crds(&ns.client).await;
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("workloadkeys.io", "v1alpha1", "SecureWorkloadCredential"),
         "secureworkloadcredentials",
