@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 FEATURES ?= sim
 
-.PHONY: all build test lint fmt fmt-check unit-and-integration conformance venv k8s-binaries dev-cluster-up dev-cluster-down crds clean
+.PHONY: all build test lint fmt fmt-check unit-and-integration conformance venv k8s-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick
 
 all: build
 
@@ -39,6 +39,14 @@ $(VENV)/.installed: tests/conformance/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/conformance/requirements.txt
 	touch $@
 
+## Scale benchmarks for DESIGN §5 on a real control plane; records the results in docs/benchmarks.md.
+bench: k8s-binaries
+	$(CARGO) bench --features $(FEATURES) --bench scale
+
+## The same at small sizes (a few minutes); prints the table, records nothing.
+bench-quick: k8s-binaries
+	$(CARGO) bench --features $(FEATURES) --bench scale -- --quick
+
 ## kube-apiserver, etcd, kube-controller-manager, kubectl, helm (cached outside the repo).
 k8s-binaries:
 	@scripts/k8s-binaries >/dev/null
@@ -56,3 +64,17 @@ crds:
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+.PHONY: chart-crds demo demo-down
+
+## Copy crds/ into the chart (charts/workload-key-operator/files/crds/); a test fails when they differ.
+chart-crds: crds
+	cp crds/workloadkeys.io.yaml charts/workload-key-operator/files/crds/workloadkeys.io.yaml
+
+## The README's first command: a local control plane, vendor-sim, the operator, the examples and an app
+## using the Secrets. State in .demo/; `make demo-down` stops everything.
+demo: k8s-binaries venv
+	scripts/demo up
+
+demo-down:
+	scripts/demo down

@@ -3,15 +3,15 @@
 
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use k8s_openapi::{ByteString, api::core::v1::Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use support::{TestNamespace, eventually, operator::Operator};
+use support::{TestNamespace, eventually, merge, operator::Operator, put_secret};
 use workload_key_operator::{
     api::WorkloadApiKey,
     sim::{self, RunningSim, SimOptions},
@@ -83,16 +83,7 @@ impl Env {
     }
 
     async fn wait_condition(&self, name: &str, status: &str, reason: &str) -> WorkloadApiKey {
-        let api = self.waks();
-        eventually(WAIT, &format!("{name} Ready={status} reason={reason}"), || {
-            let api = api.clone();
-            async move {
-                let w = api.get(name).await.ok()?;
-                let c = w.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?.clone();
-                (c.status == status && c.reason == reason).then_some(w)
-            }
-        })
-        .await
+        support::wait_condition(&self.waks(), name, "Ready", status, reason, WAIT).await
     }
 
     async fn wait_ready(&self, name: &str) -> WorkloadApiKey {
@@ -125,56 +116,8 @@ impl Env {
 
     /// No secret value in the operator's logs (trace level), Events, statuses or metrics.
     async fn assert_no_leaks(&self, secrets: &[String]) {
-        let logs = self.op.logs();
-        let metrics = self.op.metrics().await;
-        let events: Api<k8s_openapi::api::events::v1::Event> = self.ns.api();
-        let events = serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
-        let core_events: Api<k8s_openapi::api::core::v1::Event> = self.ns.api();
-        let core_events =
-            serde_json::to_string(&core_events.list(&ListParams::default()).await.unwrap().items).unwrap();
-        let statuses = serde_json::to_string(&self.waks().list(&ListParams::default()).await.unwrap().items).unwrap();
-        assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "the operator ran at trace level");
-        for s in secrets.iter().filter(|s| s.len() >= 8) {
-            // The part after `<id>:` is what makes it secret.
-            let core = s.rsplit(':').next().unwrap();
-            for (what, text) in [
-                ("logs", &logs),
-                ("metrics", &metrics),
-                ("events", &events),
-                ("events", &core_events),
-                ("status", &statuses),
-            ] {
-                assert!(!text.contains(core), "a secret value appears in the operator's {what}");
-            }
-        }
+        support::assert_no_leaks(&self.ns, &self.op, secrets).await;
     }
-}
-
-fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    match (target, patch) {
-        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
-
-async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
-        data: Some(
-            data.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect::<BTreeMap<_, _>>(),
-        ),
-        ..Default::default()
-    };
-    let api: Api<Secret> = ns.api();
-    api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret)).await.expect("put Secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

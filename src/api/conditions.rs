@@ -27,6 +27,8 @@ pub mod reason {
     pub const VENDOR_ERROR: &str = "VendorError";
     pub const CREDENTIALS_REJECTED: &str = "CredentialsRejected";
     pub const MISSING_CAPABILITIES: &str = "MissingCapabilities";
+    /// `Verified=True`: the vendor accepted the key pair and every capability that has a probe was proven.
+    pub const VERIFIED: &str = "Verified";
     pub const KUBERNETES_ERROR: &str = "KubernetesError";
 }
 

@@ -198,6 +198,12 @@ pub struct SecureWorkloadCredentialStatus {
     /// Provision mode: vendor ID of the current credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_id: Option<String>,
+    /// Provision mode: when the current credential was minted; the next rotation is `rotation.every` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_created_at: Option<Time>,
+    /// Provision mode: the capabilities the current credential was minted with (a change mints a new one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_capabilities: Vec<Capability>,
     /// Provision mode: a credential is about to be minted (intent recorded first, for crash recovery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_credential: Option<bool>,

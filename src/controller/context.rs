@@ -28,7 +28,8 @@ pub struct Settings {
     pub vendor_timeout: Duration,
     /// Key of the keyed hash that detects Secret edits (see `secret::data_hash`).
     pub hash_key: Vec<u8>,
-    /// Test-only fail-point (`WKO_FAILPOINT`): `after-vendor-create` exits right after a vendor create.
+    /// Test-only fail-point (`WKO_FAILPOINT`): `after-vendor-create` exits right after a vendor create;
+    /// `after-secret-write` (SecureWorkloadCredential provision mode) right after the minted pair is written.
     pub failpoint: Option<String>,
 }
 
@@ -90,17 +91,32 @@ impl Context {
         T: Send + Sync + 'static,
         F: FnOnce() -> Result<T, Error>,
     {
-        let mut map = self.clients.lock().expect("client cache poisoned");
-        if let Some(c) = map.get(key).and_then(|c| c.clone().downcast::<T>().ok()) {
+        if let Some(c) = self.cached(key) {
             return Ok(c);
         }
         let c = Arc::new(make()?);
+        self.cache(key, c.clone());
+        Ok(c)
+    }
+
+    /// The client cached under `key`, if any (for clients made asynchronously, e.g. a signed-in session).
+    pub fn cached<T: Send + Sync + 'static>(&self, key: &str) -> Option<Arc<T>> {
+        let map = self.clients.lock().expect("client cache poisoned");
+        map.get(key).and_then(|c| c.clone().downcast::<T>().ok())
+    }
+
+    pub fn cache<T: Send + Sync + 'static>(&self, key: &str, client: Arc<T>) {
+        let mut map = self.clients.lock().expect("client cache poisoned");
         // The cache is bounded by the number of distinct credentials in use; drop everything past a sane size.
         if map.len() > 1024 {
             map.clear();
         }
-        map.insert(key.to_owned(), c.clone());
-        Ok(c)
+        map.insert(key.to_owned(), client);
+    }
+
+    /// Drops a cached client (e.g. a session the vendor ended).
+    pub fn forget_client(&self, key: &str) {
+        self.clients.lock().expect("client cache poisoned").remove(key);
     }
 
     pub fn cached_role(&self, endpoint: &str, name: &str) -> Option<i64> {

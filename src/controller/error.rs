@@ -19,6 +19,9 @@ pub enum Error {
     RoleNotFound { name: String },
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// The vendor refused the key pair itself (unknown key, or a signature it does not accept).
+    #[error("{0}")]
+    CredentialsRejected(String),
     #[error(transparent)]
     Vendor(#[from] VendorError),
     #[error("Kubernetes API: {0}")]
@@ -36,6 +39,7 @@ impl Error {
             Error::SecretConflict { .. } => reason::SECRET_CONFLICT,
             Error::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
             Error::InvalidSpec(_) | Error::MissingObjectKey(_) => reason::INVALID_SPEC,
+            Error::CredentialsRejected(_) => reason::CREDENTIALS_REJECTED,
             Error::Vendor(e) => vendor_reason(&e.kind),
             Error::Kube(_) => reason::KUBERNETES_ERROR,
         }
@@ -107,5 +111,6 @@ mod tests {
         assert_eq!(v(ErrorKind::Transient).reason(), "VendorUnavailable");
         assert_eq!(Error::RoleNotFound { name: "x".into() }.reason(), "RoleNotFound");
         assert_eq!(Error::SecretConflict { name: "x".into() }.reason(), "SecretConflict");
+        assert_eq!(Error::CredentialsRejected("x".into()).reason(), "CredentialsRejected");
     }
 }

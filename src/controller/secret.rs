@@ -13,6 +13,19 @@ use sha2::Sha256;
 
 use crate::api::{LABEL_MANAGED_BY, MANAGED_BY, SecretTemplate};
 
+/// What the target Secret looks like right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretState {
+    /// Absent (never written, deleted, or the spec now names another Secret).
+    Missing,
+    /// Ours, and its data hashes to what we last wrote.
+    Intact,
+    /// Ours, but its data was edited.
+    Edited,
+    /// Exists and is not ours: never touched.
+    Foreign,
+}
+
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "workload-key-operator";
 

@@ -4,20 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+pub use super::secret::SecretState;
 use crate::api::{RotationStrategy, WorkloadApiKeySpec, WorkloadApiKeyStatus, parse_duration};
-
-/// What the target Secret looks like right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretState {
-    /// Absent (never written, deleted, or the spec now names another Secret).
-    Missing,
-    /// Ours, and its data hashes to what we last wrote.
-    Intact,
-    /// Ours, but its data was edited.
-    Edited,
-    /// Exists and is not ours: never touched.
-    Foreign,
-}
 
 /// The next thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

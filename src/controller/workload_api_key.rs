@@ -1,28 +1,28 @@
-//! WorkloadApiKey reconciler: thin. `reconcile` does the cross-cutting work (finalizer, metrics, error → status);
-//! `apply` runs the steps [`wak_plan::next_step`] decides; `cleanup` revokes at the vendor.
+//! WorkloadApiKey reconciler: thin. The shared [`reconcile`](super::reconcile) frame does the cross-cutting
+//! work (finalizer, metrics, error → status); `apply` runs the steps [`wak_plan::next_step`] decides; `cleanup`
+//! revokes at the vendor.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    ResourceExt,
     runtime::{controller::Action, events::EventType, finalizer},
 };
-use serde_json::json;
 
 use super::{
     context::{Context, digest, display_name, secret_key},
-    error::{Error, backoff},
-    metrics::{ErrorLabels, ReconcileLabels, ResourceLabels},
-    secret::{FIELD_MANAGER, data_hash, data_of, desired_secret, is_owned_by},
+    error::Error,
+    reconcile::{
+        self, Managed, delete_owned_secret, namespace_terminating, observe_secret, patch_status, resource_labels,
+        settle, uid,
+    },
     wak_plan::{self, Observed, SecretState, Step},
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DeletionPolicy, FINALIZER, Locale, RetiringKey, RoleRef, WorkloadApiKey, WorkloadApiKeySpec,
-        WorkloadApiKeyStatus,
-        conditions::{self, READY, reason},
+        ANNOTATION_ROTATE, DeletionPolicy, Locale, RetiringKey, RoleRef, SecretTemplate, WorkloadApiKey,
+        WorkloadApiKeyStatus, conditions::reason,
     },
     vendor::{
         ErrorKind,
@@ -30,7 +30,6 @@ use crate::{
     },
 };
 
-const KIND: &str = "WorkloadApiKey";
 /// Keys of the Secret the operator writes.
 pub const SECRET_KEY: &str = "api-secret-key";
 pub const SECRET_KEY_ID: &str = "api-key-id";
@@ -38,65 +37,25 @@ pub const SECRET_ENDPOINT: &str = "endpoint";
 
 /// Entry point for the controller runtime.
 pub async fn reconcile(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, finalizer::Error<Error>> {
-    let labels = ReconcileLabels { kind: KIND.into() };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let started = std::time::Instant::now();
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<WorkloadApiKey> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
-        match event {
-            finalizer::Event::Apply(o) => Ok(apply_or_report(o, ctx.clone()).await),
-            finalizer::Event::Cleanup(o) => cleanup(o, ctx.clone()).await,
-        }
-    })
-    .await;
-    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    result
+    reconcile::reconcile(obj, ctx, apply, cleanup).await
 }
 
-pub fn error_policy(obj: Arc<WorkloadApiKey>, err: &finalizer::Error<Error>, ctx: Arc<Context>) -> Action {
-    let reason = match err {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
-        _ => reason::KUBERNETES_ERROR,
-    };
-    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: KIND.into(), reason: reason.into() }).inc();
-    tracing::warn!(resource = %display_name(obj.as_ref()), error = %err, "reconcile failed");
-    let attempts = obj.status.as_ref().and_then(|s| s.failed_attempts).unwrap_or(0) as u32 + 1;
-    Action::requeue(backoff(attempts, None, rand::random()))
-}
+impl Managed for WorkloadApiKey {
+    fn target_secret(&self) -> String {
+        secret_name(self)
+    }
 
-/// Runs `apply`; a failure becomes `Ready=False` with its reason, an Event on transition, and a backoff requeue.
-async fn apply_or_report(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Action {
-    match apply(obj.clone(), &ctx).await {
-        Ok(action) => action,
-        Err(err) => {
-            let reason = err.reason();
-            ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: KIND.into(), reason: reason.into() }).inc();
-            tracing::info!(resource = %display_name(obj.as_ref()), reason, error = %err, "not ready");
-            // Re-read: `apply` may have recorded progress (e.g. an intent) before failing.
-            let api: Api<WorkloadApiKey> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-            let latest = api.get_opt(&obj.name_any()).await.ok().flatten().unwrap_or_else(|| obj.as_ref().clone());
-            let mut status = latest.status.clone().unwrap_or_default();
-            let attempts = status.failed_attempts.unwrap_or(0).saturating_add(1);
-            status.failed_attempts = Some(attempts);
-            let changed = conditions::set_condition(
-                &mut status.conditions,
-                READY,
-                false,
-                reason,
-                err.to_string(),
-                latest.metadata.generation,
-                Timestamp::now(),
-            );
-            if let Err(e) = patch_status(&ctx, &latest, &status).await {
-                tracing::warn!(error = %e, "could not record failure in status");
-            }
-            set_ready_metric(&ctx, &latest, false);
-            if changed {
-                ctx.event(&latest, EventType::Warning, reason, "Reconcile", err.to_string()).await;
-            }
-            Action::requeue(backoff(attempts as u32, err.retry_after(), rand::random()))
-        }
+    fn referenced_secrets(&self) -> Vec<&str> {
+        let c = &self.spec.connection;
+        [&c.api_key_secret_ref, &c.ca_secret_ref]
+            .into_iter()
+            .filter_map(|r| r.as_ref().map(|r| r.name.as_str()))
+            .chain(c.login_secret_ref.as_ref().map(|r| r.name.as_str()))
+            .collect()
+    }
+
+    fn secret_template(&self) -> Option<&SecretTemplate> {
+        self.spec.secret.as_ref()
     }
 }
 
@@ -175,44 +134,11 @@ fn secret_name(obj: &WorkloadApiKey) -> String {
     obj.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| obj.name_any())
 }
 
-fn uid(obj: &WorkloadApiKey) -> Result<String, Error> {
-    obj.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))
-}
-
-/// The state of the target Secret, compared with what we last wrote.
-async fn observe_secret(
-    obj: &WorkloadApiKey,
-    ctx: &Context,
-    status: &WorkloadApiKeyStatus,
-) -> Result<SecretState, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let name = secret_name(obj);
-    let Some(secret) = api.get_opt(&name).await? else { return Ok(SecretState::Missing) };
-    let uid = uid(obj)?;
-    if !is_owned_by(&secret, &uid) {
-        return Ok(SecretState::Foreign);
-    }
-    if status.secret_name.as_deref() != Some(name.as_str()) {
-        return Ok(SecretState::Missing);
-    }
-    let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&secret));
-    Ok(if status.secret_hash.as_deref() == Some(hash.as_str()) { SecretState::Intact } else { SecretState::Edited })
-}
-
-async fn apply(obj: Arc<WorkloadApiKey>, ctx: &Context) -> Result<Action, Error> {
+async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ctx = ctx.as_ref();
     let mut obj = obj.as_ref().clone();
-    if obj.spec.connection.insecure_skip_tls_verify == Some(true)
-        && obj.status.as_ref().is_none_or(|s| conditions::find(&s.conditions, READY).is_none())
-    {
-        ctx.event(
-            &obj,
-            EventType::Warning,
-            "InsecureTLS",
-            "Configure",
-            "TLS verification is disabled for this connection".into(),
-        )
-        .await;
-    }
+    let insecure = obj.spec.connection.insecure_skip_tls_verify == Some(true);
+    reconcile::warn_on_first_reconcile(ctx, &obj, insecure, "InsecureTLS", reconcile::INSECURE_TLS_NOTE).await;
     // Validate durations before any vendor call (the API server already checks their shape).
     wak_plan::renew_before(&obj.spec).map_err(Error::InvalidSpec)?;
     wak_plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
@@ -221,7 +147,8 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: &Context) -> Result<Action, Error>
 
     for _ in 0..8 {
         let status = obj.status.clone().unwrap_or_default();
-        let secret_state = observe_secret(&obj, ctx, &status).await?;
+        let secret_state =
+            observe_secret(ctx, &obj, status.secret_name.as_deref(), status.secret_hash.as_deref()).await?;
         if secret_state == SecretState::Foreign {
             return Err(Error::SecretConflict { name: secret_name(&obj) });
         }
@@ -399,7 +326,7 @@ async fn repair(
     status.secret_hash = Some(write_secret(obj, ctx, vendor, &issued).await?);
     let previous = status.secret_name.replace(secret_name(obj));
     if let Some(old) = previous.filter(|old| *old != secret_name(obj)) {
-        delete_owned_secret(obj, ctx, &old).await?;
+        delete_owned_secret(ctx, obj, &old).await?;
     }
     ctx.event(
         obj,
@@ -495,43 +422,19 @@ async fn write_secret(
     vendor: &Vendor,
     issued: &IssuedApiKey,
 ) -> Result<String, Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let name = secret_name(obj);
-    let uid = uid(obj)?;
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
-    if let Some(existing) = api.get_opt(&name).await?
-        && !is_owned_by(&existing, &uid)
-    {
-        return Err(Error::SecretConflict { name });
-    }
     let data = BTreeMap::from([
         (SECRET_KEY.to_owned(), issued.secret_key.expose().as_bytes().to_vec()),
         (SECRET_KEY_ID.to_owned(), issued.key.id.to_string().into_bytes()),
         (SECRET_ENDPOINT.to_owned(), vendor.endpoint.clone().into_bytes()),
     ]);
-    let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
-    let desired = desired_secret(&name, &ns, obj.spec.secret.as_ref(), owner, data);
-    let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
-    Ok(hash)
-}
-
-async fn delete_owned_secret(obj: &WorkloadApiKey, ctx: &Context, name: &str) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    if let Some(s) = api.get_opt(name).await?
-        && is_owned_by(&s, &uid(obj)?)
-    {
-        api.delete(name, &DeleteParams::default()).await?;
-    }
-    Ok(())
+    reconcile::write_secret(ctx, obj, data).await
 }
 
 /// Records `Ready=True`, metrics, and requeues at the next instant something is due.
 async fn finish_ready(
     obj: &WorkloadApiKey,
     ctx: &Context,
-    mut status: WorkloadApiKeyStatus,
+    status: WorkloadApiKeyStatus,
     until: Option<Timestamp>,
 ) -> Result<Action, Error> {
     let message = match (&status.key_id, &status.expires_at) {
@@ -539,24 +442,6 @@ async fn finish_ready(
         (Some(id), None) => format!("key {id} is in Secret {}", secret_name(obj)),
         _ => "ready".into(),
     };
-    let changed = conditions::set_condition(
-        &mut status.conditions,
-        READY,
-        true,
-        reason::READY,
-        message.clone(),
-        obj.metadata.generation,
-        Timestamp::now(),
-    );
-    status.failed_attempts = None;
-    status.observed_generation = obj.metadata.generation;
-    if Some(&status) != obj.status.as_ref() {
-        patch_status(ctx, obj, &status).await?;
-    }
-    if changed {
-        ctx.event(obj, EventType::Normal, reason::READY, "Reconcile", message).await;
-    }
-    set_ready_metric(ctx, obj, true);
     let labels = resource_labels(obj);
     if let Some(t) = &status.expires_at {
         ctx.metrics.expiry_timestamp.get_or_create(&labels).set(t.0.as_second());
@@ -564,20 +449,13 @@ async fn finish_ready(
     if let Some(t) = &status.renew_at {
         ctx.metrics.renewal_timestamp.get_or_create(&labels).set(t.0.as_second());
     }
-    Ok(match until {
-        // Wake exactly when due (a little after, so the comparison `<= now` holds).
-        Some(t) => Action::requeue(
-            Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
-                + Duration::from_millis(200),
-        ),
-        // Nothing scheduled: watches bring us back on any change. A long safety resync catches the rest.
-        None => Action::requeue(Duration::from_secs(3600)),
-    })
+    settle(ctx, obj, status, true, reason::READY, message).await?;
+    Ok(reconcile::requeue_at(until))
 }
 
 /// Finalizer cleanup: revoke every key of the resource (Delete), or leave them (Retain).
 async fn cleanup(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics.forget_resource(KIND, &obj.namespace().unwrap_or_default(), &obj.name_any());
+    reconcile::forget_metrics(&ctx, obj.as_ref());
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
         ctx.event(
             obj.as_ref(),
@@ -593,7 +471,7 @@ async fn cleanup(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, 
     let vendor = match vendor_for(&obj, &ctx).await {
         Ok(v) => v,
         Err(e @ (Error::SecretNotFound { .. } | Error::InvalidSecret { .. }))
-            if namespace_terminating(&obj, &ctx).await =>
+            if namespace_terminating(&ctx, obj.as_ref()).await =>
         {
             // The namespace is going away and took the admin credential with it: nothing can revoke the key now.
             ctx.event(
@@ -610,7 +488,7 @@ async fn cleanup(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, 
     };
     let mut ids: Vec<i64> = status.key_id.into_iter().chain(status.retiring_keys.iter().map(|k| k.key_id)).collect();
     if let Some(pending) = &status.pending_key_name
-        && let Some(id) = adopt(&vendor, pending, &uid(&obj)?).await?
+        && let Some(id) = adopt(&vendor, pending, &uid(obj.as_ref())?).await?
     {
         ids.push(id);
     }
@@ -621,72 +499,9 @@ async fn cleanup(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, 
     Ok(Action::await_change())
 }
 
-async fn namespace_terminating(obj: &WorkloadApiKey, ctx: &Context) -> bool {
-    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-    match api.get_opt(&obj.namespace().unwrap_or_default()).await {
-        Ok(Some(ns)) => ns.metadata.deletion_timestamp.is_some(),
-        Ok(None) => true,
-        Err(_) => false,
-    }
-}
-
-/// Server-side-applies the whole status and returns the updated object.
-async fn patch_status(
-    ctx: &Context,
-    obj: &WorkloadApiKey,
-    status: &WorkloadApiKeyStatus,
-) -> Result<WorkloadApiKey, Error> {
-    let api: Api<WorkloadApiKey> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": WorkloadApiKey::api_version(&()),
-        "kind": WorkloadApiKey::kind(&()),
-        "status": status,
-    });
-    let updated =
-        api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    // Keep our local copy's spec/metadata (the patch returns the latest anyway).
-    Ok(updated)
-}
-
-fn resource_labels(obj: &WorkloadApiKey) -> ResourceLabels {
-    ResourceLabels { kind: KIND.into(), namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() }
-}
-
-fn set_ready_metric(ctx: &Context, obj: &WorkloadApiKey, ready: bool) {
-    ctx.metrics.ready.get_or_create(&resource_labels(obj)).set(i64::from(ready));
-}
-
 fn to_vendor_locale(l: Locale) -> crate::vendor::trend::Locale {
     match l {
         Locale::EnUs => crate::vendor::trend::Locale::EnUs,
         Locale::JaJp => crate::vendor::trend::Locale::JaJp,
     }
-}
-
-/// Which WorkloadApiKeys a Secret concerns: the one that owns it, and those whose connection references it.
-pub fn affected_by_secret(
-    secret_ns: &str,
-    secret_name: &str,
-    owner_uids: &[String],
-    resources: &[Arc<WorkloadApiKey>],
-) -> Vec<kube::runtime::reflector::ObjectRef<WorkloadApiKey>> {
-    resources
-        .iter()
-        .filter(|r| r.namespace().as_deref() == Some(secret_ns))
-        .filter(|r| {
-            let s: &WorkloadApiKeySpec = &r.spec;
-            let c = &s.connection;
-            r.uid().is_some_and(|u| owner_uids.contains(&u))
-                || c.api_key_secret_ref.as_ref().is_some_and(|x| x.name == secret_name)
-                || c.login_secret_ref.as_ref().is_some_and(|x| x.name == secret_name)
-                || c.ca_secret_ref.as_ref().is_some_and(|x| x.name == secret_name)
-                || secret_name_matches(r, secret_name)
-        })
-        .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
-        .collect()
-}
-
-/// A resource cares about a Secret at its target name too (a foreign Secret removed clears a conflict).
-fn secret_name_matches(r: &WorkloadApiKey, name: &str) -> bool {
-    secret_name(r) == name
 }

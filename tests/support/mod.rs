@@ -150,3 +150,96 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Creates or replaces a Secret holding these string values (server-side apply, so a key left out is removed).
+pub async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    let api: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    api.patch(name, &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&secret))
+        .await
+        .expect("put Secret");
+}
+
+/// Deep-merges `patch` into `target`; a `null` in the patch removes that key.
+pub fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// Waits until the object's condition `type_` has `status` and `reason`, and returns the object.
+pub async fn wait_condition<K>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    timeout: Duration,
+) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    eventually(timeout, &format!("{name} {type_}={status} reason={reason}"), || {
+        let api = api.clone();
+        async move {
+            let obj = api.get(name).await.ok()?;
+            let value = serde_json::to_value(&obj).ok()?;
+            let found = value["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == type_ && c["status"] == status && c["reason"] == reason);
+            found.then_some(obj)
+        }
+    })
+    .await
+}
+
+/// No secret value in the operator's logs (at trace level), Events, the statuses of every resource of the
+/// namespace, or metrics. For `<id>:<secret>` values only the part after the last `:` is looked for.
+pub async fn assert_no_leaks(ns: &TestNamespace, op: &operator::Operator, secrets: &[String]) {
+    use kube::api::ListParams;
+    use workload_key_operator::api::{SecureWorkloadCredential, WorkloadApiKey};
+    let logs = op.logs();
+    let metrics = op.metrics().await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let events = serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap();
+    let core_events: Api<k8s_openapi::api::core::v1::Event> = ns.api();
+    let core_events = serde_json::to_string(&core_events.list(&ListParams::default()).await.unwrap().items).unwrap();
+    let waks: Api<WorkloadApiKey> = ns.api();
+    let swcs: Api<SecureWorkloadCredential> = ns.api();
+    let statuses = format!(
+        "{}{}",
+        serde_json::to_string(&waks.list(&ListParams::default()).await.unwrap().items).unwrap(),
+        serde_json::to_string(&swcs.list(&ListParams::default()).await.unwrap().items).unwrap()
+    );
+    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "the operator ran at trace level");
+    for s in secrets.iter().filter(|s| s.len() >= 8) {
+        let core = s.rsplit(':').next().unwrap();
+        for (what, text) in [
+            ("logs", &logs),
+            ("metrics", &metrics),
+            ("events", &events),
+            ("events", &core_events),
+            ("status", &statuses),
+        ] {
+            assert!(!text.contains(core), "a secret value appears in the operator's {what}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
-//! Runs the operator binary as its own process against the test control plane, watching one namespace.
+//! Runs the operator binary as its own process against the test control plane, watching one namespace (or, with
+//! [`Operator::start_as`], every namespace and with a kubeconfig of the test's choosing).
 #![allow(dead_code)]
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
     time::Duration,
@@ -50,6 +51,10 @@ pub struct Operator {
     pub metrics_port: u16,
     pub log_file: PathBuf,
     extra_env: Vec<(String, String)>,
+    /// A kubeconfig other than the control plane's admin one (e.g. one that impersonates a ServiceAccount).
+    kubeconfig: Option<PathBuf>,
+    /// Watch every namespace: no `WKO_WATCH_NAMESPACE`.
+    all_namespaces: bool,
 }
 
 impl Operator {
@@ -58,13 +63,25 @@ impl Operator {
     }
 
     pub fn start_with_env(namespace: &str, env: &[(&str, &str)]) -> Self {
-        let log_file = std::env::temp_dir().join(format!("wko-operator-{namespace}-{}.log", rand::random::<u32>()));
+        Self::launch(Some(namespace), None, env)
+    }
+
+    /// Runs with `kubeconfig`, watching `namespace` or, with `None`, every namespace.
+    pub fn start_as(kubeconfig: &Path, namespace: Option<&str>, env: &[(&str, &str)]) -> Self {
+        Self::launch(namespace, Some(kubeconfig), env)
+    }
+
+    fn launch(namespace: Option<&str>, kubeconfig: Option<&Path>, env: &[(&str, &str)]) -> Self {
+        let label = namespace.unwrap_or("all-namespaces");
+        let log_file = std::env::temp_dir().join(format!("wko-operator-{label}-{}.log", rand::random::<u32>()));
         let mut op = Operator {
             child: None,
-            namespace: namespace.to_owned(),
+            namespace: namespace.unwrap_or_default().to_owned(),
             metrics_port: free_port(),
             log_file,
             extra_env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            kubeconfig: kubeconfig.map(Path::to_owned),
+            all_namespaces: namespace.is_none(),
         };
         op.spawn();
         op
@@ -73,8 +90,7 @@ impl Operator {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_file).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_workload-key-operator"));
-        cmd.env("KUBECONFIG", &control_plane().kubeconfig)
-            .env("WKO_WATCH_NAMESPACE", &self.namespace)
+        cmd.env("KUBECONFIG", self.kubeconfig.as_deref().unwrap_or(&control_plane().kubeconfig))
             .env("WKO_METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
             // Everything, at the most verbose level: the leak checks read these logs.
             .env("WKO_LOG_LEVEL", "trace")
@@ -82,10 +98,18 @@ impl Operator {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null());
+        if !self.all_namespaces {
+            cmd.env("WKO_WATCH_NAMESPACE", &self.namespace);
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("start operator"));
+    }
+
+    /// Process ID of the running operator (benchmarks read its peak RSS from `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL, as a crash would.

@@ -92,11 +92,25 @@ pub(crate) struct UiSessionState {
     pub user: Option<String>,
 }
 
+/// An API key as the test handle shows it: everything but its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimKey {
+    /// The UI's id of the key.
+    pub id: String,
+    pub api_key: String,
+    pub description: String,
+    pub capabilities: Vec<Capability>,
+    /// Revoked keys are unknown to the OpenAPI and gone from the UI list.
+    pub revoked: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct SimState {
     pub keys: Vec<KeyRecord>,
     pub ui_user: UiUser,
     pub sessions: HashMap<String, UiSessionState>,
+    /// Every session id and CSRF token the UI ever issued (for leak checks; sessions end on sign-in).
+    pub issued_ui_secrets: Vec<String>,
     pub data: openapi::Data,
     seeded_api_key: String,
 }
@@ -146,6 +160,7 @@ impl CiscoSim {
             data: openapi::Data::seeded(&ui_email),
             ui_user,
             sessions: HashMap::new(),
+            issued_ui_secrets: Vec::new(),
         };
         Self {
             inner: Arc::new(Inner {
@@ -201,6 +216,26 @@ impl CiscoSim {
             }
             None => false,
         }
+    }
+
+    /// Every key the vendor holds (revoked ones included, deleted ones not), without secrets.
+    pub fn keys(&self) -> Vec<SimKey> {
+        self.state()
+            .keys
+            .iter()
+            .map(|k| SimKey {
+                id: k.id.clone(),
+                api_key: k.api_key.clone(),
+                description: k.description.clone(),
+                capabilities: k.capabilities.iter().copied().collect(),
+                revoked: k.revoked,
+            })
+            .collect()
+    }
+
+    /// Every UI session cookie value and CSRF token issued so far: secret material for leak checks.
+    pub fn issued_ui_secrets(&self) -> Vec<String> {
+        self.state().issued_ui_secrets.clone()
     }
 
     /// Whether the OpenAPI accepts this key id (not revoked, not deleted).

@@ -83,7 +83,9 @@ fn sign_in_form(csrf_token: &str, flash: &str) -> String {
 /// A fresh session; returns its id and token.
 fn new_session(sim: &CiscoSim, user: Option<String>) -> (String, String) {
     let (sid, token) = (random_hex(16), random_token());
-    sim.state().sessions.insert(sid.clone(), UiSessionState { csrf_token: token.clone(), user });
+    let mut state = sim.state();
+    state.issued_ui_secrets.extend([sid.clone(), token.clone()]);
+    state.sessions.insert(sid.clone(), UiSessionState { csrf_token: token.clone(), user });
     (sid, token)
 }
 

@@ -1,0 +1,354 @@
+//! The reconcile frame every controller shares: the finalizer and metrics around `apply`/`cleanup`, a failure
+//! turned into `Ready=False` + an Event on transition + a backoff requeue, server-side-applied status, and the
+//! resource's target Secret (observed, written, deleted), which never replaces a Secret the resource does not own.
+
+use std::{collections::BTreeMap, fmt::Debug, future::Future, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{Namespace, Secret},
+    apimachinery::pkg::apis::meta::v1::Condition,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    core::object::HasStatus,
+    runtime::{controller::Action, events::EventType, finalizer, reflector::ObjectRef},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use super::{
+    context::{Context, display_name},
+    error::{Error, backoff},
+    metrics::{ErrorLabels, ReconcileLabels, ResourceLabels},
+    secret::{FIELD_MANAGER, SecretState, data_hash, data_of, desired_secret, is_owned_by},
+};
+use crate::api::{
+    FINALIZER, SecretTemplate, SecureWorkloadCredentialStatus, WorkloadApiKeyStatus,
+    conditions::{self, READY, reason},
+};
+
+/// The parts of a status the frame maintains.
+pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
+    fn conditions(&self) -> &[Condition];
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    fn failed_attempts(&self) -> Option<i32>;
+    fn failed_attempts_mut(&mut self) -> &mut Option<i32>;
+    fn observed_generation_mut(&mut self) -> &mut Option<i64>;
+}
+
+/// Both statuses name these fields alike.
+macro_rules! conventional_status {
+    ($($status:ty),*) => {$(
+        impl ManagedStatus for $status {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+            fn failed_attempts(&self) -> Option<i32> {
+                self.failed_attempts
+            }
+            fn failed_attempts_mut(&mut self) -> &mut Option<i32> {
+                &mut self.failed_attempts
+            }
+            fn observed_generation_mut(&mut self) -> &mut Option<i64> {
+                &mut self.observed_generation
+            }
+        }
+    )*};
+}
+
+conventional_status!(WorkloadApiKeyStatus, SecureWorkloadCredentialStatus);
+
+/// A custom resource reconciled by this frame: namespaced, with a [`ManagedStatus`] and a target Secret.
+pub trait Managed:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + HasStatus<Status: ManagedStatus>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// Name of the Secret the operator writes for the resource.
+    fn target_secret(&self) -> String;
+    /// Other Secrets of its namespace whose change concerns it (credentials, CA).
+    fn referenced_secrets(&self) -> Vec<&str>;
+    /// The user's labels and annotations for the target Secret.
+    fn secret_template(&self) -> Option<&SecretTemplate>;
+}
+
+/// The status of a resource, or an empty one.
+pub fn status_of<K: Managed>(obj: &K) -> K::Status {
+    obj.status().cloned().unwrap_or_default()
+}
+
+fn kind<K: Managed>() -> String {
+    K::kind(&()).into_owned()
+}
+
+pub fn uid<K: Managed>(obj: &K) -> Result<String, Error> {
+    obj.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))
+}
+
+fn api<K: Managed>(ctx: &Context, obj: &K) -> Api<K> {
+    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+/// Entry point for the controller runtime: finalizer dispatch and metrics around `apply` and `cleanup`.
+/// An `apply` failure is reported by [`report_failure`] and never reaches [`error_policy`].
+pub async fn reconcile<K, A, AF, C, CF>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    apply: A,
+    cleanup: C,
+) -> Result<Action, finalizer::Error<Error>>
+where
+    K: Managed,
+    A: FnOnce(Arc<K>, Arc<Context>) -> AF,
+    AF: Future<Output = Result<Action, Error>>,
+    C: FnOnce(Arc<K>, Arc<Context>) -> CF,
+    CF: Future<Output = Result<Action, Error>>,
+{
+    let labels = ReconcileLabels { kind: kind::<K>() };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let started = std::time::Instant::now();
+    let resources = api(&ctx, obj.as_ref());
+    let inner = ctx.clone();
+    let result = finalizer(&resources, FINALIZER, obj, move |event| async move {
+        match event {
+            finalizer::Event::Apply(o) => {
+                let outcome = apply(o.clone(), inner.clone()).await;
+                Ok(report_failure(o, &inner, outcome).await)
+            }
+            finalizer::Event::Cleanup(o) => cleanup(o, inner).await,
+        }
+    })
+    .await;
+    ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// What the runtime does with an error that escaped [`reconcile`] (a cleanup failure, a finalizer patch).
+pub fn error_policy<K: Managed>(obj: Arc<K>, err: &finalizer::Error<Error>, ctx: Arc<Context>) -> Action {
+    let reason = match err {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
+        _ => reason::KUBERNETES_ERROR,
+    };
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: kind::<K>(), reason: reason.into() }).inc();
+    tracing::warn!(resource = %display_name(obj.as_ref()), error = %err, "reconcile failed");
+    let attempts = obj.status().and_then(|s| s.failed_attempts()).unwrap_or(0) as u32 + 1;
+    Action::requeue(backoff(attempts, None, rand::random()))
+}
+
+/// Passes a successful outcome through; a failure becomes `Ready=False` with its reason, an Event on
+/// transition, and a backoff requeue.
+async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<Action, Error>) -> Action {
+    let err = match outcome {
+        Ok(action) => return action,
+        Err(err) => err,
+    };
+    let reason = err.reason();
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: kind::<K>(), reason: reason.into() }).inc();
+    tracing::info!(resource = %display_name(obj.as_ref()), reason, error = %err, "not ready");
+    // Re-read: `apply` may have recorded progress (e.g. an intent) before failing.
+    let latest = api(ctx, obj.as_ref()).get_opt(&obj.name_any()).await.ok().flatten().unwrap_or_else(|| (*obj).clone());
+    let mut status = status_of(&latest);
+    let attempts = status.failed_attempts().unwrap_or(0).saturating_add(1);
+    *status.failed_attempts_mut() = Some(attempts);
+    let changed = conditions::set_condition(
+        status.conditions_mut(),
+        READY,
+        false,
+        reason,
+        err.to_string(),
+        latest.meta().generation,
+        Timestamp::now(),
+    );
+    if let Err(e) = patch_status(ctx, &latest, &status).await {
+        tracing::warn!(error = %e, "could not record failure in status");
+    }
+    set_ready_metric(ctx, &latest, false);
+    if changed {
+        ctx.event(&latest, EventType::Warning, reason, "Reconcile", err.to_string()).await;
+    }
+    Action::requeue(backoff(attempts as u32, err.retry_after(), rand::random()))
+}
+
+/// Server-side-applies the whole status and returns the updated object.
+pub async fn patch_status<K: Managed>(ctx: &Context, obj: &K, status: &K::Status) -> Result<K, Error> {
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api(ctx, obj).patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await?)
+}
+
+/// Records the steady state: `Ready` (True, or False with `reason` for a state waiting cannot fix), no failed
+/// attempts, the generation seen. Patches only when something changed; an Event on a transition.
+pub async fn settle<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    mut status: K::Status,
+    ready: bool,
+    reason: &str,
+    message: String,
+) -> Result<(), Error> {
+    let changed = conditions::set_condition(
+        status.conditions_mut(),
+        READY,
+        ready,
+        reason,
+        message.clone(),
+        obj.meta().generation,
+        Timestamp::now(),
+    );
+    *status.failed_attempts_mut() = None;
+    *status.observed_generation_mut() = obj.meta().generation;
+    if Some(&status) != obj.status() {
+        patch_status(ctx, obj, &status).await?;
+    }
+    if changed {
+        let type_ = if ready { EventType::Normal } else { EventType::Warning };
+        ctx.event(obj, type_, reason, "Reconcile", message).await;
+    }
+    set_ready_metric(ctx, obj, ready);
+    Ok(())
+}
+
+/// Requeue exactly when something is due (a little after, so the comparison `<= now` holds); with nothing
+/// scheduled, watches bring the resource back on any change and a long safety resync catches the rest.
+pub fn requeue_at(until: Option<Timestamp>) -> Action {
+    match until {
+        Some(t) => Action::requeue(
+            Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
+                + Duration::from_millis(200),
+        ),
+        None => Action::requeue(Duration::from_secs(3600)),
+    }
+}
+
+/// The note of the `InsecureTLS` Warning Event.
+pub const INSECURE_TLS_NOTE: &str = "TLS verification is disabled for this connection";
+
+/// A Warning Event on the first reconcile only (before any `Ready` condition exists), for a lasting choice
+/// the user made on purpose (insecure TLS, an experimental mode).
+pub async fn warn_on_first_reconcile<K: Managed>(ctx: &Context, obj: &K, when: bool, reason: &str, note: &str) {
+    let first = obj.status().is_none_or(|s| conditions::find(s.conditions(), READY).is_none());
+    if when && first {
+        ctx.event(obj, EventType::Warning, reason, "Configure", note.to_owned()).await;
+    }
+}
+
+pub fn resource_labels<K: Managed>(obj: &K) -> ResourceLabels {
+    ResourceLabels { kind: kind::<K>(), namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() }
+}
+
+pub fn set_ready_metric<K: Managed>(ctx: &Context, obj: &K, ready: bool) {
+    ctx.metrics.ready.get_or_create(&resource_labels(obj)).set(i64::from(ready));
+}
+
+/// Drops the per-resource metric series of a resource being deleted.
+pub fn forget_metrics<K: Managed>(ctx: &Context, obj: &K) {
+    ctx.metrics.forget_resource(&kind::<K>(), &obj.namespace().unwrap_or_default(), &obj.name_any());
+}
+
+/// Whether the resource's namespace is being deleted (then the credentials a cleanup needs may be gone).
+pub async fn namespace_terminating<K: Managed>(ctx: &Context, obj: &K) -> bool {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    match api.get_opt(&obj.namespace().unwrap_or_default()).await {
+        Ok(Some(ns)) => ns.metadata.deletion_timestamp.is_some(),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// The state of the target Secret, compared with what was last written (`recorded_name`, `recorded_hash`).
+pub async fn observe_secret<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    recorded_name: Option<&str>,
+    recorded_hash: Option<&str>,
+) -> Result<SecretState, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let name = obj.target_secret();
+    let Some(secret) = api.get_opt(&name).await? else { return Ok(SecretState::Missing) };
+    let uid = uid(obj)?;
+    if !is_owned_by(&secret, &uid) {
+        return Ok(SecretState::Foreign);
+    }
+    if recorded_name != Some(name.as_str()) {
+        return Ok(SecretState::Missing);
+    }
+    let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&secret));
+    Ok(if recorded_hash == Some(hash.as_str()) { SecretState::Intact } else { SecretState::Edited })
+}
+
+/// The keyed hash the target Secret would have with `data`.
+pub fn hash_of<K: Managed>(ctx: &Context, obj: &K, data: &BTreeMap<String, Vec<u8>>) -> Result<String, Error> {
+    let data = data.iter().map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone()))).collect();
+    Ok(data_hash(&ctx.settings.hash_key, &uid(obj)?, &data))
+}
+
+/// Writes the target Secret by server-side apply and returns the keyed hash of its data. A Secret of that
+/// name that is not the resource's own is never touched (`SecretConflict`).
+pub async fn write_secret<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    data: BTreeMap<String, Vec<u8>>,
+) -> Result<String, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.target_secret();
+    let uid = uid(obj)?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
+    if let Some(existing) = api.get_opt(&name).await?
+        && !is_owned_by(&existing, &uid)
+    {
+        return Err(Error::SecretConflict { name });
+    }
+    let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
+    let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    Ok(hash)
+}
+
+/// Deletes the Secret `name` if the resource owns it (a target Secret left behind by a rename).
+pub async fn delete_owned_secret<K: Managed>(ctx: &Context, obj: &K, name: &str) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    if let Some(s) = api.get_opt(name).await?
+        && is_owned_by(&s, &uid(obj)?)
+    {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}
+
+/// Which resources a Secret concerns: the one that owns it, those that reference it, and those whose target
+/// it is (a foreign Secret removed clears a conflict).
+pub fn affected_by_secret<K: Managed>(
+    secret_ns: &str,
+    secret_name: &str,
+    owner_uids: &[String],
+    resources: &[Arc<K>],
+) -> Vec<ObjectRef<K>> {
+    resources
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(secret_ns))
+        .filter(|r| {
+            r.uid().is_some_and(|u| owner_uids.contains(&u))
+                || r.referenced_secrets().contains(&secret_name)
+                || r.target_secret() == secret_name
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}

@@ -1,0 +1,593 @@
+//! SecureWorkloadCredential reconciler: thin, in the shape of the WorkloadApiKey one. The shared
+//! [`reconcile`](super::reconcile) frame does the cross-cutting work (finalizer, metrics, error → status);
+//! `apply` runs the steps [`swc_plan::next_step`] decides; `cleanup` deletes minted credentials.
+//!
+//! `existing` mode imports a pair made in the UI: verified with signed read-only requests, then published.
+//! `provision` mode is **EXPERIMENTAL**: it mints, rotates and deletes keys through the Secure Workload web UI's
+//! private session API ([`UiSession`]), which Cisco neither documents nor supports, and which works only for a
+//! local-authentication user without MFA or SSO. Crash safety follows DESIGN §2.1: the intent is recorded in
+//! status before a mint; after a restart the credential is found by the UID marker in its description. The UI
+//! shows a secret only in the create answer, so a found credential whose pair did not reach the Secret is deleted
+//! and minted again: never two live for one intent.
+
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    ResourceExt,
+    runtime::{controller::Action, events::EventType, finalizer},
+};
+
+use super::{
+    context::{Context, digest, display_name, secret_key},
+    error::Error,
+    reconcile::{
+        self, Managed, namespace_terminating, observe_secret, patch_status, resource_labels, settle, status_of, uid,
+    },
+    secret::is_owned_by,
+    swc_plan::{self, Checked, Mode, Observed, Retire, SecretState, Step},
+    wak_plan::{shift, uid_marker},
+};
+use crate::{
+    api::{
+        ANNOTATION_ROTATE, DeletionPolicy, RetiringCredential, SecretTemplate, SecureWorkloadCredential,
+        SecureWorkloadCredentialStatus,
+    },
+    vendor::{
+        ErrorKind, TlsOptions, VendorError,
+        cisco::{self, ApiCredentials, CiscoClient, Liveness, UiCredential, UiLogin, UiSession},
+    },
+};
+
+/// Shown once as a Warning Event, and in every provision-mode message.
+const EXPERIMENTAL_NOTE: &str = "EXPERIMENTAL: provision mode mints keys through the Secure Workload web UI's \
+                                 private session API, which Cisco does not document or support; it needs a \
+                                 local-authentication user without MFA or SSO";
+
+/// Entry point for the controller runtime.
+pub async fn reconcile(
+    obj: Arc<SecureWorkloadCredential>,
+    ctx: Arc<Context>,
+) -> Result<Action, finalizer::Error<Error>> {
+    reconcile::reconcile(obj, ctx, apply, cleanup).await
+}
+
+impl Managed for SecureWorkloadCredential {
+    fn target_secret(&self) -> String {
+        self.spec.secret.as_ref().and_then(|s| s.name.clone()).unwrap_or_else(|| self.name_any())
+    }
+
+    fn referenced_secrets(&self) -> Vec<&str> {
+        let source = &self.spec.source;
+        [
+            source.existing.as_ref().map(|e| e.secret_ref.name.as_str()),
+            source.provision.as_ref().map(|p| p.login_secret_ref.name.as_str()),
+            self.spec.connection.ca_secret_ref.as_ref().map(|r| r.name.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn secret_template(&self) -> Option<&SecretTemplate> {
+        self.spec.secret.as_ref()
+    }
+}
+
+/// Where the vendor is and how to trust it.
+struct Connection {
+    endpoint: String,
+    tls: TlsOptions,
+}
+
+async fn connection(obj: &SecureWorkloadCredential, ctx: &Context) -> Result<Connection, Error> {
+    let conn = &obj.spec.connection;
+    let insecure = conn.insecure_skip_tls_verify.unwrap_or(false);
+    let ns = obj.namespace().unwrap_or_default();
+    let tls = ctx.tls_options(&ns, conn.ca_bundle.as_deref(), conn.ca_secret_ref.as_ref(), insecure).await?;
+    Ok(Connection { endpoint: swc_plan::endpoint(&conn.url), tls })
+}
+
+impl Connection {
+    /// A cache key over everything that configures a client, secrets included (hashed, never shown).
+    fn cache_key(&self, what: &[u8], secrets: &[&[u8]]) -> String {
+        let ca = self.tls.ca_pem.as_deref().unwrap_or("");
+        let insecure = [u8::from(self.tls.insecure_skip_verify)];
+        let mut parts: Vec<&[u8]> = vec![what, self.endpoint.as_bytes(), ca.as_bytes(), &insecure];
+        parts.extend_from_slice(secrets);
+        digest(&parts)
+    }
+
+    fn client(&self, ctx: &Context, pair: &ApiCredentials) -> Result<Arc<CiscoClient>, Error> {
+        let key = self.cache_key(b"cisco", &[pair.api_key().as_bytes(), pair.api_secret().expose().as_bytes()]);
+        let limiter = ctx.limiters.for_endpoint(&self.endpoint);
+        ctx.cached_client(&key, || Ok(CiscoClient::new(&self.endpoint, pair.clone(), &self.tls, limiter)?))
+    }
+}
+
+/// The pair held by a Secret of the resource's namespace (source, or the target in provision mode).
+async fn pair_in(ctx: &Context, namespace: &str, name: &str) -> Result<ApiCredentials, Error> {
+    let secret = ctx.secret(namespace, name).await?;
+    swc_plan::credentials_from_data(&secret.data.unwrap_or_default())
+        .map_err(|problem| Error::InvalidSecret { name: name.to_owned(), problem })
+}
+
+/// Existing mode: the source pair and the Secret data it yields, read on every pass (Kubernetes reads only).
+struct Source {
+    pair: ApiCredentials,
+    data: BTreeMap<String, Vec<u8>>,
+    hash: String,
+}
+
+async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ctx = ctx.as_ref();
+    let mut obj = obj.as_ref().clone();
+    let mode = swc_plan::mode(&obj.spec).map_err(Error::InvalidSpec)?;
+    let insecure = obj.spec.connection.insecure_skip_tls_verify == Some(true);
+    reconcile::warn_on_first_reconcile(ctx, &obj, insecure, "InsecureTLS", reconcile::INSECURE_TLS_NOTE).await;
+    reconcile::warn_on_first_reconcile(ctx, &obj, mode == Mode::Provision, "Experimental", EXPERIMENTAL_NOTE).await;
+    swc_plan::check_durations(&obj.spec).map_err(Error::InvalidSpec)?;
+    if mode == Mode::Provision && obj.spec.capabilities.is_empty() {
+        return Err(Error::InvalidSpec("provision mode needs at least one capability to mint a key with".into()));
+    }
+    let conn = connection(&obj, ctx).await?;
+    let source = match &obj.spec.source.existing {
+        Some(existing) => {
+            let ns = obj.namespace().unwrap_or_default();
+            let pair = pair_in(ctx, &ns, &existing.secret_ref.name).await?;
+            let data = swc_plan::secret_data(&pair, &conn.endpoint, conn.tls.ca_pem.as_deref());
+            let hash = reconcile::hash_of(ctx, &obj, &data)?;
+            Some(Source { pair, data, hash })
+        }
+        None => None,
+    };
+
+    for _ in 0..8 {
+        let status = status_of(&obj);
+        let secret_state =
+            observe_secret(ctx, &obj, status.secret_name.as_deref(), status.secret_hash.as_deref()).await?;
+        if secret_state == SecretState::Foreign {
+            return Err(Error::SecretConflict { name: obj.target_secret() });
+        }
+        let seen = Observed {
+            now: Timestamp::now(),
+            generation: obj.metadata.generation,
+            secret: secret_state,
+            desired_hash: source.as_ref().map(|s| s.hash.as_str()),
+            rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
+        };
+        let step = swc_plan::next_step(&obj.spec, mode, &status, &seen).map_err(Error::InvalidSpec)?;
+        tracing::debug!(resource = %display_name(&obj), ?step, "next step");
+        let new_status = match (step, &source) {
+            (Step::Wait(until), _) => return finish(&obj, ctx, mode, status, until).await,
+            (Step::Verify, Some(source)) => verify_and_publish(&obj, ctx, &conn, source, status, secret_state).await?,
+            (Step::Verify, None) => verify_minted(&obj, ctx, &conn, status).await?,
+            (Step::Republish, Some(source)) => republish(&obj, ctx, source, status).await?,
+            (Step::Republish, None) => return Err(Error::InvalidSpec("nothing to republish from".into())),
+            (Step::Mint { recover, retire }, _) => mint(&obj, ctx, &conn, status, recover, retire).await?,
+            (Step::StartRotation, _) => {
+                let mut s = status;
+                s.pending_credential = Some(true);
+                s.rotate_annotation = seen.rotate_annotation.map(str::to_owned).or(s.rotate_annotation);
+                s
+            }
+            (Step::RevokeRetired(ids), _) => revoke_retired(&obj, ctx, &conn, status, &ids).await?,
+        };
+        obj = patch_status(ctx, &obj, &new_status).await?;
+    }
+    // Still busy after several steps (e.g. a rotation right after a repair): continue promptly.
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// Verifies `pair` (liveness, then one probe per listed capability) and records the outcome in `status`.
+/// Network, TLS and rate-limit failures come back as errors; a refused pair is in the result.
+async fn verify(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    pair: &ApiCredentials,
+    status: &mut SecureWorkloadCredentialStatus,
+) -> Result<Checked, Error> {
+    let wanted: Vec<cisco::Capability> = obj.spec.capabilities.iter().copied().map(swc_plan::to_vendor).collect();
+    let checked = Checked::from(&conn.client(ctx, pair)?.verify(&wanted).await?);
+    swc_plan::record_verification(status, &checked, &pair.key_fingerprint(), obj.metadata.generation, Timestamp::now());
+    Ok(checked)
+}
+
+/// A refused pair: `Verified=False` is recorded now, `Ready=False` by the frame from the returned error.
+async fn rejected(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    status: &SecureWorkloadCredentialStatus,
+    message: String,
+) -> Error {
+    if let Err(e) = patch_status(ctx, obj, status).await {
+        return e;
+    }
+    Error::CredentialsRejected(message)
+}
+
+/// Existing mode: verify the source pair; when the vendor accepts it, publish it (also with a missing
+/// capability, which `Ready` reports; see [`swc_plan::readiness`]).
+async fn verify_and_publish(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    source: &Source,
+    mut status: SecureWorkloadCredentialStatus,
+    secret_state: SecretState,
+) -> Result<SecureWorkloadCredentialStatus, Error> {
+    let checked = verify(obj, ctx, conn, &source.pair, &mut status).await?;
+    let fingerprint = source.pair.key_fingerprint();
+    if let Some(message) = swc_plan::rejection_message(checked.liveness, &fingerprint) {
+        return Err(rejected(obj, ctx, &status, message).await);
+    }
+    let changed = status.secret_hash.as_deref() != Some(source.hash.as_str());
+    if changed || secret_state != SecretState::Intact {
+        publish(obj, ctx, source.data.clone(), fingerprint.clone(), &mut status).await?;
+    }
+    if changed {
+        let note = format!("published API key {fingerprint} in Secret {}", obj.target_secret());
+        ctx.event(obj, EventType::Normal, "SecretPublished", "Publish", note).await;
+    }
+    status.observed_generation = obj.metadata.generation;
+    Ok(status)
+}
+
+/// Existing mode: the target Secret was deleted or edited; rebuild it from the source (no vendor call).
+async fn republish(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    source: &Source,
+    mut status: SecureWorkloadCredentialStatus,
+) -> Result<SecureWorkloadCredentialStatus, Error> {
+    publish(obj, ctx, source.data.clone(), source.pair.key_fingerprint(), &mut status).await?;
+    let note = format!("Secret {} was missing or edited: rewrote it from the source Secret", obj.target_secret());
+    ctx.event(obj, EventType::Normal, "SecretRepaired", "Repair", note).await;
+    Ok(status)
+}
+
+/// Writes the target Secret and records it; a Secret left behind under a previous name is deleted.
+async fn publish(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    data: BTreeMap<String, Vec<u8>>,
+    fingerprint: String,
+    status: &mut SecureWorkloadCredentialStatus,
+) -> Result<(), Error> {
+    let hash = reconcile::write_secret(ctx, obj, data).await?;
+    let name = obj.target_secret();
+    if let Some(old) = status.secret_name.replace(name.clone()).filter(|old| *old != name) {
+        reconcile::delete_owned_secret(ctx, obj, &old).await?;
+    }
+    status.secret_hash = Some(hash);
+    status.api_key_fingerprint = Some(fingerprint);
+    Ok(())
+}
+
+/// Provision mode: verify the minted pair the target Secret holds. A key the vendor no longer knows is
+/// replaced only once the UI confirms the credential is gone (so a slow vendor never causes a mint storm).
+async fn verify_minted(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    mut status: SecureWorkloadCredentialStatus,
+) -> Result<SecureWorkloadCredentialStatus, Error> {
+    let pair = pair_in(ctx, &obj.namespace().unwrap_or_default(), &obj.target_secret()).await?;
+    let checked = verify(obj, ctx, conn, &pair, &mut status).await?;
+    let fingerprint = pair.key_fingerprint();
+    let Some(message) = swc_plan::rejection_message(checked.liveness, &fingerprint) else { return Ok(status) };
+    let id = status.credential_id.clone().unwrap_or_default();
+    if checked.liveness == Liveness::UnknownKey
+        && !with_ui(obj, ctx, conn, |s| async move { s.list_credentials().await }).await?.iter().any(|c| c.id == id)
+    {
+        status.credential_id = None;
+        let note = format!(
+            "EXPERIMENTAL provision mode: credential {id} (API key {fingerprint}) was deleted at the vendor; \
+             minting a replacement"
+        );
+        ctx.event(obj, EventType::Warning, "CredentialLost", "Verify", note).await;
+        return Ok(status);
+    }
+    Err(rejected(obj, ctx, &status, message).await)
+}
+
+/// The login of provision mode, and the cache key of its session.
+async fn ui_login(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+) -> Result<(UiLogin, String), Error> {
+    let r =
+        &obj.spec.source.provision.as_ref().ok_or(Error::MissingObjectKey(".spec.source.provision"))?.login_secret_ref;
+    let secret = ctx.secret(&obj.namespace().unwrap_or_default(), &r.name).await?;
+    let login = UiLogin {
+        email: secret_key(&secret, &r.name, "email")?.expose().to_owned(),
+        password: secret_key(&secret, &r.name, "password")?,
+    };
+    let key = conn.cache_key(b"cisco-ui", &[login.email.as_bytes(), login.password.expose().as_bytes()]);
+    Ok((login, key))
+}
+
+/// Runs `call` on a signed-in UI session (EXPERIMENTAL), signing in when none is cached. A session the vendor
+/// ended (401, or a redirect to the sign-in page) is dropped and signed in again, once.
+async fn with_ui<T, F, Fut>(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    call: F,
+) -> Result<T, Error>
+where
+    F: Fn(Arc<UiSession>) -> Fut,
+    Fut: Future<Output = Result<T, VendorError>>,
+{
+    let (login, key) = ui_login(obj, ctx, conn).await?;
+    let mut fresh = false;
+    loop {
+        let session = match ctx.cached::<UiSession>(&key) {
+            Some(s) => s,
+            None => {
+                let limiter = ctx.limiters.for_endpoint(&conn.endpoint);
+                let s = Arc::new(UiSession::sign_in(&conn.endpoint, &login, &conn.tls, limiter).await?);
+                ctx.cache(&key, s.clone());
+                fresh = true;
+                s
+            }
+        };
+        match call(session).await {
+            Err(e) if e.kind == ErrorKind::Unauthorized && !fresh => {
+                tracing::debug!(resource = %display_name(obj), "UI session ended; signing in again");
+                ctx.forget_client(&key);
+                fresh = true;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+async fn delete_credential(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    id: &str,
+) -> Result<(), Error> {
+    with_ui(obj, ctx, conn, |s| async move { s.delete_credential(id).await }).await
+}
+
+/// Provision mode: mint a credential (recording the intent first), write the Secret, make it current.
+async fn mint(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    mut status: SecureWorkloadCredentialStatus,
+    recover: bool,
+    retire: Retire,
+) -> Result<SecureWorkloadCredentialStatus, Error> {
+    let uid = uid(obj)?;
+    if recover {
+        if let Some(adopted) = recover_mint(obj, ctx, conn, &status, &uid).await? {
+            let note = format!(
+                "EXPERIMENTAL provision mode: recovered credential {} (API key {}) minted before a restart",
+                adopted.id, adopted.fingerprint
+            );
+            ctx.event(obj, EventType::Normal, "CredentialAdopted", "Mint", note).await;
+            return complete_mint(obj, status, adopted, retire);
+        }
+    } else {
+        // Intent first: after a crash the credential is found by its UID marker instead of being minted twice.
+        status.pending_credential = Some(true);
+        patch_status(ctx, obj, &status).await?;
+    }
+    let description = swc_plan::vendor_description(&obj.spec, &uid);
+    let wanted: Vec<cisco::Capability> = obj.spec.capabilities.iter().copied().map(swc_plan::to_vendor).collect();
+    let (description, wanted) = (description.as_str(), wanted.as_slice());
+    let created = with_ui(obj, ctx, conn, |s| async move { s.create_credential(description, wanted).await }).await?;
+    if ctx.settings.failpoint.as_deref() == Some("after-vendor-create") {
+        tracing::error!(credential_id = %created.id, "fail-point after-vendor-create: exiting");
+        std::process::exit(97);
+    }
+    let data = swc_plan::secret_data(&created.credentials, &conn.endpoint, conn.tls.ca_pem.as_deref());
+    let hash = reconcile::write_secret(ctx, obj, data).await?;
+    if ctx.settings.failpoint.as_deref() == Some("after-secret-write") {
+        tracing::error!(credential_id = %created.id, "fail-point after-secret-write: exiting");
+        std::process::exit(97);
+    }
+    let minted = Minted { id: created.id, fingerprint: created.credentials.key_fingerprint(), hash };
+    let replaced = status.credential_id.clone().filter(|old| *old != minted.id);
+    let name = obj.target_secret();
+    let (reason, note) = match (&replaced, retire) {
+        (None, _) => ("CredentialMinted", format!("wrote Secret {name}")),
+        (Some(old), Retire::AfterGrace) => {
+            ("CredentialRotated", format!("wrote Secret {name}; credential {old} is deleted after the grace period"))
+        }
+        (Some(old), Retire::Now) => (
+            "SecretRepaired",
+            format!("Secret {name} was missing or edited: wrote it anew; credential {old} is deleted at once"),
+        ),
+    };
+    let note = format!(
+        "EXPERIMENTAL provision mode: minted credential {} (API key {}) through the UI session API; {note}",
+        minted.id, minted.fingerprint
+    );
+    ctx.event(obj, EventType::Normal, reason, "Mint", note).await;
+    complete_mint(obj, status, minted, retire)
+}
+
+/// A credential that is now current: its UI id, key fingerprint, and the hash of the Secret holding it.
+struct Minted {
+    id: String,
+    fingerprint: String,
+    hash: String,
+}
+
+/// Makes `minted` current. The credential it replaces is kept for the grace period (rotation), or deleted by
+/// the very next step (`Retire::Now`: its Secret was lost or edited); either way through `retiringCredentials`,
+/// so a crash cannot forget it.
+fn complete_mint(
+    obj: &SecureWorkloadCredential,
+    mut status: SecureWorkloadCredentialStatus,
+    minted: Minted,
+    retire: Retire,
+) -> Result<SecureWorkloadCredentialStatus, Error> {
+    let now = Timestamp::now();
+    if let Some(old) = status.credential_id.take().filter(|old| *old != minted.id) {
+        let grace = match retire {
+            Retire::AfterGrace => swc_plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?,
+            Retire::Now => Duration::ZERO,
+        };
+        status
+            .retiring_credentials
+            .push(RetiringCredential { credential_id: old, revoke_at: Time(shift(now, grace, true)) });
+        status.last_rotated_at = Some(Time(now));
+    }
+    status.credential_id = Some(minted.id);
+    status.pending_credential = None;
+    status.credential_created_at = Some(Time(now));
+    status.credential_capabilities = obj.spec.capabilities.clone();
+    status.api_key_fingerprint = Some(minted.fingerprint);
+    status.secret_hash = Some(minted.hash);
+    status.secret_name = Some(obj.target_secret());
+    // The new pair is verified by the next step.
+    status.last_verified_at = None;
+    Ok(status)
+}
+
+/// After a crash between recording the intent and recording its result: credentials carrying our UID marker that
+/// the status does not know. One whose pair the target Secret already holds (the crash came after the write) is
+/// adopted; the secrets of the others were only ever in a lost create answer, so they are deleted.
+async fn recover_mint(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    status: &SecureWorkloadCredentialStatus,
+    uid: &str,
+) -> Result<Option<Minted>, Error> {
+    let marker = uid_marker(uid);
+    let known: Vec<&str> = status
+        .credential_id
+        .iter()
+        .map(String::as_str)
+        .chain(status.retiring_credentials.iter().map(|c| c.credential_id.as_str()))
+        .collect();
+    let listed = with_ui(obj, ctx, conn, |s| async move { s.list_credentials().await }).await?;
+    let orphans: Vec<UiCredential> =
+        listed.into_iter().filter(|c| carries(c, &marker) && !known.contains(&c.id.as_str())).collect();
+    if orphans.is_empty() {
+        return Ok(None);
+    }
+    let held = held_pair(obj, ctx, uid).await?;
+    let mut adopted = None;
+    for orphan in orphans {
+        match &held {
+            Some((pair, hash)) if adopted.is_none() && orphan.api_key.as_deref() == Some(pair.api_key()) => {
+                adopted = Some(Minted { id: orphan.id, fingerprint: pair.key_fingerprint(), hash: hash.clone() });
+            }
+            _ => {
+                tracing::info!(resource = %display_name(obj), credential_id = %orphan.id,
+                    "deleting a credential minted before a restart whose secret was lost");
+                delete_credential(obj, ctx, conn, &orphan.id).await?;
+            }
+        }
+    }
+    Ok(adopted)
+}
+
+/// The pair in the target Secret when the resource owns it, with the hash of the Secret's data.
+async fn held_pair(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    uid: &str,
+) -> Result<Option<(ApiCredentials, String)>, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let secret = match ctx.secret(&ns, &obj.target_secret()).await {
+        Ok(s) if is_owned_by(&s, uid) => s,
+        Ok(_) | Err(Error::SecretNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let data = secret.data.clone().unwrap_or_default();
+    let Ok(pair) = swc_plan::credentials_from_data(&data) else { return Ok(None) };
+    let hash = super::secret::data_hash(&ctx.settings.hash_key, uid, &data);
+    Ok(Some((pair, hash)))
+}
+
+fn carries(credential: &UiCredential, marker: &str) -> bool {
+    credential.description.as_deref().is_some_and(|d| d.contains(marker))
+}
+
+async fn revoke_retired(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    mut status: SecureWorkloadCredentialStatus,
+    ids: &[String],
+) -> Result<SecureWorkloadCredentialStatus, Error> {
+    for id in ids {
+        delete_credential(obj, ctx, conn, id).await?;
+        status.retiring_credentials.retain(|c| c.credential_id != *id);
+        let note = format!("EXPERIMENTAL provision mode: deleted replaced credential {id} at the vendor");
+        ctx.event(obj, EventType::Normal, "CredentialDeleted", "Revoke", note).await;
+    }
+    Ok(status)
+}
+
+/// Records the steady state (`Ready`, or `MissingCapabilities`) and requeues when the next thing is due.
+async fn finish(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    mode: Mode,
+    status: SecureWorkloadCredentialStatus,
+    until: Timestamp,
+) -> Result<Action, Error> {
+    let rotate_at = match mode {
+        Mode::Provision => {
+            swc_plan::next_rotation(&status, swc_plan::rotation_every(&obj.spec).map_err(Error::InvalidSpec)?)
+        }
+        Mode::Existing => None,
+    };
+    if let Some(t) = rotate_at {
+        ctx.metrics.renewal_timestamp.get_or_create(&resource_labels(obj)).set(t.as_second());
+    }
+    let (ready, reason, message) = swc_plan::readiness(mode, &status, &obj.target_secret(), rotate_at);
+    settle(ctx, obj, status, ready, reason, message).await?;
+    Ok(reconcile::requeue_at(Some(until)))
+}
+
+/// Finalizer cleanup. Imported keys are never touched at the vendor. Provision mode with `deletionPolicy: Delete`
+/// (the default) deletes every credential carrying the resource's UID marker: the current one, those in their
+/// grace period, and any minted before a crash. `Retain` leaves them.
+async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
+    reconcile::forget_metrics(&ctx, obj.as_ref());
+    if obj.spec.source.provision.is_none() {
+        return Ok(Action::await_change());
+    }
+    if obj.spec.deletion_policy == Some(DeletionPolicy::Retain) {
+        let note = "deletionPolicy Retain: the minted credential is left at the vendor".to_owned();
+        ctx.event(obj.as_ref(), EventType::Normal, "CredentialRetained", "Delete", note).await;
+        return Ok(Action::await_change());
+    }
+    let marker = uid_marker(&uid(obj.as_ref())?);
+    let listed = async {
+        let conn = connection(&obj, &ctx).await?;
+        let listed = with_ui(&obj, &ctx, &conn, |s| async move { s.list_credentials().await }).await?;
+        Ok::<_, Error>((conn, listed))
+    };
+    let (conn, listed) = match listed.await {
+        Ok(found) => found,
+        Err(e @ (Error::SecretNotFound { .. } | Error::InvalidSecret { .. }))
+            if namespace_terminating(&ctx, obj.as_ref()).await =>
+        {
+            // The namespace is going away and took the login with it: nothing can delete the credential now.
+            let note = format!("could not delete the minted credential: {e}; delete it in the Secure Workload UI");
+            ctx.event(obj.as_ref(), EventType::Warning, "RevokeSkipped", "Delete", note).await;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let ours: Vec<String> = listed.into_iter().filter(|c| carries(c, &marker)).map(|c| c.id).collect();
+    for id in &ours {
+        delete_credential(&obj, &ctx, &conn, id).await?;
+    }
+    let note = format!("EXPERIMENTAL provision mode: deleted credential(s) {ours:?} at the vendor");
+    ctx.event(obj.as_ref(), EventType::Normal, "CredentialDeleted", "Delete", note).await;
+    Ok(Action::await_change())
+}

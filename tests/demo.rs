@@ -1,0 +1,139 @@
+//! `make demo` end to end: `scripts/demo up` (what `make demo` runs once the control-plane binaries and the venv
+//! are there) in a state directory of its own, with the binaries this test run built, then `scripts/demo down`.
+//! The demo must end with every sample resource Ready and the consumer (the official vendor SDKs using the
+//! generated Secrets) succeeding, print no secret value, and leave no process or state behind.
+#![cfg(feature = "sim")]
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use support::repo_root;
+
+/// Runs `scripts/demo down` when dropped, so that a failed assertion leaves nothing running.
+struct Demo {
+    dir: PathBuf,
+}
+
+impl Demo {
+    fn run(&self, action: &str) -> Output {
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_workload-key-operator")).parent().unwrap();
+        Command::new(repo_root().join("scripts/demo"))
+            .arg(action)
+            .env("DEMO_DIR", &self.dir)
+            .env("DEMO_BIN_DIR", bin_dir)
+            .output()
+            .expect("run scripts/demo")
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![];
+        for file in [self.dir.join("pids"), self.dir.join("cluster/pids")] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            pids.extend(text.lines().filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok()));
+        }
+        pids
+    }
+
+    /// Values of every Secret in the demo namespace (the seeded vendor credentials and the generated ones).
+    fn secret_values(&self) -> Vec<String> {
+        let out = Command::new(support::kubectl())
+            .args(["--kubeconfig", self.dir.join("cluster/kubeconfig").to_str().unwrap()])
+            .args(["-n", "demo", "get", "secrets", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kubectl get secrets: {}", String::from_utf8_lossy(&out.stderr));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut values = vec![];
+        for item in list["items"].as_array().unwrap() {
+            for (key, v) in item["data"].as_object().into_iter().flatten() {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                // Identifiers, URLs and the public CA are not secret.
+                if !["endpoint", "api-key-id", "ca.crt", "userName", "api_key"].contains(&key.as_str()) {
+                    values.push(text);
+                }
+            }
+        }
+        values
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if self.dir.exists() {
+            let _ = self.run("down");
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn make_demo_ends_with_both_kinds_ready_and_the_consumer_succeeding_then_demo_down_stops_everything() {
+    let parent = tempfile::Builder::new().prefix("wko-demo-test-").tempdir().unwrap();
+    let demo = Demo { dir: parent.path().join("demo") };
+
+    let started = std::time::Instant::now();
+    let up = demo.run("up");
+    let output = text(&up);
+    assert!(up.status.success(), "scripts/demo up failed:\n{output}");
+    eprintln!("scripts/demo up took {:?}", started.elapsed());
+
+    for resource in [
+        "workloadapikey.workloadkeys.io/reporting-auditor condition met",
+        "workloadapikey.workloadkeys.io/platform-admin condition met",
+        "secureworkloadcredential.workloadkeys.io/flow-reporting condition met",
+    ] {
+        assert!(output.contains(resource), "missing {resource:?} in:\n{output}");
+    }
+    assert!(output.contains("trend: GET /api/apikeys/current -> key"), "{output}");
+    assert!(output.contains("cisco: GET /openapi/v1/sensors -> 200"), "{output}");
+    assert!(output.contains("consumer: OK"), "{output}");
+    assert!(output.contains("done: both resources Ready, consumer OK"), "{output}");
+    assert!(output.contains("make demo-down"), "tells how to stop: {output}");
+    assert!(output.contains("<redacted, "), "shows the Secrets' keys: {output}");
+
+    let secrets = demo.secret_values();
+    assert!(secrets.len() >= 7, "seeded and generated secret values: {}", secrets.len());
+    for value in secrets.iter().filter(|v| v.len() >= 8) {
+        let core = value.rsplit(':').next().unwrap();
+        assert!(!output.contains(core), "a secret value appears in the demo's output");
+        let log = std::fs::read_to_string(demo.dir.join("operator.log")).unwrap();
+        assert!(!log.contains(core), "a secret value appears in the operator's log");
+    }
+    assert!(!demo.dir.join("secret-files").exists() && !demo.dir.join("mnt").exists(), "no secret left in files");
+
+    let pids = demo.pids();
+    assert!(pids.len() >= 5, "operator, vendor-sim, etcd, kube-apiserver, kube-controller-manager: {pids:?}");
+    // A process that died on its own (here the operator, as after a crash) must not stop `down` half-way.
+    let operator = std::fs::read_to_string(demo.dir.join("pids")).unwrap();
+    let operator = operator.lines().find(|l| l.ends_with(" operator")).unwrap().split(' ').next().unwrap().to_owned();
+    assert!(Command::new("kill").args(["-KILL", &operator]).status().unwrap().success());
+    let down = demo.run("down");
+    assert!(down.status.success(), "scripts/demo down failed:\n{}", text(&down));
+    assert!(!demo.dir.exists(), "demo down removes its state directory");
+    for pid in pids {
+        let alive = Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(!alive, "process {pid} still runs after demo down");
+    }
+}
+
+#[test]
+fn shellcheck_finds_nothing_in_the_demo_script() {
+    let shellcheck = repo_root().join(".venv/bin/shellcheck");
+    assert!(shellcheck.exists(), "{} is missing: run `make venv`", shellcheck.display());
+    let out = Command::new(shellcheck).arg(repo_root().join("scripts/demo")).output().unwrap();
+    assert!(out.status.success(), "shellcheck scripts/demo:\n{}", text(&out));
+}
