@@ -23,6 +23,8 @@ fmt-check:
 
 lint:
 	$(CARGO) clippy --all-targets --features $(FEATURES) -- -D warnings
+	# The operator image is built without the simulator: make sure that build stays clean too.
+	$(CARGO) clippy --bin workload-key-operator -- -D warnings
 
 unit-and-integration: k8s-binaries
 	$(CARGO) test --features $(FEATURES) --no-fail-fast
@@ -57,9 +59,10 @@ dev-cluster-up:
 dev-cluster-down:
 	scripts/dev-cluster down
 
-## Regenerate crds/ from the Rust types (a test fails when they are stale).
+## Regenerate crds/ and the chart's copy from the Rust types (tests fail when either is stale).
 crds:
 	$(CARGO) run -q -- crds > crds/workloadkeys.io.yaml
+	cp crds/workloadkeys.io.yaml charts/workload-key-operator/files/crds/workloadkeys.io.yaml
 
 clean:
 	$(CARGO) clean
@@ -69,7 +72,6 @@ clean:
 
 ## Copy crds/ into the chart (charts/workload-key-operator/files/crds/); a test fails when they differ.
 chart-crds: crds
-	cp crds/workloadkeys.io.yaml charts/workload-key-operator/files/crds/workloadkeys.io.yaml
 
 ## The README's first command: a local control plane, vendor-sim, the operator, the examples and an app
 ## using the Secrets. State in .demo/; `make demo-down` stops everything.

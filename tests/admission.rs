@@ -32,7 +32,7 @@ fn valid_swc() -> Value {
 /// Applies `patch` (a JSON merge patch over the valid spec) and returns the API server's refusal message.
 async fn refusal(api: &Api<DynamicObject>, ar: &ApiResource, name: &str, base: Value, patch: Value) -> Option<String> {
     let mut spec = base;
-    json_patch_merge(&mut spec, &patch);
+    support::merge(&mut spec, &patch);
     let obj = DynamicObject::new(name, ar).data(json!({ "spec": spec }));
     match api.create(&PostParams { dry_run: true, ..Default::default() }, &obj).await {
         Ok(_) => None,
@@ -41,21 +41,6 @@ async fn refusal(api: &Api<DynamicObject>, ar: &ApiResource, name: &str, base: V
             Some(s.message)
         }
         Err(e) => panic!("unexpected error {e}"),
-    }
-}
-
-fn json_patch_merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    json_patch_merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
     }
 }
 

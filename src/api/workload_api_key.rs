@@ -26,7 +26,8 @@ use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTe
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(name = "Key ID", type_ = "integer", json_path = ".status.keyId"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    // A future date renders as `<invalid>` with type date; show the timestamp itself.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Last Rotated", type_ = "date", json_path = ".status.lastRotatedAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
