@@ -335,7 +335,18 @@ async fn deleted_or_edited_secret_is_repaired_with_exactly_one_live_key() {
     .await;
     env.client_with(&s3).describe_current_api_key().await.expect("repaired secret works");
     assert_eq!(env.live_keys_of(&wak).len(), 1, "exactly one live key for the resource");
-    env.assert_no_leaks(&[s1, s2, s3]).await;
+
+    // Renaming the target Secret moves the credential: a fresh secret in the new one, the old Secret removed.
+    env.apply("drift", env.spec(json!({"secret": {"name": "drift-renamed"}}))).await;
+    eventually(Duration::from_secs(20), "old Secret removed", || async {
+        env.secrets().get_opt("drift").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let s4 = env.secret_value("drift-renamed").await;
+    env.client_with(&s4).describe_current_api_key().await.expect("the moved secret works");
+    assert_eq!(env.wait_ready("drift").await.status.unwrap().secret_name.as_deref(), Some("drift-renamed"));
+    assert_eq!(env.live_keys_of(&wak).len(), 1, "still exactly one live key");
+    env.assert_no_leaks(&[s1, s2, s3, s4]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -296,12 +296,7 @@ async fn regenerate(
             return Err(lost_key_or(e, &mut status));
         }
     }
-    let issued = match vendor.client.regenerate_secret(id).await {
-        Ok(i) => i,
-        Err(e) => return Err(lost_key_or(e, &mut status)),
-    };
-    status.secret_hash = Some(write_secret(obj, ctx, vendor, &issued).await?);
-    status.secret_name = Some(secret_name(obj));
+    resecret(obj, ctx, vendor, &mut status, id).await?;
     status.expires_at = expires_at.map(Time);
     status.renew_at = renew_at.map(Time);
     status.last_rotated_at = Some(Time(now));
@@ -319,15 +314,7 @@ async fn repair(
     mut status: WorkloadApiKeyStatus,
 ) -> Result<WorkloadApiKeyStatus, Error> {
     let id = status.key_id.ok_or(Error::MissingObjectKey(".status.keyId"))?;
-    let issued = match vendor.client.regenerate_secret(id).await {
-        Ok(i) => i,
-        Err(e) => return Err(lost_key_or(e, &mut status)),
-    };
-    status.secret_hash = Some(write_secret(obj, ctx, vendor, &issued).await?);
-    let previous = status.secret_name.replace(secret_name(obj));
-    if let Some(old) = previous.filter(|old| *old != secret_name(obj)) {
-        delete_owned_secret(ctx, obj, &old).await?;
-    }
+    resecret(obj, ctx, vendor, &mut status, id).await?;
     ctx.event(
         obj,
         EventType::Normal,
@@ -340,6 +327,27 @@ async fn repair(
     )
     .await;
     Ok(status)
+}
+
+/// A new secret for key `id` (the old one stops working at once), written to the Secret; a Secret left behind by a
+/// renamed `spec.secret.name` is removed.
+async fn resecret(
+    obj: &WorkloadApiKey,
+    ctx: &Context,
+    vendor: &Vendor,
+    status: &mut WorkloadApiKeyStatus,
+    id: i64,
+) -> Result<(), Error> {
+    let issued = match vendor.client.regenerate_secret(id).await {
+        Ok(i) => i,
+        Err(e) => return Err(lost_key_or(e, status)),
+    };
+    status.secret_hash = Some(write_secret(obj, ctx, vendor, &issued).await?);
+    let previous = status.secret_name.replace(secret_name(obj));
+    if let Some(old) = previous.filter(|old| *old != secret_name(obj)) {
+        delete_owned_secret(ctx, obj, &old).await?;
+    }
+    Ok(())
 }
 
 /// Brings the vendor key's attributes in line with a changed spec.
