@@ -1214,10 +1214,13 @@ impl Results {
             });
             let (op, base) = times[times.len() / 2];
             line(format!(
-                "| {} WorkloadApiKeys to Ready, operator / plain client (median of {} rounds) | **{ratio:.2}×** \
+                "| {} WorkloadApiKeys to Ready, operator / plain client ({}) | **{ratio:.2}×** \
                  (median round: operator {} vs plain {}; rounds {}) | ≤ 1.5× | {} |",
                 t.n,
-                t.rounds.len(),
+                match t.rounds.len() {
+                    1 => "1 round".to_owned(),
+                    r => format!("median of {r} rounds"),
+                },
                 secs(op),
                 secs(base),
                 each.join(", "),

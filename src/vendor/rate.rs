@@ -16,12 +16,12 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter admitting `per_minute` requests per minute, spread evenly, with a small burst.
+    /// A limiter admitting at most `per_minute` requests in any 60 s window: a small burst (1/10 of the budget, so a
+    /// handful of calls is not serialised) plus the rest spread evenly. GCRA admits `burst + rate × window` in a
+    /// window, so the steady rate is the budget minus the burst.
     pub fn per_minute(per_minute: u32) -> Arc<Self> {
-        let rate = NonZeroU32::new(per_minute.max(1)).expect("non-zero");
-        // Allow a burst of up to 1/10 of the minute's budget so a handful of calls is not serialised.
-        let burst = NonZeroU32::new((per_minute / 10).max(1)).expect("non-zero");
-        let inner = DefaultDirectRateLimiter::direct(Quota::per_minute(rate).allow_burst(burst));
+        let per_minute = per_minute.max(1);
+        let inner = DefaultDirectRateLimiter::direct(quota(per_minute));
         Arc::new(Self { per_minute, inner })
     }
 
@@ -33,6 +33,15 @@ impl RateLimiter {
     pub async fn acquire(&self) {
         self.inner.until_ready().await;
     }
+}
+
+/// The GCRA quota behind [`RateLimiter::per_minute`].
+fn quota(per_minute: u32) -> Quota {
+    let burst = (per_minute / 10).max(1);
+    let steady = per_minute.saturating_sub(burst).max(1);
+    Quota::with_period(std::time::Duration::from_secs(60) / steady)
+        .expect("a non-zero period")
+        .allow_burst(NonZeroU32::new(burst).expect("non-zero"))
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -80,6 +89,31 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(a.limit_per_minute(), 60);
+    }
+
+    #[test]
+    fn no_sixty_second_window_exceeds_the_budget() {
+        // Drive the limiter with a fake clock: admit whenever allowed, for five minutes, then slide a 60 s window.
+        let clock = governor::clock::FakeRelativeClock::default();
+        let per_minute = 400u32;
+        let limiter = governor::RateLimiter::direct_with_clock(quota(per_minute), clock.clone());
+        let step = std::time::Duration::from_millis(10);
+        let mut admitted = Vec::new();
+        for i in 0..30_000u64 {
+            while limiter.check().is_ok() {
+                admitted.push(i * 10);
+            }
+            clock.advance(step);
+        }
+        let max_in_window = admitted
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| admitted[i..].iter().take_while(|&&u| u < t + 60_000).count())
+            .max()
+            .unwrap();
+        assert!(max_in_window <= per_minute as usize, "{max_in_window} requests in one 60 s window");
+        assert!(max_in_window >= (per_minute - 2) as usize, "the budget is used: {max_in_window}");
+        assert_eq!(RateLimiter::per_minute(per_minute).limit_per_minute(), per_minute);
     }
 
     #[tokio::test]
