@@ -165,8 +165,15 @@ async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<
     let reason = err.reason();
     ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: kind::<K>(), reason: reason.into() }).inc();
     tracing::info!(resource = %display_name(obj.as_ref()), reason, error = %err, "not ready");
-    // Re-read: `apply` may have recorded progress (e.g. an intent) before failing.
-    let latest = api(ctx, obj.as_ref()).get_opt(&obj.name_any()).await.ok().flatten().unwrap_or_else(|| (*obj).clone());
+    // Re-read: `apply` may have recorded progress (e.g. an intent) before failing. Without a fresh copy, write
+    // nothing: applying an older status could erase that intent and allow a second create.
+    let latest = match api(ctx, obj.as_ref()).get_opt(&obj.name_any()).await {
+        Ok(Some(latest)) => latest,
+        _ => {
+            let attempts = status_of(obj.as_ref()).failed_attempts().unwrap_or(0).saturating_add(1);
+            return Action::requeue(backoff(attempts as u32, err.retry_after(), rand::random()));
+        }
+    };
     let mut status = status_of(&latest);
     let attempts = status.failed_attempts().unwrap_or(0).saturating_add(1);
     *status.failed_attempts_mut() = Some(attempts);
