@@ -3,9 +3,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV ?= .venv
 PYTHON ?= python3
-FEATURES ?= sim
+FEATURES ?= sim,failpoints
 
-.PHONY: all build test lint fmt fmt-check unit-and-integration conformance venv k8s-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick
+.PHONY: all build test release-check lint fmt fmt-check unit-and-integration conformance venv k8s-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick
 
 all: build
 
@@ -13,7 +13,7 @@ build:
 	$(CARGO) build --features $(FEATURES) --bins
 
 ## The test command: format, lints, unit + integration tests on a real control plane, SDK conformance.
-test: fmt-check lint k8s-binaries venv unit-and-integration conformance
+test: fmt-check lint k8s-binaries venv unit-and-integration conformance release-check
 
 fmt:
 	$(CARGO) fmt --all
@@ -25,6 +25,12 @@ lint:
 	$(CARGO) clippy --all-targets --features $(FEATURES) -- -D warnings
 	# The operator image is built without the simulator: make sure that build stays clean too.
 	$(CARGO) clippy --bin workload-key-operator -- -D warnings
+
+## The operator as released (no features): built, and proven to carry no fail-point.
+release-check:
+	$(CARGO) build --release --bin workload-key-operator
+	$(CARGO) build --features $(FEATURES) --bin workload-key-operator
+	scripts/check-release-binary "$${CARGO_TARGET_DIR:-target}/release/workload-key-operator" "$${CARGO_TARGET_DIR:-target}/debug/workload-key-operator"
 
 unit-and-integration: k8s-binaries
 	$(CARGO) test --features $(FEATURES) --no-fail-fast
@@ -43,11 +49,11 @@ $(VENV)/.installed: tests/conformance/requirements.txt
 
 ## Scale benchmarks for DESIGN §5 on a real control plane; records the results in docs/benchmarks.md.
 bench: k8s-binaries
-	$(CARGO) bench --features $(FEATURES) --bench scale
+	$(CARGO) bench --features sim --bench scale
 
 ## The same at small sizes (a few minutes); prints the table, records nothing.
 bench-quick: k8s-binaries
-	$(CARGO) bench --features $(FEATURES) --bench scale -- --quick
+	$(CARGO) bench --features sim --bench scale -- --quick
 
 ## kube-apiserver, etcd, kube-controller-manager, kubectl, helm (cached outside the repo).
 k8s-binaries:

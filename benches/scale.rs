@@ -53,9 +53,9 @@ use workload_key_operator::{
         FINALIZER, WorkloadApiKey, WorkloadApiKeyStatus,
         conditions::{self, READY, reason},
     },
+    clients::DEFAULT_REQUESTS_PER_MINUTE,
     controller::secret::{FIELD_MANAGER, data_hash, desired_secret},
     sim::{self, RunningSim, SimOptions},
-    vendor::DEFAULT_REQUESTS_PER_MINUTE,
 };
 
 const MIB: f64 = 1024.0;
@@ -748,7 +748,7 @@ impl ReadyWatch {
 }
 
 async fn wait_operator_ready(op: &Operator) {
-    workload_key_operator::vendor::install_crypto_provider();
+    workload_key_operator::clients::install_crypto_provider();
     let url = format!("http://127.0.0.1:{}/readyz", op.metrics_port);
     for _ in 0..300 {
         if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {

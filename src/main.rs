@@ -6,8 +6,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use clap::{Parser, Subcommand, ValueEnum};
 use workload_key_operator::{
     api,
-    controller::{self, Context, Scope, Settings, metrics::Metrics, server::Readiness},
-    vendor::{self, observe::RequestObserver},
+    clients::{self, observe::RequestObserver},
+    controller::{
+        self, Context, Scope, Settings,
+        leader::{self, LeaseSettings},
+        metrics::Metrics,
+        server::Readiness,
+    },
 };
 
 #[derive(Debug, Parser)]
@@ -48,7 +53,7 @@ struct RunArgs {
     #[arg(long, env = "WKO_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Client-side limit of vendor requests per minute, per vendor endpoint.
-    #[arg(long, env = "WKO_VENDOR_RATE_LIMIT", default_value_t = vendor::DEFAULT_REQUESTS_PER_MINUTE)]
+    #[arg(long, env = "WKO_VENDOR_RATE_LIMIT", default_value_t = clients::DEFAULT_REQUESTS_PER_MINUTE)]
     vendor_rate_limit: u32,
     /// Timeout of one vendor request, in seconds.
     #[arg(long, env = "WKO_VENDOR_TIMEOUT_SECONDS", default_value_t = 30)]
@@ -105,16 +110,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let args = cli.run;
     init_tracing(&args);
-    vendor::install_crypto_provider();
+    clients::install_crypto_provider();
 
     let client = kube::Client::try_default().await?;
     let metrics = Metrics::default();
-    vendor::observe::set_observer(Arc::new(MetricsObserver(metrics.clone())));
+    clients::observe::set_observer(Arc::new(MetricsObserver(metrics.clone())));
     let settings = Settings {
         vendor_requests_per_minute: args.vendor_rate_limit,
         vendor_timeout: Duration::from_secs(args.vendor_timeout_seconds),
         hash_key: args.secret_hash_key.clone().into_bytes(),
-        failpoint: std::env::var("WKO_FAILPOINT").ok().filter(|v| !v.is_empty()),
     };
     let ctx = Arc::new(Context::new(client, metrics.clone(), settings));
     let scope = args.watch_namespace.clone().map_or(Scope::AllNamespaces, Scope::Namespace);
@@ -140,7 +144,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let server = tokio::spawn(controller::server::serve(args.metrics_addr, metrics, ready.clone(), stopped()));
     let outcome = if args.leader_election {
-        run_as_leader(&args, ctx, scope, ready.clone(), stopped).await
+        let lease = LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace: args
+                .lease_namespace
+                .clone()
+                .or_else(|| args.watch_namespace.clone())
+                .unwrap_or_else(|| "default".to_owned()),
+            identity: args.identity.clone().unwrap_or_else(LeaseSettings::default_identity),
+            duration_seconds: args.lease_duration_seconds,
+        };
+        leader::run_as_leader(&lease, ctx, scope, ready.clone(), stopped).await
     } else {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), scope = ?scope, "starting controllers");
         ready.set(true);
@@ -150,72 +164,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ready.set(false);
     server.abort();
     outcome
-}
-
-/// Waits for the Lease, runs the controllers while holding it, and releases it on shutdown. Losing the Lease
-/// ends the process (after stopping the controllers), so a replica never reconciles without holding it.
-async fn run_as_leader<F, Fut>(
-    args: &RunArgs,
-    ctx: Arc<Context>,
-    scope: Scope,
-    ready: Readiness,
-    stopped: F,
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
-    let namespace =
-        args.lease_namespace.clone().or_else(|| args.watch_namespace.clone()).unwrap_or_else(|| "default".to_owned());
-    let duration = args.lease_duration_seconds.max(2);
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(ctx.client.clone(), &args.lease_name)
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        .build()
-        .await?;
-    let (mut leader, lease_task) = manager.watch().await;
-    tracing::info!(identity, lease = %args.lease_name, namespace, "waiting for leadership");
-    let became_leader = tokio::select! {
-        _ = stopped() => false,
-        r = leader.wait_for(|is| *is) => r.is_ok(),
-    };
-    let stop = stopped();
-    let mut lost = false;
-    if became_leader {
-        tracing::info!(identity, version = env!("CARGO_PKG_VERSION"), scope = ?scope, "leader: starting controllers");
-        ready.set(true);
-        let mut watch_loss = leader.clone();
-        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-        let loss = tokio::spawn(async move {
-            if watch_loss.wait_for(|is| !*is).await.is_ok() {
-                let _ = lost_tx.send(());
-            }
-        });
-        let shutdown = async move {
-            tokio::select! {
-                _ = stop => {}
-                _ = lost_rx => {}
-            }
-        };
-        controller::run(ctx, scope, Box::pin(shutdown)).await;
-        lost = !*leader.borrow();
-        loss.abort();
-    }
-    ready.set(false);
-    // Closing the channel makes the lease task release the Lease, so a standby takes over at once.
-    drop(leader);
-    match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
-        Ok(Ok(Ok(_))) => tracing::info!("lease released"),
-        other => tracing::warn!(result = ?other.map(|r| r.map(|m| m.map(|_| ()))), "could not release the lease"),
-    }
-    if lost {
-        return Err("lost the leader lease".into());
-    }
-    Ok(())
 }

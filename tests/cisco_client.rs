@@ -4,14 +4,14 @@
 use std::{sync::Arc, time::Duration};
 
 use workload_key_operator::{
-    sim::{self, RunningSim, SimOptions},
-    vendor::{
+    clients::{
         ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError,
         cisco::{
             ApiCredentials, Capability, CiscoClient, Liveness, Rejection, RetryPolicy, UiLogin, UiSession,
             signer::{self, JSON_CONTENT_TYPE, RequestToSign},
         },
     },
+    sim::{self, RunningSim, SimOptions},
 };
 
 async fn start() -> RunningSim {

@@ -15,8 +15,8 @@ use serde_json::json;
 use support::{TestNamespace, eventually, merge, operator::Operator, put_secret};
 use workload_key_operator::{
     api::{Capability, SecureWorkloadCredential},
+    clients::cisco::credentials::key_fingerprint,
     sim::{self, RunningSim, SimOptions, cisco::SimKey},
-    vendor::cisco::{Capability as VendorCapability, credentials::key_fingerprint},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -106,7 +106,7 @@ impl Env {
     }
 
     /// A key made "in the UI" with these capabilities: (api_key, api_secret).
-    fn new_key(&self, capabilities: &[VendorCapability]) -> (String, String) {
+    fn new_key(&self, capabilities: &[Capability]) -> (String, String) {
         let (key, secret) = self.sim.cisco.create_key("made in the UI", capabilities);
         (key, secret.expose().to_owned())
     }
@@ -175,9 +175,9 @@ fn tetpyclient_get(data: &BTreeMap<String, String>, path: &str) -> u16 {
 async fn existing_pair_is_verified_published_and_works_with_tetpyclient() {
     let env = Env::start("swc-existing").await;
     let (key, secret) = env.new_key(&[
-        VendorCapability::FlowInventoryQuery,
-        VendorCapability::UserRoleScopeManagement,
-        VendorCapability::SensorManagement,
+        Capability::FlowInventoryQuery,
+        Capability::UserRoleScopeManagement,
+        Capability::SensorManagement,
     ]);
     env.put_pair("sw-ui-key", &key, &secret).await;
     env.apply("reporting", env.existing("sw-ui-key", json!({}))).await;
@@ -269,7 +269,7 @@ async fn existing_pair_is_verified_published_and_works_with_tetpyclient() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_and_unprobeable_capabilities_are_reported() {
     let env = Env::start("swc-caps").await;
-    let (key, secret) = env.new_key(&[VendorCapability::FlowInventoryQuery, VendorCapability::SoftwareDownload]);
+    let (key, secret) = env.new_key(&[Capability::FlowInventoryQuery, Capability::SoftwareDownload]);
     env.put_pair("sw-ui-key", &key, &secret).await;
     let caps = json!({"capabilities": ["flow_inventory_query", "sensor_management", "software_download"]});
     env.apply("partial", env.existing("sw-ui-key", caps)).await;
@@ -298,7 +298,7 @@ async fn missing_and_unprobeable_capabilities_are_reported() {
 async fn revoked_key_is_noticed_within_verify_interval() {
     const INTERVAL: Duration = Duration::from_secs(3);
     let env = Env::start("swc-revoke").await;
-    let (key, secret) = env.new_key(&[VendorCapability::FlowInventoryQuery, VendorCapability::UserRoleScopeManagement]);
+    let (key, secret) = env.new_key(&[Capability::FlowInventoryQuery, Capability::UserRoleScopeManagement]);
     env.put_pair("sw-ui-key", &key, &secret).await;
     env.apply("watched", env.existing("sw-ui-key", json!({"verifyInterval": "3s"}))).await;
     env.wait_ready("watched").await;
@@ -328,7 +328,7 @@ async fn revoked_key_is_noticed_within_verify_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_source_is_republished_and_rejections_are_told_apart() {
     let env = Env::start("swc-change").await;
-    let caps = [VendorCapability::FlowInventoryQuery, VendorCapability::UserRoleScopeManagement];
+    let caps = [Capability::FlowInventoryQuery, Capability::UserRoleScopeManagement];
     let (key1, secret1) = env.new_key(&caps);
     env.put_pair("sw-ui-key", &key1, &secret1).await;
     env.apply("follows", env.existing("sw-ui-key", json!({}))).await;
@@ -389,7 +389,7 @@ async fn provision_mints_rotates_and_deletes() {
     assert_eq!(live.len(), 1, "exactly one credential at the vendor");
     let first = live[0].clone();
     assert_eq!(status.credential_id.as_deref(), Some(first.id.as_str()));
-    assert_eq!(first.capabilities, vec![VendorCapability::SensorManagement, VendorCapability::FlowInventoryQuery]);
+    assert_eq!(first.capabilities, vec![Capability::SensorManagement, Capability::FlowInventoryQuery]);
     assert!(first.description.starts_with("payments reporting [workloadkeys.io/uid="), "{}", first.description);
     assert_eq!(status.verified_capabilities, vec![Capability::SensorManagement, Capability::FlowInventoryQuery]);
     let data = env.secret_data("minted").await;
@@ -435,6 +435,8 @@ async fn provision_mints_rotates_and_deletes() {
     env.assert_no_leaks(&[first_secret, second_secret]).await;
 }
 
+// Needs the crash points of the `failpoints` feature (`make test` enables it).
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_crash_after_mint_repair_annotation_and_retain() {
     let mut env = Env::start_with("swc-crash", &[("WKO_FAILPOINT", "after-vendor-create")]).await;
@@ -513,7 +515,7 @@ async fn provision_crash_after_mint_repair_annotation_and_retain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_faults_get_specific_reasons_and_recover() {
     let env = Env::start("swc-faults").await;
-    let (key, secret) = env.new_key(&[VendorCapability::FlowInventoryQuery, VendorCapability::UserRoleScopeManagement]);
+    let (key, secret) = env.new_key(&[Capability::FlowInventoryQuery, Capability::UserRoleScopeManagement]);
 
     // Source Secret missing, then created.
     env.apply("nosource", env.existing("later", json!({}))).await;
@@ -563,6 +565,8 @@ async fn runtime_faults_get_specific_reasons_and_recover() {
 
 /// A crash after the minted pair reached the Secret but before the status recorded it: the credential is adopted
 /// from the Secret, not deleted and minted again.
+// Needs the crash points of the `failpoints` feature (`make test` enables it).
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_crash_after_secret_write_adopts_the_credential() {
     let mut env = Env::start_with("swc-adopt", &[("WKO_FAILPOINT", "after-secret-write")]).await;

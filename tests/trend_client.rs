@@ -10,13 +10,13 @@ use std::{
 use futures::future::join_all;
 use serde_json::json;
 use workload_key_operator::{
-    sim::{self, RunningSim, SimOptions, TrendSimOptions, faults::FaultRule},
-    vendor::{
+    clients::{
         ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError,
         trend::{
             ApiKeyChanges, Auth, IssuedApiKey, Locale, LoginCredentials, NewApiKey, RetryPolicy, TrendApi, TrendClient,
         },
     },
+    sim::{self, RunningSim, SimOptions, TrendSimOptions, faults::FaultRule},
 };
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;

@@ -14,11 +14,11 @@ use serde_json::json;
 use support::{TestNamespace, eventually, merge, operator::Operator, put_secret};
 use workload_key_operator::{
     api::WorkloadApiKey,
-    sim::{self, RunningSim, SimOptions},
-    vendor::{
+    clients::{
         ErrorKind, SecretString, TlsOptions,
         trend::{Auth, TrendClient},
     },
+    sim::{self, RunningSim, SimOptions},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -446,6 +446,8 @@ fn fault(
     .unwrap()
 }
 
+// Needs the crash points of the `failpoints` feature (`make test` enables it).
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_right_after_vendor_create_leaves_exactly_one_key() {
     let mut env =
@@ -511,7 +513,7 @@ async fn two_operators_elect_one_leader_and_hand_over() {
     let readyz = |port: u16| async move {
         reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0)
     };
-    workload_key_operator::vendor::install_crypto_provider();
+    workload_key_operator::clients::install_crypto_provider();
     assert_eq!(readyz(leader.metrics_port).await, 200, "the leader is ready");
     assert_eq!(readyz(standby.metrics_port).await, 503, "the standby is not ready");
     assert!(leader.logs().contains("leader: starting controllers"));

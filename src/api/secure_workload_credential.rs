@@ -3,6 +3,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::clients::cisco::Capability;
+
 use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTemplate};
 
 /// A Cisco Secure Workload API key pair: imported (or, experimentally, minted), verified, published in a Secret.
@@ -124,52 +126,6 @@ pub struct SecureWorkloadRotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub grace_period: Option<String>,
-}
-
-/// Secure Workload OpenAPI capabilities, exactly as the vendor names them.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Capability {
-    SensorManagement,
-    HwSensorManagement,
-    SoftwareDownload,
-    FlowInventoryQuery,
-    UserRoleScopeManagement,
-    UserDataUpload,
-    AppPolicyManagement,
-    ExternalIntegration,
-    ApplianceManagement,
-    ApplianceMonitoring,
-}
-
-impl Capability {
-    pub const ALL: [Capability; 10] = [
-        Capability::SensorManagement,
-        Capability::HwSensorManagement,
-        Capability::SoftwareDownload,
-        Capability::FlowInventoryQuery,
-        Capability::UserRoleScopeManagement,
-        Capability::UserDataUpload,
-        Capability::AppPolicyManagement,
-        Capability::ExternalIntegration,
-        Capability::ApplianceManagement,
-        Capability::ApplianceMonitoring,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Capability::SensorManagement => "sensor_management",
-            Capability::HwSensorManagement => "hw_sensor_management",
-            Capability::SoftwareDownload => "software_download",
-            Capability::FlowInventoryQuery => "flow_inventory_query",
-            Capability::UserRoleScopeManagement => "user_role_scope_management",
-            Capability::UserDataUpload => "user_data_upload",
-            Capability::AppPolicyManagement => "app_policy_management",
-            Capability::ExternalIntegration => "external_integration",
-            Capability::ApplianceManagement => "appliance_management",
-            Capability::ApplianceMonitoring => "appliance_monitoring",
-        }
-    }
 }
 
 /// Observed state. Never holds secret material: the key is shown only as a fingerprint.

@@ -3,6 +3,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::clients::trend::Locale;
+
 use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTemplate};
 
 /// A Trend Micro Workload Security / Deep Security API key, created through the vendor API and kept in a Secret.
@@ -117,24 +119,6 @@ pub struct RoleRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub id: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum Locale {
-    #[default]
-    #[serde(rename = "en-US")]
-    EnUs,
-    #[serde(rename = "ja-JP")]
-    JaJp,
-}
-
-impl Locale {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Locale::EnUs => "en-US",
-            Locale::JaJp => "ja-JP",
-        }
-    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]

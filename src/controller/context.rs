@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{error::Error, metrics::Metrics};
 use crate::{
     api::SecretKeySelector,
-    vendor::{RateLimiters, SecretString, TlsOptions},
+    clients::{RateLimiters, SecretString, TlsOptions},
 };
 
 /// Operator-wide settings.
@@ -28,18 +28,14 @@ pub struct Settings {
     pub vendor_timeout: Duration,
     /// Key of the keyed hash that detects Secret edits (see `secret::data_hash`).
     pub hash_key: Vec<u8>,
-    /// Test-only fail-point (`WKO_FAILPOINT`): `after-vendor-create` exits right after a vendor create;
-    /// `after-secret-write` (SecureWorkloadCredential provision mode) right after the minted pair is written.
-    pub failpoint: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            vendor_requests_per_minute: crate::vendor::DEFAULT_REQUESTS_PER_MINUTE,
+            vendor_requests_per_minute: crate::clients::DEFAULT_REQUESTS_PER_MINUTE,
             vendor_timeout: Duration::from_secs(30),
             hash_key: b"workload-key-operator/secret-hash/v1".to_vec(),
-            failpoint: None,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::{
     api::conditions::reason,
-    vendor::{ErrorKind, VendorError},
+    clients::{ErrorKind, VendorError},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -2,13 +2,14 @@
 
 pub mod context;
 pub mod error;
+pub mod failpoint;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod secret;
 pub mod secure_workload_credential;
 pub mod server;
-pub mod swc_plan;
-pub mod wak_plan;
+pub mod vendor_key;
 pub mod workload_api_key;
 
 use std::sync::Arc;

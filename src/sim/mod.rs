@@ -129,7 +129,7 @@ pub enum SimError {
 
 /// Starts both vendor simulators and the control port.
 pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
-    crate::vendor::install_crypto_provider();
+    crate::clients::install_crypto_provider();
     let tls = tls::generate()?;
     let (ca_file, ca_tempdir) = match &opts.ca_file {
         Some(p) => (p.clone(), None),

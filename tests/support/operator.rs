@@ -163,7 +163,7 @@ impl Operator {
     }
 
     pub async fn metrics(&self) -> String {
-        workload_key_operator::vendor::install_crypto_provider();
+        workload_key_operator::clients::install_crypto_provider();
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         for _ in 0..50 {
             if let Ok(r) = reqwest::get(&url).await

@@ -11,7 +11,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::CiscoSim;
-use crate::vendor::cisco::Capability;
+use crate::clients::cisco::Capability;
 
 pub(crate) fn routes() -> Router<CiscoSim> {
     Router::new()

@@ -12,7 +12,7 @@ use axum::{
 };
 
 use super::{CiscoSim, text_response};
-use crate::vendor::cisco::{
+use crate::clients::cisco::{
     Capability,
     client::{INVALID_REQUEST_BODY, UNKNOWN_CREDENTIALS_BODY},
     signer::{self, HEADER_AUTHORIZATION, HEADER_CHECKSUM, HEADER_ID, HEADER_TIMESTAMP},

@@ -29,7 +29,7 @@ use axum::{
 use base64::Engine as _;
 use rand::RngCore as _;
 
-use crate::vendor::{SecretString, cisco::Capability};
+use crate::clients::{SecretString, cisco::Capability};
 
 /// Default accepted difference between a request's `Timestamp` and the simulator's clock.
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -317,7 +317,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::vendor::cisco::signer::{self, JSON_CONTENT_TYPE, RequestToSign};
+    use crate::clients::cisco::signer::{self, JSON_CONTENT_TYPE, RequestToSign};
 
     fn sim() -> CiscoSim {
         CiscoSim::new(CiscoSimOptions {

@@ -12,7 +12,7 @@ use axum::{
 };
 
 use super::{CiscoSim, JsonError, gateway::AuthenticatedKey, json_error, json_response, now_epoch, random_hex};
-use crate::vendor::cisco::Capability;
+use crate::clients::cisco::Capability;
 
 /// The vendor's objects the simulator serves.
 #[derive(Debug)]

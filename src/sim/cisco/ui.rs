@@ -14,7 +14,7 @@ use axum::{
 };
 
 use super::{CiscoSim, JsonError, KeyRecord, UiSessionState, json_response, random_hex, random_token};
-use crate::vendor::cisco::Capability;
+use crate::clients::cisco::Capability;
 
 /// Name of the session cookie.
 pub(crate) const SESSION_COOKIE: &str = "_h4_session";

@@ -22,7 +22,7 @@ use super::{
     },
     retry::{Replay, RetryPolicy},
 };
-use crate::vendor::{
+use crate::clients::{
     DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError,
     classify_transport_error, http_client, observe, parse_retry_after,
 };

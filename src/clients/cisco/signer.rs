@@ -9,7 +9,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::vendor::SecretString;
+use crate::clients::SecretString;
 
 /// `User-Agent` tetpyclient sends; it is not signed, but we send the same so the server sees one client shape.
 pub const USER_AGENT: &str = "Cisco Tetration Python client";

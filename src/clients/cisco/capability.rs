@@ -4,12 +4,13 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-/// A capability ticked when the key was made in the UI. Serialised as the exact vendor string.
+// The CRD reuses this type (`spec.capabilities`, the status lists): one definition of the vendor's vocabulary.
+/// Secure Workload OpenAPI capabilities, exactly as the vendor names them (ticked when the key is made in the UI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
     SensorManagement,
-    /// Older Tetration releases only; not in the 3.10 list.
+    // Older Tetration releases only; not in the 3.10 list.
     HwSensorManagement,
     SoftwareDownload,
     FlowInventoryQuery,
@@ -17,9 +18,9 @@ pub enum Capability {
     UserDataUpload,
     AppPolicyManagement,
     ExternalIntegration,
-    /// Site admins only.
+    // Site admins only.
     ApplianceManagement,
-    /// Site admins only.
+    // Site admins only.
     ApplianceMonitoring,
 }
 

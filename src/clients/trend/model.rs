@@ -5,11 +5,13 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::vendor::SecretString;
+use crate::clients::SecretString;
 
+// The CRD reuses this type (`spec.locale`): one definition of the vendor's vocabulary.
 /// API key language. The API accepts exactly these two values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Locale {
+    #[default]
     #[serde(rename = "en-US")]
     EnUs,
     #[serde(rename = "ja-JP")]

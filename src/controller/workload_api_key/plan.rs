@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
-pub use super::secret::SecretState;
 use crate::api::{RotationStrategy, WorkloadApiKeySpec, WorkloadApiKeyStatus, parse_duration};
+pub use crate::controller::secret::SecretState;
+use crate::controller::vendor_key::shift;
 
 /// The next thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,18 +42,6 @@ pub struct Observed<'a> {
 /// old and new keys are told apart in the vendor console and found by exact name after a crash).
 pub fn key_name_for(base: &str, generation: i64) -> String {
     if generation <= 1 { base.to_owned() } else { format!("{base}-r{generation}") }
-}
-
-/// The marker appended to the vendor description; crash recovery adopts only keys carrying it.
-pub fn uid_marker(uid: &str) -> String {
-    format!("[workloadkeys.io/uid={uid}]")
-}
-
-pub fn vendor_description(user_text: Option<&str>, uid: &str) -> String {
-    match user_text.map(str::trim).filter(|t| !t.is_empty()) {
-        Some(text) => format!("{text} {}", uid_marker(uid)),
-        None => format!("Managed by workload-key-operator {}", uid_marker(uid)),
-    }
 }
 
 pub fn expires_after(spec: &WorkloadApiKeySpec) -> Result<Option<Duration>, String> {
@@ -94,13 +83,6 @@ pub fn lifetime_from(
     let (Some(life), Some(before)) = (expires_after(spec)?, renew_before(spec)?) else { return Ok((None, None)) };
     let expires = shift(from, life, true);
     Ok((Some(expires), Some(shift(expires, before, false))))
-}
-
-/// `t` moved by `d`, forwards or backwards, clamped to the representable range.
-pub fn shift(t: Timestamp, d: Duration, forward: bool) -> Timestamp {
-    let d = SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
-    let d = if forward { d } else { -d };
-    t.checked_add(d).unwrap_or(if forward { Timestamp::MAX } else { Timestamp::MIN })
 }
 
 /// Decides the next step. Order matters: a recorded intent first (crash recovery), then a missing key, the
@@ -257,11 +239,5 @@ mod tests {
         no_expiry.rotation = None;
         assert_eq!(lifetime_from(&no_expiry, ts(0)).unwrap(), (None, None));
         assert_eq!(grace_period(&spec()).unwrap(), Duration::from_secs(600));
-    }
-
-    #[test]
-    fn description_carries_the_uid_marker() {
-        assert_eq!(vendor_description(Some("Read-only"), "u-1"), "Read-only [workloadkeys.io/uid=u-1]");
-        assert!(vendor_description(None, "u-1").ends_with("[workloadkeys.io/uid=u-1]"));
     }
 }

@@ -1,6 +1,8 @@
 //! WorkloadApiKey reconciler: thin. The shared [`reconcile`](super::reconcile) frame does the cross-cutting
-//! work (finalizer, metrics, error → status); `apply` runs the steps [`wak_plan::next_step`] decides; `cleanup`
+//! work (finalizer, metrics, error → status); `apply` runs the steps [`plan::next_step`] decides; `cleanup`
 //! revokes at the vendor.
+
+pub mod plan;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -10,21 +12,24 @@ use kube::{
     runtime::{controller::Action, events::EventType, finalizer},
 };
 
+use plan::{Observed, SecretState, Step};
+
 use super::{
     context::{Context, digest, display_name, secret_key},
     error::Error,
+    failpoint,
     reconcile::{
         self, Managed, delete_owned_secret, namespace_terminating, observe_secret, patch_status, resource_labels,
         settle, uid,
     },
-    wak_plan::{self, Observed, SecretState, Step},
+    vendor_key,
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DeletionPolicy, Locale, RetiringKey, RoleRef, SecretTemplate, WorkloadApiKey,
-        WorkloadApiKeyStatus, conditions::reason,
+        ANNOTATION_ROTATE, DeletionPolicy, RetiringKey, RoleRef, SecretTemplate, WorkloadApiKey, WorkloadApiKeyStatus,
+        conditions::reason,
     },
-    vendor::{
+    clients::{
         ErrorKind,
         trend::{ApiKeyChanges, Auth, IssuedApiKey, LoginCredentials, NewApiKey, TrendApi, TrendClient},
     },
@@ -140,8 +145,8 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     let insecure = obj.spec.connection.insecure_skip_tls_verify == Some(true);
     reconcile::warn_on_first_reconcile(ctx, &obj, insecure, "InsecureTLS", reconcile::INSECURE_TLS_NOTE).await;
     // Validate durations before any vendor call (the API server already checks their shape).
-    wak_plan::renew_before(&obj.spec).map_err(Error::InvalidSpec)?;
-    wak_plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
+    plan::renew_before(&obj.spec).map_err(Error::InvalidSpec)?;
+    plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
     let vendor = vendor_for(&obj, ctx).await?;
     let base = base_key_name(&obj);
 
@@ -158,7 +163,7 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
             secret: secret_state,
             rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
         };
-        let step = wak_plan::next_step(&obj.spec, &status, &base, &seen);
+        let step = plan::next_step(&obj.spec, &status, &base, &seen);
         tracing::debug!(resource = %display_name(&obj), ?step, "next step");
         let new_status = match step {
             Step::Wait(until) => return finish_ready(&obj, ctx, status, until).await,
@@ -201,7 +206,7 @@ async fn create(
     }
     let adopted = if recover { adopt(vendor, &name, &uid).await? } else { None };
     let now = Timestamp::now();
-    let (expires_at, renew_at) = wak_plan::lifetime_from(&obj.spec, now).map_err(Error::InvalidSpec)?;
+    let (expires_at, renew_at) = plan::lifetime_from(&obj.spec, now).map_err(Error::InvalidSpec)?;
     let issued = match adopted {
         Some(id) => {
             tracing::info!(resource = %display_name(obj), key_id = id, "adopting a key created before a restart");
@@ -214,28 +219,25 @@ async fn create(
         None => {
             let key = NewApiKey {
                 key_name: name.clone(),
-                description: Some(wak_plan::vendor_description(obj.spec.description.as_deref(), &uid)),
-                locale: Some(to_vendor_locale(obj.spec.locale.unwrap_or_default())),
+                description: Some(vendor_key::vendor_description(obj.spec.description.as_deref(), &uid)),
+                locale: Some(obj.spec.locale.unwrap_or_default()),
                 role_id,
                 time_zone: obj.spec.time_zone.clone(),
                 expiry_date: expires_at.map(|t| t.as_millisecond()),
             };
             let issued = vendor.client.create_api_key(&key).await?;
-            if ctx.settings.failpoint.as_deref() == Some("after-vendor-create") {
-                tracing::error!(key_id = issued.key.id, "fail-point after-vendor-create: exiting");
-                std::process::exit(97);
-            }
+            failpoint::hit("after-vendor-create");
             issued
         }
     };
     let hash = write_secret(obj, ctx, vendor, &issued).await?;
     let replaced = status.key_id.filter(|old| *old != issued.key.id);
     if let Some(old) = replaced {
-        let grace = wak_plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
+        let grace = plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
         status.retiring_keys.push(RetiringKey {
             key_id: old,
             key_name: status.key_name.clone(),
-            revoke_at: Time(wak_plan::shift(now, grace, true)),
+            revoke_at: Time(vendor_key::shift(now, grace, true)),
         });
         status.last_rotated_at = Some(Time(now));
     }
@@ -263,7 +265,7 @@ async fn create(
 /// A key named exactly `name` with our UID marker, from a create whose result was never recorded.
 /// Extra matches (only possible through outside interference) are deleted so exactly one remains.
 async fn adopt(vendor: &Vendor, name: &str, uid: &str) -> Result<Option<i64>, Error> {
-    let marker = wak_plan::uid_marker(uid);
+    let marker = vendor_key::uid_marker(uid);
     let mut ours: Vec<i64> = vendor
         .client
         .find_api_keys_by_name(name)
@@ -289,7 +291,7 @@ async fn regenerate(
 ) -> Result<WorkloadApiKeyStatus, Error> {
     let id = status.key_id.ok_or(Error::MissingObjectKey(".status.keyId"))?;
     let now = Timestamp::now();
-    let (expires_at, renew_at) = wak_plan::lifetime_from(&obj.spec, now).map_err(Error::InvalidSpec)?;
+    let (expires_at, renew_at) = plan::lifetime_from(&obj.spec, now).map_err(Error::InvalidSpec)?;
     if let Some(expiry) = expires_at {
         let changes = ApiKeyChanges { expiry_date: Some(expiry.as_millisecond()), ..Default::default() };
         if let Err(e) = vendor.client.modify_api_key(id, &changes).await {
@@ -360,13 +362,13 @@ async fn update(
     let id = status.key_id.ok_or(Error::MissingObjectKey(".status.keyId"))?;
     let uid = uid(obj)?;
     let role_id = role_id(obj, vendor, ctx).await?;
-    let name = wak_plan::key_name_for(&base_key_name(obj), status.key_generation.unwrap_or(1));
+    let name = plan::key_name_for(&base_key_name(obj), status.key_generation.unwrap_or(1));
     let created = status.created_at.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
-    let (expires_at, renew_at) = wak_plan::lifetime_from(&obj.spec, created).map_err(Error::InvalidSpec)?;
+    let (expires_at, renew_at) = plan::lifetime_from(&obj.spec, created).map_err(Error::InvalidSpec)?;
     let changes = ApiKeyChanges {
         key_name: Some(name.clone()),
-        description: Some(wak_plan::vendor_description(obj.spec.description.as_deref(), &uid)),
-        locale: Some(to_vendor_locale(obj.spec.locale.unwrap_or_default())),
+        description: Some(vendor_key::vendor_description(obj.spec.description.as_deref(), &uid)),
+        locale: Some(obj.spec.locale.unwrap_or_default()),
         role_id: Some(role_id),
         time_zone: obj.spec.time_zone.clone(),
         expiry_date: expires_at.map(|t| t.as_millisecond()),
@@ -415,7 +417,7 @@ async fn delete_key(vendor: &Vendor, id: i64) -> Result<(), Error> {
 }
 
 /// A 404 on the current key means it was deleted at the vendor: forget it so the next step creates a new one.
-fn lost_key_or(e: crate::vendor::VendorError, status: &mut WorkloadApiKeyStatus) -> Error {
+fn lost_key_or(e: crate::clients::VendorError, status: &mut WorkloadApiKeyStatus) -> Error {
     if e.kind == ErrorKind::NotFound {
         status.key_id = None;
         status.key_generation = Some(status.key_generation.unwrap_or(1) + 1);
@@ -505,11 +507,4 @@ async fn cleanup(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, 
     }
     ctx.event(obj.as_ref(), EventType::Normal, "KeyRevoked", "Delete", format!("deleted vendor key(s) {ids:?}")).await;
     Ok(Action::await_change())
-}
-
-fn to_vendor_locale(l: Locale) -> crate::vendor::trend::Locale {
-    match l {
-        Locale::EnUs => crate::vendor::trend::Locale::EnUs,
-        Locale::JaJp => crate::vendor::trend::Locale::JaJp,
-    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Authenticates with an `api-secret-key` or, to bootstrap the first key, with a session opened by user
 //! name and password (`POST /sessions`, `sID` cookie and `rID` header). Every request waits for the
-//! per-endpoint [`RateLimiter`](crate::vendor::RateLimiter); 429 and transient failures are retried
+//! per-endpoint [`RateLimiter`](crate::clients::RateLimiter); 429 and transient failures are retried
 //! within a [`RetryPolicy`], never repeating a create or regenerate the server may have processed.
 
 mod client;
@@ -17,7 +17,7 @@ pub use model::{
 };
 pub use retry::RetryPolicy;
 
-use crate::vendor::VendorError;
+use crate::clients::VendorError;
 
 /// The future every [`TrendApi`] operation returns.
 pub type TrendFuture<'a, T> = BoxFuture<'a, Result<T, VendorError>>;

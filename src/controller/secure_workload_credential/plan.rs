@@ -1,40 +1,21 @@
-//! Pure decisions for a SecureWorkloadCredential: which step comes next, how a source Secret is read, the
-//! Secret that is published, what verification and readiness say. No I/O; unit-tested branch by branch.
+//! Pure decisions for a SecureWorkloadCredential: which step comes next, its durations and modes. No I/O;
+//! unit-tested branch by branch. How Secrets are read and written is in `source`, what a verification means in
+//! `verification`.
 //!
 //! Two modes. `existing` imports a pair made in the UI: it is verified (liveness + one probe per capability),
 //! then published; the target Secret is always rebuilt from the source, so drift is repaired without the vendor.
 //! `provision` (EXPERIMENTAL: the UI's private session API) mints the pair; its secret exists only in the
 //! target Secret, so a lost or edited Secret means minting a new credential and deleting the old one.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use k8s_openapi::{
-    ByteString,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
-};
+use k8s_openapi::jiff::Timestamp;
 
-pub use super::secret::SecretState;
-use super::wak_plan::shift;
+pub use crate::controller::secret::SecretState;
 use crate::{
-    api::{
-        Capability, SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus, conditions::reason, parse_duration,
-    },
-    vendor::{
-        SecretString,
-        cisco::{self, ApiCredentials, Liveness},
-    },
+    api::{Capability, SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus, parse_duration},
+    controller::vendor_key::shift,
 };
-
-/// Keys of the published Secret. `credentials.json` is exactly what tetpyclient's `credentials_file` reads.
-pub const CREDENTIALS_JSON: &str = "credentials.json";
-pub const API_KEY: &str = "api_key";
-pub const API_SECRET: &str = "api_secret";
-pub const ENDPOINT: &str = "endpoint";
-pub const CA_CRT: &str = "ca.crt";
-/// Keys under which a source Secret may hold the file the UI downloads (third-party tools call it
-/// `api_credentials.json`, vendor notes §1.8).
-pub const CREDENTIALS_FILE_KEYS: [&str; 2] = [CREDENTIALS_JSON, "api_credentials.json"];
 
 pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(600);
@@ -79,52 +60,6 @@ pub fn check_durations(spec: &SecureWorkloadCredentialSpec) -> Result<(), String
     rotation_every(spec)?;
     grace_period(spec)?;
     Ok(())
-}
-
-/// The API's capability as the vendor client names it (both enums carry the vendor's exact strings).
-pub fn to_vendor(c: Capability) -> cisco::Capability {
-    c.as_str().parse().expect("api::Capability and cisco::Capability hold the same names")
-}
-
-pub fn from_vendor(c: cisco::Capability) -> Capability {
-    Capability::ALL.into_iter().find(|a| a.as_str() == c.as_str()).expect("cisco::Capability names an api::Capability")
-}
-
-/// Reads a pair from a Secret's data: `credentials.json` (or `api_credentials.json`) as the UI downloads it, else
-/// `api_key` + `api_secret`. The error names the problem, never a value.
-pub fn credentials_from_data(data: &BTreeMap<String, ByteString>) -> Result<ApiCredentials, String> {
-    if let Some((key, file)) = CREDENTIALS_FILE_KEYS.iter().find_map(|k| data.get(*k).map(|v| (*k, v))) {
-        return ApiCredentials::from_credentials_json(&file.0).map_err(|e| format!("{key}: {e}"));
-    }
-    let text = |key: &'static str| -> Result<String, String> {
-        let bytes = data.get(key).ok_or_else(|| {
-            format!("has neither {CREDENTIALS_JSON} nor the keys {API_KEY} and {API_SECRET} (missing {key:?})")
-        })?;
-        String::from_utf8(bytes.0.clone()).map_err(|_| format!("key {key:?} is not UTF-8"))
-    };
-    let key = text(API_KEY)?;
-    let secret = SecretString::new(text(API_SECRET)?);
-    ApiCredentials::new(key, secret).map_err(|e| e.to_string())
-}
-
-/// The data of the published Secret. Holds the secret: it goes into the Secret and nowhere else.
-pub fn secret_data(pair: &ApiCredentials, endpoint: &str, ca_pem: Option<&str>) -> BTreeMap<String, Vec<u8>> {
-    let mut data = BTreeMap::from([
-        (CREDENTIALS_JSON.to_owned(), pair.to_credentials_json().expose().as_bytes().to_vec()),
-        (API_KEY.to_owned(), pair.api_key().as_bytes().to_vec()),
-        (API_SECRET.to_owned(), pair.api_secret().expose().as_bytes().to_vec()),
-        (ENDPOINT.to_owned(), endpoint.as_bytes().to_vec()),
-    ]);
-    if let Some(ca) = ca_pem {
-        // One trailing newline, however the CA was given (a Secret value is read trimmed).
-        data.insert(CA_CRT.to_owned(), format!("{}\n", ca.trim_end()).into_bytes());
-    }
-    data
-}
-
-/// The endpoint as published: the configured host root without a trailing slash (tetpyclient adds the path).
-pub fn endpoint(url: &str) -> String {
-    url.trim().trim_end_matches('/').to_owned()
 }
 
 /// What to do with the credential a newly minted one replaces.
@@ -251,140 +186,14 @@ fn same_set(a: &[Capability], b: &[Capability]) -> bool {
 /// The vendor's description of a minted credential: the user's text plus the UID marker crash recovery needs.
 pub fn vendor_description(spec: &SecureWorkloadCredentialSpec, uid: &str) -> String {
     let text = spec.source.provision.as_ref().and_then(|p| p.description.as_deref());
-    super::wak_plan::vendor_description(text, uid)
-}
-
-/// What a verification found, in the API's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checked {
-    pub liveness: Liveness,
-    pub verified: Vec<Capability>,
-    pub missing: Vec<Capability>,
-    pub unverified: Vec<Capability>,
-}
-
-impl From<&cisco::Verification> for Checked {
-    fn from(v: &cisco::Verification) -> Self {
-        let map = |l: &[cisco::Capability]| l.iter().copied().map(from_vendor).collect();
-        Checked {
-            liveness: v.liveness,
-            verified: map(&v.verified),
-            missing: map(&v.missing),
-            unverified: map(&v.unverified),
-        }
-    }
-}
-
-fn names(caps: &[Capability]) -> String {
-    caps.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
-}
-
-/// Why the vendor refused a pair, told apart as the vendor tells them apart (401 vs 403 `Invalid request`).
-pub fn rejection_message(liveness: Liveness, fingerprint: &str) -> Option<String> {
-    match liveness {
-        Liveness::Ok => None,
-        Liveness::UnknownKey => Some(format!(
-            "Secure Workload does not know API key {fingerprint} (HTTP 401 Unknown credentials): it was deleted or \
-             revoked in the UI, or never existed"
-        )),
-        Liveness::SecretRejected => Some(format!(
-            "Secure Workload refused the signature of API key {fingerprint} (HTTP 403 Invalid request): the \
-             api_secret does not belong to this key, or the operator's clock is minutes off"
-        )),
-    }
-}
-
-/// Records a verification in the status: the capability lists, the `Verified` condition and, when the vendor
-/// accepted the pair, `lastVerifiedAt`. Returns whether `Verified` changed status or reason.
-pub fn record_verification(
-    status: &mut SecureWorkloadCredentialStatus,
-    checked: &Checked,
-    fingerprint: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> bool {
-    status.verified_capabilities = checked.verified.clone();
-    status.missing_capabilities = checked.missing.clone();
-    status.unverified_capabilities = checked.unverified.clone();
-    let (ok, why, message) = match rejection_message(checked.liveness, fingerprint) {
-        Some(message) => (false, reason::CREDENTIALS_REJECTED, message),
-        None if !checked.missing.is_empty() => (
-            false,
-            reason::MISSING_CAPABILITIES,
-            format!("API key {fingerprint} lacks {}: their probes were refused", names(&checked.missing)),
-        ),
-        None => (true, reason::VERIFIED, verified_summary(fingerprint, &checked.verified, &checked.unverified)),
-    };
-    if checked.liveness == Liveness::Ok {
-        status.last_verified_at = Some(Time(now));
-    }
-    crate::api::conditions::set_condition(
-        &mut status.conditions,
-        crate::api::conditions::VERIFIED,
-        ok,
-        why,
-        message,
-        generation,
-        now,
-    )
-}
-
-fn verified_summary(fingerprint: &str, verified: &[Capability], unverified: &[Capability]) -> String {
-    let mut text = format!("the vendor accepts API key {fingerprint}");
-    if !verified.is_empty() {
-        text.push_str(&format!("; verified: {}", names(verified)));
-    }
-    if !unverified.is_empty() {
-        text.push_str(&format!("; unverified (no read-only probe exists): {}", names(unverified)));
-    }
-    text
-}
-
-/// `Ready` for a resource at rest: False `MissingCapabilities` while the published key lacks a listed
-/// capability (the Secret still holds it: the key is genuine and live, and apps that need only its other
-/// capabilities keep working), else True.
-pub fn readiness(
-    mode: Mode,
-    status: &SecureWorkloadCredentialStatus,
-    secret_name: &str,
-    next_rotation: Option<Timestamp>,
-) -> (bool, &'static str, String) {
-    let fingerprint = status.api_key_fingerprint.as_deref().unwrap_or("?");
-    let mut message = match mode {
-        Mode::Existing => format!("API key {fingerprint} is in Secret {secret_name}"),
-        Mode::Provision => format!(
-            "EXPERIMENTAL provision mode (Secure Workload UI session API): credential {} (API key {fingerprint}) \
-             is in Secret {secret_name}",
-            status.credential_id.as_deref().unwrap_or("?")
-        ),
-    };
-    if !status.missing_capabilities.is_empty() {
-        message.push_str(&format!(
-            " but lacks {} (their probes were refused); the Secret is published anyway",
-            names(&status.missing_capabilities)
-        ));
-        return (false, reason::MISSING_CAPABILITIES, message);
-    }
-    if !status.verified_capabilities.is_empty() {
-        message.push_str(&format!("; verified: {}", names(&status.verified_capabilities)));
-    }
-    if !status.unverified_capabilities.is_empty() {
-        message.push_str(&format!("; unverified (no probe): {}", names(&status.unverified_capabilities)));
-    }
-    if let Some(t) = next_rotation {
-        message.push_str(&format!("; next rotation {t}"));
-    }
-    (true, reason::READY, message)
-}
-
-/// The `Verified` condition, if any.
-pub fn verified_condition(status: &SecureWorkloadCredentialStatus) -> Option<&Condition> {
-    crate::api::conditions::find(&status.conditions, crate::api::conditions::VERIFIED)
+    crate::controller::vendor_key::vendor_description(text, uid)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
     use crate::api::RetiringCredential;
 
     fn existing() -> SecureWorkloadCredentialSpec {
@@ -455,14 +264,6 @@ mod tests {
         assert_eq!(grace_period(&provision()), Ok(Duration::from_secs(5)));
         bare.verify_interval = Some("1d".into());
         assert!(check_durations(&bare).is_err());
-    }
-
-    #[test]
-    fn capabilities_map_between_api_and_vendor_by_name() {
-        for c in Capability::ALL {
-            assert_eq!(to_vendor(c).as_str(), c.as_str());
-            assert_eq!(from_vendor(to_vendor(c)), c);
-        }
     }
 
     #[test]
@@ -576,131 +377,6 @@ mod tests {
         let mut spec = provision();
         spec.rotation = None;
         assert_eq!(step(&spec, &minted(), &seen(99_999, SecretState::Intact)), Step::Verify);
-    }
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec()))).collect()
-    }
-
-    const KEY: &str = "0123456789abcdef0123456789abcdef";
-    const SECRET: &str = "fedcba9876543210fedcba9876543210deadbeef";
-
-    #[test]
-    fn source_is_read_from_the_two_keys_or_the_downloaded_file() {
-        let pair = credentials_from_data(&data(&[(API_KEY, KEY), (API_SECRET, &format!("{SECRET}\n"))])).unwrap();
-        assert_eq!((pair.api_key(), pair.api_secret().expose()), (KEY, SECRET));
-        let file = format!(r#"{{"api_key": "{KEY}", "api_secret": "{SECRET}"}}"#);
-        for name in CREDENTIALS_FILE_KEYS {
-            let pair = credentials_from_data(&data(&[(name, &file)])).unwrap();
-            assert_eq!((pair.api_key(), pair.api_secret().expose()), (KEY, SECRET));
-        }
-    }
-
-    #[test]
-    fn source_problems_are_named_without_values() {
-        let cases = [
-            (data(&[(API_KEY, KEY)]), "missing \"api_secret\""),
-            (data(&[]), "has neither credentials.json"),
-            (
-                data(&[(CREDENTIALS_JSON, &format!(r#"{{"api_key": "{KEY}", "api_secret": "{SECRET}""#))]),
-                "not valid JSON",
-            ),
-            (
-                data(&[(CREDENTIALS_JSON, &format!(r#"{{"api_key": "{KEY}", "secret": "{SECRET}"}}"#))]),
-                "no \"api_secret\"",
-            ),
-            (data(&[(API_KEY, KEY), (API_SECRET, "has space")]), "printable ASCII"),
-        ];
-        for (input, expected) in cases {
-            let problem = credentials_from_data(&input).unwrap_err();
-            assert!(problem.contains(expected), "{problem:?} should contain {expected:?}");
-            assert!(!problem.contains(SECRET) && !problem.contains(KEY), "{problem}");
-        }
-        let not_utf8 = BTreeMap::from([
-            (API_KEY.to_owned(), ByteString(KEY.into())),
-            (API_SECRET.to_owned(), ByteString(vec![0xff, 0xfe])),
-        ]);
-        assert!(credentials_from_data(&not_utf8).unwrap_err().contains("not UTF-8"));
-    }
-
-    #[test]
-    fn published_secret_is_what_tetpyclient_reads() {
-        let pair = ApiCredentials::new(KEY, SecretString::new(SECRET)).unwrap();
-        let d = secret_data(&pair, "https://sw.example.com", None);
-        let doc: serde_json::Value = serde_json::from_slice(&d[CREDENTIALS_JSON]).unwrap();
-        assert_eq!(doc, serde_json::json!({"api_key": KEY, "api_secret": SECRET}));
-        assert_eq!(d[API_KEY], KEY.as_bytes());
-        assert_eq!(d[API_SECRET], SECRET.as_bytes());
-        assert_eq!(d[ENDPOINT], b"https://sw.example.com");
-        assert!(!d.contains_key(CA_CRT), "ca.crt only when a CA is configured");
-        for ca in ["-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----\n\n"] {
-            let with_ca = secret_data(&pair, "https://sw.example.com", Some(ca));
-            assert_eq!(with_ca[CA_CRT], b"-----BEGIN CERTIFICATE-----\n");
-        }
-        assert_eq!(endpoint(" https://sw.example.com/ "), "https://sw.example.com");
-    }
-
-    fn checked(liveness: Liveness, missing: Vec<Capability>) -> Checked {
-        Checked {
-            liveness,
-            verified: vec![Capability::FlowInventoryQuery],
-            missing,
-            unverified: vec![Capability::SoftwareDownload],
-        }
-    }
-
-    #[test]
-    fn verification_is_recorded_with_distinct_rejections() {
-        let mut status = SecureWorkloadCredentialStatus::default();
-        assert!(record_verification(&mut status, &checked(Liveness::Ok, vec![]), "sha256:ab", Some(1), ts(5)));
-        let c = verified_condition(&status).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Verified"));
-        assert!(c.message.contains("unverified (no read-only probe exists): software_download"), "{}", c.message);
-        assert_eq!(status.last_verified_at, Some(Time(ts(5))));
-        assert_eq!(status.unverified_capabilities, vec![Capability::SoftwareDownload]);
-        assert!(!status.verified_capabilities.contains(&Capability::SoftwareDownload));
-
-        record_verification(&mut status, &checked(Liveness::UnknownKey, vec![]), "sha256:ab", Some(1), ts(9));
-        let unknown = verified_condition(&status).unwrap().clone();
-        assert_eq!((unknown.status.as_str(), unknown.reason.as_str()), ("False", "CredentialsRejected"));
-        assert_eq!(status.last_verified_at, Some(Time(ts(5))), "a rejection does not count as verified");
-        record_verification(&mut status, &checked(Liveness::SecretRejected, vec![]), "sha256:ab", Some(1), ts(9));
-        let bad_secret = verified_condition(&status).unwrap().clone();
-        assert_eq!(bad_secret.reason, "CredentialsRejected");
-        assert_ne!(unknown.message, bad_secret.message);
-        assert!(unknown.message.contains("401") && bad_secret.message.contains("403"));
-
-        record_verification(
-            &mut status,
-            &checked(Liveness::Ok, vec![Capability::SensorManagement]),
-            "sha256:ab",
-            Some(1),
-            ts(12),
-        );
-        let c = verified_condition(&status).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "MissingCapabilities"));
-        assert!(c.message.contains("sensor_management"));
-    }
-
-    #[test]
-    fn readiness_names_missing_capabilities_and_marks_provision_experimental() {
-        let mut status = SecureWorkloadCredentialStatus {
-            api_key_fingerprint: Some("sha256:ab".into()),
-            verified_capabilities: vec![Capability::FlowInventoryQuery],
-            unverified_capabilities: vec![Capability::SoftwareDownload],
-            ..Default::default()
-        };
-        let (ready, why, message) = readiness(Mode::Existing, &status, "s", None);
-        assert!(ready);
-        assert_eq!(why, "Ready");
-        assert!(message.contains("verified: flow_inventory_query") && message.contains("software_download"));
-        let (_, _, message) = readiness(Mode::Provision, &status, "s", Some(ts(100)));
-        assert!(message.starts_with("EXPERIMENTAL") && message.contains("next rotation"), "{message}");
-        status.missing_capabilities = vec![Capability::SensorManagement, Capability::AppPolicyManagement];
-        let (ready, why, message) = readiness(Mode::Existing, &status, "s", None);
-        assert!(!ready);
-        assert_eq!(why, "MissingCapabilities");
-        assert!(message.contains("sensor_management, app_policy_management"), "{message}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::vendor::{ErrorKind, VendorError};
+use crate::clients::{ErrorKind, VendorError};
 
 /// Whether a request may be sent again after a failure that might have reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::vendor::SecretString;
+use crate::clients::SecretString;
 
 /// A Secure Workload API key and secret. `Debug` shows only the key's fingerprint.
 #[derive(Clone, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use super::{
     client::host_root,
     credentials::{ApiCredentials, key_fingerprint},
 };
-use crate::vendor::{
+use crate::clients::{
     ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError, classify_transport_error, http_client_builder,
     parse_retry_after,
 };
@@ -403,12 +403,12 @@ impl UiSession {
             request = request.header(header::CONTENT_TYPE, "application/json").body(body.to_string());
         }
         let response = request.send().await.map_err(|e| {
-            crate::vendor::observe::record("cisco-ui", op, None);
+            crate::clients::observe::record("cisco-ui", op, None);
             transport(op)(e)
         })?;
         self.keep_cookies(response.headers());
         let status = response.status();
-        crate::vendor::observe::record("cisco-ui", op, Some(status.as_u16()));
+        crate::clients::observe::record("cisco-ui", op, Some(status.as_u16()));
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(transport(op))?;
         if status.is_redirection() || status == StatusCode::UNAUTHORIZED {

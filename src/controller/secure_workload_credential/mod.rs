@@ -1,6 +1,6 @@
 //! SecureWorkloadCredential reconciler: thin, in the shape of the WorkloadApiKey one. The shared
 //! [`reconcile`](super::reconcile) frame does the cross-cutting work (finalizer, metrics, error → status);
-//! `apply` runs the steps [`swc_plan::next_step`] decides; `cleanup` deletes minted credentials.
+//! `apply` runs the steps [`plan::next_step`] decides; `cleanup` deletes minted credentials.
 //!
 //! `existing` mode imports a pair made in the UI: verified with signed read-only requests, then published.
 //! `provision` mode is **EXPERIMENTAL**: it mints, rotates and deletes keys through the Secure Workload web UI's
@@ -10,6 +10,10 @@
 //! shows a secret only in the create answer, so a found credential whose pair did not reach the Secret is deleted
 //! and minted again: never two live for one intent.
 
+pub mod plan;
+pub mod source;
+pub mod verification;
+
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
@@ -18,22 +22,24 @@ use kube::{
     runtime::{controller::Action, events::EventType, finalizer},
 };
 
+use plan::{Mode, Observed, Retire, SecretState, Step};
+
 use super::{
     context::{Context, digest, display_name, secret_key},
     error::Error,
+    failpoint,
     reconcile::{
         self, Managed, namespace_terminating, observe_secret, patch_status, resource_labels, settle, status_of, uid,
     },
     secret::is_owned_by,
-    swc_plan::{self, Checked, Mode, Observed, Retire, SecretState, Step},
-    wak_plan::{shift, uid_marker},
+    vendor_key::{shift, uid_marker},
 };
 use crate::{
     api::{
         ANNOTATION_ROTATE, DeletionPolicy, RetiringCredential, SecretTemplate, SecureWorkloadCredential,
         SecureWorkloadCredentialStatus,
     },
-    vendor::{
+    clients::{
         ErrorKind, TlsOptions, VendorError,
         cisco::{self, ApiCredentials, CiscoClient, Liveness, UiCredential, UiLogin, UiSession},
     },
@@ -85,7 +91,7 @@ async fn connection(obj: &SecureWorkloadCredential, ctx: &Context) -> Result<Con
     let insecure = conn.insecure_skip_tls_verify.unwrap_or(false);
     let ns = obj.namespace().unwrap_or_default();
     let tls = ctx.tls_options(&ns, conn.ca_bundle.as_deref(), conn.ca_secret_ref.as_ref(), insecure).await?;
-    Ok(Connection { endpoint: swc_plan::endpoint(&conn.url), tls })
+    Ok(Connection { endpoint: source::endpoint(&conn.url), tls })
 }
 
 impl Connection {
@@ -108,7 +114,7 @@ impl Connection {
 /// The pair held by a Secret of the resource's namespace (source, or the target in provision mode).
 async fn pair_in(ctx: &Context, namespace: &str, name: &str) -> Result<ApiCredentials, Error> {
     let secret = ctx.secret(namespace, name).await?;
-    swc_plan::credentials_from_data(&secret.data.unwrap_or_default())
+    source::credentials_from_data(&secret.data.unwrap_or_default())
         .map_err(|problem| Error::InvalidSecret { name: name.to_owned(), problem })
 }
 
@@ -122,11 +128,11 @@ struct Source {
 async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = ctx.as_ref();
     let mut obj = obj.as_ref().clone();
-    let mode = swc_plan::mode(&obj.spec).map_err(Error::InvalidSpec)?;
+    let mode = plan::mode(&obj.spec).map_err(Error::InvalidSpec)?;
     let insecure = obj.spec.connection.insecure_skip_tls_verify == Some(true);
     reconcile::warn_on_first_reconcile(ctx, &obj, insecure, "InsecureTLS", reconcile::INSECURE_TLS_NOTE).await;
     reconcile::warn_on_first_reconcile(ctx, &obj, mode == Mode::Provision, "Experimental", EXPERIMENTAL_NOTE).await;
-    swc_plan::check_durations(&obj.spec).map_err(Error::InvalidSpec)?;
+    plan::check_durations(&obj.spec).map_err(Error::InvalidSpec)?;
     if mode == Mode::Provision && obj.spec.capabilities.is_empty() {
         return Err(Error::InvalidSpec("provision mode needs at least one capability to mint a key with".into()));
     }
@@ -135,7 +141,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
         Some(existing) => {
             let ns = obj.namespace().unwrap_or_default();
             let pair = pair_in(ctx, &ns, &existing.secret_ref.name).await?;
-            let data = swc_plan::secret_data(&pair, &conn.endpoint, conn.tls.ca_pem.as_deref());
+            let data = source::secret_data(&pair, &conn.endpoint, conn.tls.ca_pem.as_deref());
             let hash = reconcile::hash_of(ctx, &obj, &data)?;
             Some(Source { pair, data, hash })
         }
@@ -156,7 +162,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
             desired_hash: source.as_ref().map(|s| s.hash.as_str()),
             rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
         };
-        let step = swc_plan::next_step(&obj.spec, mode, &status, &seen).map_err(Error::InvalidSpec)?;
+        let step = plan::next_step(&obj.spec, mode, &status, &seen).map_err(Error::InvalidSpec)?;
         tracing::debug!(resource = %display_name(&obj), ?step, "next step");
         let new_status = match (step, &source) {
             (Step::Wait(until), _) => return finish(&obj, ctx, mode, status, until).await,
@@ -187,10 +193,16 @@ async fn verify(
     conn: &Connection,
     pair: &ApiCredentials,
     status: &mut SecureWorkloadCredentialStatus,
-) -> Result<Checked, Error> {
-    let wanted: Vec<cisco::Capability> = obj.spec.capabilities.iter().copied().map(swc_plan::to_vendor).collect();
-    let checked = Checked::from(&conn.client(ctx, pair)?.verify(&wanted).await?);
-    swc_plan::record_verification(status, &checked, &pair.key_fingerprint(), obj.metadata.generation, Timestamp::now());
+) -> Result<cisco::Verification, Error> {
+    let wanted = &obj.spec.capabilities;
+    let checked = conn.client(ctx, pair)?.verify(wanted).await?;
+    verification::record_verification(
+        status,
+        &checked,
+        &pair.key_fingerprint(),
+        obj.metadata.generation,
+        Timestamp::now(),
+    );
     Ok(checked)
 }
 
@@ -208,7 +220,7 @@ async fn rejected(
 }
 
 /// Existing mode: verify the source pair; when the vendor accepts it, publish it (also with a missing
-/// capability, which `Ready` reports; see [`swc_plan::readiness`]).
+/// capability, which `Ready` reports; see [`verification::readiness`]).
 async fn verify_and_publish(
     obj: &SecureWorkloadCredential,
     ctx: &Context,
@@ -219,7 +231,7 @@ async fn verify_and_publish(
 ) -> Result<SecureWorkloadCredentialStatus, Error> {
     let checked = verify(obj, ctx, conn, &source.pair, &mut status).await?;
     let fingerprint = source.pair.key_fingerprint();
-    if let Some(message) = swc_plan::rejection_message(checked.liveness, &fingerprint) {
+    if let Some(message) = verification::rejection_message(checked.liveness, &fingerprint) {
         return Err(rejected(obj, ctx, &status, message).await);
     }
     let changed = status.secret_hash.as_deref() != Some(source.hash.as_str());
@@ -276,7 +288,7 @@ async fn verify_minted(
     let pair = pair_in(ctx, &obj.namespace().unwrap_or_default(), &obj.target_secret()).await?;
     let checked = verify(obj, ctx, conn, &pair, &mut status).await?;
     let fingerprint = pair.key_fingerprint();
-    let Some(message) = swc_plan::rejection_message(checked.liveness, &fingerprint) else { return Ok(status) };
+    let Some(message) = verification::rejection_message(checked.liveness, &fingerprint) else { return Ok(status) };
     let id = status.credential_id.clone().unwrap_or_default();
     if checked.liveness == Liveness::UnknownKey
         && !with_ui(obj, ctx, conn, |s| async move { s.list_credentials().await }).await?.iter().any(|c| c.id == id)
@@ -378,20 +390,14 @@ async fn mint(
         status.pending_credential = Some(true);
         patch_status(ctx, obj, &status).await?;
     }
-    let description = swc_plan::vendor_description(&obj.spec, &uid);
-    let wanted: Vec<cisco::Capability> = obj.spec.capabilities.iter().copied().map(swc_plan::to_vendor).collect();
+    let description = plan::vendor_description(&obj.spec, &uid);
+    let wanted = &obj.spec.capabilities;
     let (description, wanted) = (description.as_str(), wanted.as_slice());
     let created = with_ui(obj, ctx, conn, |s| async move { s.create_credential(description, wanted).await }).await?;
-    if ctx.settings.failpoint.as_deref() == Some("after-vendor-create") {
-        tracing::error!(credential_id = %created.id, "fail-point after-vendor-create: exiting");
-        std::process::exit(97);
-    }
-    let data = swc_plan::secret_data(&created.credentials, &conn.endpoint, conn.tls.ca_pem.as_deref());
+    failpoint::hit("after-vendor-create");
+    let data = source::secret_data(&created.credentials, &conn.endpoint, conn.tls.ca_pem.as_deref());
     let hash = reconcile::write_secret(ctx, obj, data).await?;
-    if ctx.settings.failpoint.as_deref() == Some("after-secret-write") {
-        tracing::error!(credential_id = %created.id, "fail-point after-secret-write: exiting");
-        std::process::exit(97);
-    }
+    failpoint::hit("after-secret-write");
     let minted = Minted { id: created.id, fingerprint: created.credentials.key_fingerprint(), hash };
     let replaced = status.credential_id.clone().filter(|old| *old != minted.id);
     let name = obj.target_secret();
@@ -432,7 +438,7 @@ fn complete_mint(
     let now = Timestamp::now();
     if let Some(old) = status.credential_id.take().filter(|old| *old != minted.id) {
         let grace = match retire {
-            Retire::AfterGrace => swc_plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?,
+            Retire::AfterGrace => plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?,
             Retire::Now => Duration::ZERO,
         };
         status
@@ -505,7 +511,7 @@ async fn held_pair(
         Err(e) => return Err(e),
     };
     let data = secret.data.clone().unwrap_or_default();
-    let Ok(pair) = swc_plan::credentials_from_data(&data) else { return Ok(None) };
+    let Ok(pair) = source::credentials_from_data(&data) else { return Ok(None) };
     let hash = super::secret::data_hash(&ctx.settings.hash_key, uid, &data);
     Ok(Some((pair, hash)))
 }
@@ -539,15 +545,13 @@ async fn finish(
     until: Timestamp,
 ) -> Result<Action, Error> {
     let rotate_at = match mode {
-        Mode::Provision => {
-            swc_plan::next_rotation(&status, swc_plan::rotation_every(&obj.spec).map_err(Error::InvalidSpec)?)
-        }
+        Mode::Provision => plan::next_rotation(&status, plan::rotation_every(&obj.spec).map_err(Error::InvalidSpec)?),
         Mode::Existing => None,
     };
     if let Some(t) = rotate_at {
         ctx.metrics.renewal_timestamp.get_or_create(&resource_labels(obj)).set(t.as_second());
     }
-    let (ready, reason, message) = swc_plan::readiness(mode, &status, &obj.target_secret(), rotate_at);
+    let (ready, reason, message) = verification::readiness(mode, &status, &obj.target_secret(), rotate_at);
     settle(ctx, obj, status, ready, reason, message).await?;
     Ok(reconcile::requeue_at(Some(until)))
 }

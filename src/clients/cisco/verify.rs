@@ -7,7 +7,7 @@ use super::{
     capability::Capability,
     client::{ApiCall, CiscoClient, Rejection},
 };
-use crate::vendor::{ErrorKind, VendorError};
+use crate::clients::{ErrorKind, VendorError};
 
 /// Probe of the pair itself when no listed capability has one: cheap, and allowed by either of two
 /// capabilities (`app_policy_management` or `user_role_scope_management`).

@@ -11,7 +11,7 @@ use super::{
     credentials::ApiCredentials,
     signer::{self, JSON_CONTENT_TYPE, RequestToSign},
 };
-use crate::vendor::{
+use crate::clients::{
     ErrorKind, RateLimiter, TlsOptions, VendorError, classify_transport_error, http_client, parse_retry_after,
 };
 
@@ -339,11 +339,11 @@ impl CiscoClient {
         operation: &str,
     ) -> Result<ApiResponse, (VendorError, Option<header::HeaderMap>)> {
         let response = request.send().await.map_err(|e| {
-            crate::vendor::observe::record("cisco", operation, None);
+            crate::clients::observe::record("cisco", operation, None);
             (classify_transport_error(operation, &e), None)
         })?;
         let status = response.status().as_u16();
-        crate::vendor::observe::record("cisco", operation, Some(status));
+        crate::clients::observe::record("cisco", operation, Some(status));
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| (classify_transport_error(operation, &e), None))?;
         if (200..300).contains(&status) {
