@@ -47,7 +47,7 @@ $(VENV)/.installed: tests/conformance/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/conformance/requirements.txt
 	touch $@
 
-## Scale benchmarks for DESIGN §5 on a real control plane; records the results in docs/benchmarks.md.
+## Scale benchmarks (docs/architecture.md §6) on a real control plane; records the results in docs/benchmarks.md.
 bench: k8s-binaries
 	$(CARGO) bench --features sim --bench scale
 

@@ -588,8 +588,9 @@ async fn provision_crash_after_secret_write_adopts_the_credential() {
     env.assert_no_leaks(&[written["api_secret"].clone()]).await;
 }
 
-/// DESIGN §5: SIGKILL at random points during mints, rotations, retirements and deletions leaves no orphaned
-/// credential, and every resource converges to its current credential plus those in their grace period.
+/// docs/architecture.md §4.1, §6: SIGKILL at random points during mints, rotations, retirements and deletions
+/// leaves no orphaned credential, and every resource converges to its current credential plus those in their
+/// grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_survives_random_crashes_without_orphans() {
     let mut env = Env::start("swc-chaos").await;

@@ -1,5 +1,6 @@
 //! The Trend Micro client against the in-process vendor simulator (over TLS, with the frame's fault
-//! injection and request counts): the seed's flows, rate limiting, retries, TLS and redaction.
+//! injection and request counts): Trend's documented flows (docs/vendor-apis.md §3-§4), rate limiting,
+//! retries, TLS and redaction.
 #![cfg(feature = "sim")]
 
 use std::{
@@ -85,7 +86,8 @@ fn assert_kind(result: Result<impl std::fmt::Debug, VendorError>, kind: ErrorKin
     err
 }
 
-/// The seed's SDK flow: role by name, a key expiring in two weeks, its secret used, regenerated, deleted.
+/// Trend's documented SDK flow (docs/vendor-apis.md §4): role by name, a key expiring in two weeks, its secret
+/// used, regenerated, deleted.
 #[tokio::test]
 async fn seed_sdk_flow_role_search_create_use_regenerate_delete() {
     let sim = start_default().await;
@@ -138,7 +140,8 @@ async fn seed_sdk_flow_role_search_create_use_regenerate_delete() {
     assert!(sim.trend.live_keys_named("reporting-auditor").is_empty());
 }
 
-/// The seed's cURL flow: a session from user name and password, then the first key created with it.
+/// Trend's documented cURL flow (docs/vendor-apis.md §3): a session from user name and password, then the first
+/// key created with it.
 #[tokio::test]
 async fn session_flow_bootstraps_the_first_key() {
     let sim = start_default().await;

@@ -3,7 +3,7 @@
 Pins the simulator's signature checks and answers to what the real SDK sends and expects:
 credentials.json, GET with a query, POST with a JSON body, 401 `Unknown credentials` for an unknown
 key, 403 `Invalid request` for a wrong secret. The UI session flow is driven with plain `requests`,
-the way the public scripts that use it do (vendor notes §2.2).
+the way the public scripts that use it do (docs/vendor-apis.md §11).
 """
 import json
 import re

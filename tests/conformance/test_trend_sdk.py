@@ -1,8 +1,8 @@
 """The official Trend Micro SDK (deep-security-api 20.0.463), unchanged, against vendor-sim.
 
-The seed's two flows (SDK: role by name, key expiring in two weeks, its secret used, regenerated, deleted;
-cURL: sessions, sID cookie and rID header, then the first key), plus the error shapes, search semantics,
-rights and rate limit the operator depends on.
+Trend's two documented flows (docs/vendor-apis.md §3-§4; SDK: role by name, key expiring in two weeks, its
+secret used, regenerated, deleted; cURL: sessions, sID cookie and rID header, then the first key), plus the error
+shapes, search semantics, rights and rate limit the operator depends on.
 """
 import gc
 import re
@@ -47,7 +47,7 @@ def unique(prefix):
 
 
 def search_role_id(client, role_name):
-    """The seed's "Obtain a role ID" snippet."""
+    """The "Obtain a role ID" snippet of Trend's documentation (docs/vendor-apis.md §4)."""
     name_criteria = api.SearchCriteria()
     name_criteria.field_name = "name"
     name_criteria.string_value = role_name
@@ -62,7 +62,7 @@ def search_role_id(client, role_name):
 
 
 def create_audit_key(client, key_name, role_id):
-    """The seed's "Create an API key using an SDK" snippet."""
+    """The "Create an API key using an SDK" snippet of Trend's documentation (docs/vendor-apis.md §4)."""
     time_to_expiry_in_ms = 14 * 24 * 60 * 60 * 1000
     current_time_in_ms = int(round(time.time() * 1000))
     key = api.ApiKey()
@@ -135,7 +135,7 @@ def test_seed_sdk_flow(sim, admin, control):
 
 
 def test_role_id_as_string_like_the_seed_sample(sim, admin):
-    # The seed's snippet assigns key.role_id = "2"; the SDK sends the string as is.
+    # Trend's documented snippet assigns key.role_id = "2" (docs/vendor-apis.md §4); the SDK sends the string as is.
     created = create_audit_key(admin, unique("string-role"), "2")
     assert created.role_id == 2
     api.APIKeysApi(admin).delete_api_key(created.id, API_VERSION)

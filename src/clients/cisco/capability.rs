@@ -1,4 +1,4 @@
-//! API key capabilities (vendor notes §3.1) and the read-only request that proves each one (§7).
+//! API key capabilities (docs/vendor-apis.md §9.1) and the read-only request that proves each one (§9.2).
 
 use std::{fmt, str::FromStr};
 

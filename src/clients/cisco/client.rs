@@ -19,9 +19,9 @@ use crate::clients::{
 pub const OPENAPI_PREFIX: &str = "/openapi/v1";
 /// tetpyclient's default request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Body of the vendor's 403 for a signature it does not accept (recorded on a real tenant, vendor notes §4.1).
+/// Body of the vendor's 403 for a signature it does not accept (recorded on a real tenant, docs/vendor-apis.md §10).
 pub const INVALID_REQUEST_BODY: &str = "Invalid request";
-/// Body of the vendor's 401 for an `Id` it does not know (recorded on a real tenant, vendor notes §4.1).
+/// Body of the vendor's 401 for an `Id` it does not know (recorded on a real tenant, docs/vendor-apis.md §10).
 pub const UNKNOWN_CREDENTIALS_BODY: &str = "Unknown credentials";
 
 /// How a refused OpenAPI call reflects on the key pair. Derived from an error of [`CiscoClient`] by
@@ -34,7 +34,7 @@ pub enum Rejection {
     /// clock more than a few minutes off (the server's tolerance is undocumented).
     SecretRejected,
     /// Any other 403: the signature was accepted, the key lacks the capability this call needs.
-    /// The real body of this answer is UNCONFIRMED (vendor notes §4.1).
+    /// The real body of this answer is UNCONFIRMED (docs/vendor-apis.md §12).
     MissingCapability,
 }
 

@@ -1,4 +1,5 @@
-//! The API key pair and its `credentials.json` form (what tetpyclient's `credentials_file` reads, §1.8).
+//! The API key pair and its `credentials.json` form (what tetpyclient's `credentials_file` reads,
+//! docs/vendor-apis.md §7).
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! Cisco Secure Workload (formerly Tetration) client.
 //!
-//! The OpenAPI cannot mint keys (vendor notes §2), so the operator imports a key pair made in the UI
+//! The OpenAPI cannot mint keys (docs/vendor-apis.md §8), so the operator imports a key pair made in the UI
 //! and proves it: [`signer`] signs exactly as the official `tetpyclient` 1.0.8 does, [`CiscoClient`]
 //! sends signed calls under `/openapi/v1`, and [`CiscoClient::verify`] checks the pair and each
 //! capability with read-only probes ([`Verification`]). [`ApiCredentials`] reads and writes the

@@ -1,6 +1,6 @@
-//! Request signing exactly as tetpyclient 1.0.8 does it (vendor notes §1).
+//! Request signing exactly as tetpyclient 1.0.8 does it (docs/vendor-apis.md §6).
 //!
-//! Pure functions: the caller passes the time, so the vectors of §1.4 are reproducible and the
+//! Pure functions: the caller passes the time, so the vectors of docs/vendor-apis.md §6.4 are reproducible and the
 //! simulator verifies with the very same code.
 
 use std::fmt;
@@ -136,7 +136,7 @@ pub fn sign(api_key: &str, secret: &SecretString, request: &RequestToSign<'_>, n
 mod tests {
     use super::*;
 
-    // Vendor notes §1.4: key 32×X, secret 40×X, clock frozen at 2020-04-21T18:23:37Z.
+    // docs/vendor-apis.md §6.4: key 32×X, secret 40×X, clock frozen at 2020-04-21T18:23:37Z.
     fn key() -> String {
         "X".repeat(32)
     }

@@ -1,5 +1,5 @@
 //! **EXPERIMENTAL**: minting and deleting API keys through the web UI's private session API
-//! (vendor notes §2.2). This is not the OpenAPI and Cisco does not support it: it is what a browser
+//! (docs/vendor-apis.md §11). This is not the OpenAPI and Cisco does not support it: it is what a browser
 //! does, observed in public scripts, and may change with any release. It needs a local-auth user's
 //! email and password; SSO, LDAP-only and MFA accounts cannot sign in this way.
 //!

@@ -1,4 +1,4 @@
-//! Proving a key pair works and which capabilities it has (vendor notes §7): one read-only signed GET
+//! Proving a key pair works and which capabilities it has (docs/vendor-apis.md §9.2): one read-only signed GET
 //! per capability that has a probe; the rest are reported as unverified, never as verified.
 
 use reqwest::Method;

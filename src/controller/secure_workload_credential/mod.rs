@@ -5,10 +5,10 @@
 //! `existing` mode imports a pair made in the UI: verified with signed read-only requests, then published.
 //! `provision` mode is **EXPERIMENTAL**: it mints, rotates and deletes keys through the Secure Workload web UI's
 //! private session API ([`UiSession`]), which Cisco neither documents nor supports, and which works only for a
-//! local-authentication user without MFA or SSO. Crash safety follows DESIGN §2.1: the intent is recorded in
-//! status before a mint; after a restart the credential is found by the UID marker in its description. The UI
-//! shows a secret only in the create answer, so a found credential whose pair did not reach the Secret is deleted
-//! and minted again: never two live for one intent.
+//! local-authentication user without MFA or SSO. Crash safety follows docs/architecture.md §4.1: the intent is
+//! recorded in status before a mint; after a restart the credential is found by the UID marker in its description.
+//! The UI shows a secret only in the create answer, so a found credential whose pair did not reach the Secret is
+//! deleted and minted again: never two live for one intent.
 
 pub mod plan;
 pub mod source;

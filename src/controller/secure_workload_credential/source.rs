@@ -14,7 +14,7 @@ pub const API_SECRET: &str = "api_secret";
 pub const ENDPOINT: &str = "endpoint";
 pub const CA_CRT: &str = "ca.crt";
 /// Keys under which a source Secret may hold the file the UI downloads (third-party tools call it
-/// `api_credentials.json`, vendor notes §1.8).
+/// `api_credentials.json`, docs/vendor-apis.md §7).
 pub const CREDENTIALS_FILE_KEYS: [&str; 2] = [CREDENTIALS_JSON, "api_credentials.json"];
 
 /// Reads a pair from a Secret's data: `credentials.json` (or `api_credentials.json`) as the UI downloads it, else

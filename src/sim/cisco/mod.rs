@@ -1,9 +1,9 @@
 //! Cisco Secure Workload simulator: the signed OpenAPI under `/openapi/v1` behind a gateway that checks
 //! key, timestamp, body checksum and signature before routing (as the real service's front end does),
-//! the capability table of vendor notes §7, and the web UI's private session API for minting keys
-//! (vendor notes §2.2).
+//! the capability table of docs/vendor-apis.md §9.2, and the web UI's private session API for minting keys
+//! (docs/vendor-apis.md §11).
 //!
-//! Answers follow what was recorded on a real tenant (vendor notes §4.1): 401 `text/plain`
+//! Answers follow what was recorded on a real tenant (docs/vendor-apis.md §10): 401 `text/plain`
 //! `Unknown credentials` for an unknown key, 403 `text/plain` `Invalid request` for a refused
 //! signature, `application/json; charset=utf-8` on success. What the service answers for a missing
 //! capability is UNCONFIRMED; this simulator answers 403 with the Rails-style JSON

@@ -1,5 +1,5 @@
 //! The OpenAPI routes (behind the gateway): enough for the capability probes, the users calls
-//! tetpyclient tests use, and a few reads. Capabilities are enforced per vendor notes §7.
+//! tetpyclient tests use, and a few reads. Capabilities are enforced per docs/vendor-apis.md §9.2.
 
 use std::collections::HashMap;
 
@@ -78,7 +78,7 @@ pub(crate) async fn not_found(request: Request) -> Response {
 }
 
 /// Lets the call through when the key holds any of `needed`; otherwise the missing-capability answer.
-/// The real service's status and body for this case are UNCONFIRMED (vendor notes §4.1): 403 with a
+/// The real service's status and body for this case are UNCONFIRMED (docs/vendor-apis.md §12): 403 with a
 /// JSON `{"error": ...}` is our choice, distinct from the gateway's `Invalid request`.
 fn require(key: &AuthenticatedKey, needed: &[Capability]) -> Result<(), JsonError> {
     if needed.iter().any(|c| key.capabilities.contains(c)) {

@@ -1,4 +1,4 @@
-//! The web UI's private session API (vendor notes §2.2), as a Rails/Devise app behaves: a session
+//! The web UI's private session API (docs/vendor-apis.md §11), as a Rails/Devise app behaves: a session
 //! cookie, a CSRF token in the `csrf-token` meta tag, a form sign-in answered by a redirect (with a
 //! renewed session), and JSON calls that need the cookie and, when they change something, `X-CSRF-Token`.
 

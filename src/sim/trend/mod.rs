@@ -2,9 +2,9 @@
 //! DSM's authentication (`api-secret-key`, or `sID` cookie + `rID` header), rights (Full Access, Auditor),
 //! `{"message": ...}` errors and the per-key rate limit (429 "Too many API requests").
 //!
-//! Wire details follow the official SDK `deep-security-api` 20.0.463 and the seed document; what no public
-//! source shows (401 texts, the role URN layout, the status of a session calling `/apikeys/current`) is the
-//! simulator's own choice and marked so in `store.rs`.
+//! Wire details follow the official SDK `deep-security-api` 20.0.463 and Trend's documented flows
+//! (docs/vendor-apis.md §3-§4); what no public source shows (401 texts, the role URN layout, the status of a
+//! session calling `/apikeys/current`) is the simulator's own choice and marked so in `store.rs`.
 
 mod search;
 mod store;

@@ -206,7 +206,8 @@ impl SimApiKey {
     }
 }
 
-/// `ApiKey` as the API answers it: DSM's field order (see the seed), nulls omitted.
+/// `ApiKey` as the API answers it: DSM's field order (Trend's documented example, docs/vendor-apis.md §3), nulls
+/// omitted.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct KeyJson {
@@ -295,7 +296,7 @@ pub(super) struct NewSession {
     pub body: SessionJson,
 }
 
-/// The `POST /api/sessions` body, in the seed's field order.
+/// The `POST /api/sessions` body, in the field order of Trend's documented example (docs/vendor-apis.md §3).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct SessionJson {
