@@ -43,9 +43,13 @@ struct RunArgs {
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, env = "WKO_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WKO_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces).
+    #[arg(long = "watch-namespace", env = "WKO_WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
+    /// Where the Secrets named by ClusterKeyProviders live (default: the namespace the operator runs in, from its
+    /// ServiceAccount, else the kubeconfig's namespace).
+    #[arg(long, env = "WKO_CLUSTER_RESOURCE_NAMESPACE")]
+    cluster_resource_namespace: Option<String>,
     /// Log filter, e.g. `info` or `workload_key_operator=debug,kube=info`.
     #[arg(long, env = "WKO_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -64,7 +68,7 @@ struct RunArgs {
     /// Name of the Lease.
     #[arg(long, env = "WKO_LEASE_NAME", default_value = "workload-key-operator")]
     lease_name: String,
-    /// Namespace of the Lease (default: the watched namespace, else `default`).
+    /// Namespace of the Lease (default: the first watched namespace, else `default`).
     #[arg(long, env = "WKO_LEASE_NAMESPACE")]
     lease_namespace: Option<String>,
     /// How long a leader's claim lasts without renewal, in seconds; a standby takes over after it.
@@ -119,9 +123,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         vendor_requests_per_minute: args.vendor_rate_limit,
         vendor_timeout: Duration::from_secs(args.vendor_timeout_seconds),
         hash_key: args.secret_hash_key.clone().into_bytes(),
+        cluster_resource_namespace: args
+            .cluster_resource_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
     };
     let ctx = Arc::new(Context::new(client, metrics.clone(), settings));
-    let scope = args.watch_namespace.clone().map_or(Scope::AllNamespaces, Scope::Namespace);
+    let watched: Vec<String> = args.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect();
+    let scope = if watched.is_empty() { Scope::AllNamespaces } else { Scope::Namespaces(watched.clone()) };
     let ready = Readiness::default();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -149,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             namespace: args
                 .lease_namespace
                 .clone()
-                .or_else(|| args.watch_namespace.clone())
+                .or_else(|| watched.first().cloned())
                 .unwrap_or_else(|| "default".to_owned()),
             identity: args.identity.clone().unwrap_or_else(LeaseSettings::default_identity),
             duration_seconds: args.lease_duration_seconds,

@@ -11,11 +11,12 @@ pub const ANNOTATION_ROTATE: &str = "workloadkeys.io/rotate";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "workload-key-operator";
 
-/// A key of a Secret in the resource's own namespace.
+/// A key of a Secret. A resource's or `KeyProvider`'s Secrets are in its own namespace; a `ClusterKeyProvider`'s are
+/// in the operator's cluster-resource namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeySelector {
-    /// Name of the Secret, in the same namespace as the resource.
+    /// Name of the Secret.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
     /// Key within the Secret. Defaults depend on the field (documented there).
@@ -24,11 +25,11 @@ pub struct SecretKeySelector {
     pub key: Option<String>,
 }
 
-/// A whole Secret in the resource's own namespace.
+/// A whole Secret (namespace: as for [`SecretKeySelector`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretReference {
-    /// Name of the Secret, in the same namespace as the resource.
+    /// Name of the Secret.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
 }

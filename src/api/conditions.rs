@@ -7,6 +7,8 @@ use k8s_openapi::{
 
 pub const READY: &str = "Ready";
 pub const VERIFIED: &str = "Verified";
+/// A provider being deleted while resources still use it.
+pub const IN_USE: &str = "InUse";
 
 /// Reasons for `Ready` (and `Verified`). `Ready=True` uses [`reason::READY`].
 pub mod reason {
@@ -30,6 +32,20 @@ pub mod reason {
     /// `Verified=True`: the vendor accepted the key pair and every capability that has a probe was proven.
     pub const VERIFIED: &str = "Verified";
     pub const KUBERNETES_ERROR: &str = "KubernetesError";
+    /// The `providerRef` names no provider.
+    pub const PROVIDER_NOT_FOUND: &str = "ProviderNotFound";
+    /// The provider's admin credential is not proven (or it is being deleted).
+    pub const PROVIDER_NOT_READY: &str = "ProviderNotReady";
+    /// A `ClusterKeyProvider` that does not allow the resource's namespace.
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    /// The request breaks the provider's policy (role, lifetime, capabilities).
+    pub const POLICY_VIOLATION: &str = "PolicyViolation";
+    /// The provider's URL changed after it issued the resource's keys.
+    pub const ENDPOINT_CHANGED: &str = "EndpointChanged";
+    /// A provider: the admin credential failed its read-only check.
+    pub const CREDENTIAL_CHECK_FAILED: &str = "CredentialCheckFailed";
+    /// A provider being deleted while resources still use it.
+    pub const IN_USE: &str = "InUse";
 }
 
 /// Sets (or replaces) the condition of `type_`. `lastTransitionTime` changes only when the status changes.
@@ -77,6 +93,11 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Removes the condition of `type_`, if any.
+pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
 }
 
 #[cfg(test)]

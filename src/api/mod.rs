@@ -2,6 +2,7 @@
 
 mod common;
 pub mod conditions;
+mod provider;
 mod secure_workload_credential;
 mod workload_api_key;
 
@@ -9,20 +10,23 @@ pub use common::{
     ANNOTATION_ROTATE, API_GROUP, DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, MANAGED_BY, SecretKeySelector,
     SecretReference, SecretTemplate, parse_duration,
 };
+pub use provider::{
+    AllowedNamespaces, CiscoEndpoint, ClusterKeyProvider, ClusterKeyProviderSpec, IssuePolicy, KeyProvider,
+    KeyProviderSpec, KeyProviderStatus, PROVIDER_FINALIZER, ProviderKind, ProviderRef, SECRET_FINALIZER, TrendEndpoint,
+};
 pub use secure_workload_credential::{
-    Capability, CredentialSource, ExistingSource, ProvisionSource, RetiringCredential, SecureWorkloadConnection,
-    SecureWorkloadCredential, SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus, SecureWorkloadRotation,
+    Capability, CredentialSource, ExistingSource, ProvisionSource, RetiringCredential, SecureWorkloadCredential,
+    SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus, SecureWorkloadRotation,
 };
 pub use workload_api_key::{
-    Locale, RetiringKey, RoleRef, Rotation, RotationStrategy, TrendConnection, WorkloadApiKey, WorkloadApiKeySpec,
-    WorkloadApiKeyStatus,
+    Locale, RetiringKey, RoleRef, Rotation, RotationStrategy, WorkloadApiKey, WorkloadApiKeySpec, WorkloadApiKeyStatus,
 };
 
 use kube::CustomResourceExt;
 
 /// Every CRD of the operator, in the order they are written to `crds/`.
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![WorkloadApiKey::crd(), SecureWorkloadCredential::crd()]
+    vec![WorkloadApiKey::crd(), SecureWorkloadCredential::crd(), ClusterKeyProvider::crd(), KeyProvider::crd()]
 }
 
 /// The YAML of every CRD as one multi-document stream, exactly what `crds/` holds.

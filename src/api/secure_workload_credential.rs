@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::clients::cisco::Capability;
 
-use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTemplate};
+use super::{
+    common::{DeletionPolicy, SecretReference, SecretTemplate},
+    provider::ProviderRef,
+};
 
 /// A Cisco Secure Workload API key pair: imported (or, experimentally, minted), verified, published in a Secret.
 // The derive repeats `type_` across printer columns, which clippy mistakes for duplicated attributes.
@@ -36,8 +39,10 @@ use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTe
 #[x_kube(validation = Rule::new("!has(self.deletionPolicy) || has(self.source.provision)").message("spec.deletionPolicy is only allowed with spec.source.provision (an imported key is never deleted at the vendor)").field_path(".deletionPolicy"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecureWorkloadCredentialSpec {
-    /// How to reach the Secure Workload cluster or SaaS tenant.
-    pub connection: SecureWorkloadConnection,
+    /// The provider that holds the cluster's URL and CA (and, for provision mode, the sign-in): a `KeyProvider`
+    /// in this namespace or a `ClusterKeyProvider` that allows it. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.providerRef is immutable: create a new resource to use another provider"))]
+    pub provider_ref: ProviderRef,
     /// Where the key pair comes from: an existing Secret, or minted (experimental). Exactly one.
     pub source: CredentialSource,
     /// Capabilities the key must have; each is proven with a read-only request where a probe exists.
@@ -62,38 +67,14 @@ pub struct SecureWorkloadCredentialSpec {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.caSecretRef))").message("spec.connection.caBundle and spec.connection.caSecretRef are mutually exclusive"))]
-#[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.allowInsecureHttp) && self.allowInsecureHttp)").message("spec.connection.url must start with https:// (http:// only with allowInsecureHttp: true)").field_path(".url"))]
-#[x_kube(validation = Rule::new("!(has(self.insecureSkipTlsVerify) && self.insecureSkipTlsVerify && (has(self.caBundle) || has(self.caSecretRef)))").message("spec.connection.insecureSkipTlsVerify cannot be combined with a CA"))]
-#[x_kube(validation = Rule::new(r"self.url.matches('^https?://[^/\\s]+/?$')").message("spec.connection.url must be the host root without a path, e.g. https://acme.tetrationcloud.com (clients add /openapi/v1)").field_path(".url"))]
-#[serde(rename_all = "camelCase")]
-pub struct SecureWorkloadConnection {
-    /// Host root of the cluster or tenant, e.g. `https://acme.tetrationcloud.com` (clients add `/openapi/v1`).
-    #[schemars(length(min = 1, max = 2048))]
-    pub url: String,
-    /// PEM CA bundle to trust instead of the system roots (published as `ca.crt`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("spec.connection.caBundle must hold PEM certificates"))]
-    pub ca_bundle: Option<String>,
-    /// A Secret key holding the PEM CA bundle (key defaults to `ca.crt`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_secret_ref: Option<SecretKeySelector>,
-    /// Skip TLS verification. Discouraged: a Warning event is emitted while set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub insecure_skip_tls_verify: Option<bool>,
-    /// Allow a plain `http://` URL (test setups only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_insecure_http: Option<bool>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.existing) != has(self.provision)").message("exactly one of spec.source.existing and spec.source.provision must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialSource {
     /// Import a key pair made in the UI: a Secret with `api_key` + `api_secret`, or `credentials.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing: Option<ExistingSource>,
-    /// EXPERIMENTAL: mint key pairs through the UI's private session API (local-auth users only, no MFA/SSO).
+    /// EXPERIMENTAL: mint key pairs through the UI's private session API (local-auth users only, no MFA/SSO), signed
+    /// in with the provider's `cisco.loginSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provision: Option<ProvisionSource>,
 }
@@ -107,8 +88,6 @@ pub struct ExistingSource {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisionSource {
-    /// A Secret with keys `email` and `password` of a local-authentication user.
-    pub login_secret_ref: SecretReference,
     /// Description of the minted key; the operator appends a marker holding the resource UID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 200))]
@@ -154,6 +133,9 @@ pub struct SecureWorkloadCredentialStatus {
     /// Provision mode: vendor ID of the current credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_id: Option<String>,
+    /// Provision mode: the endpoint that minted the current and retiring credentials; their IDs go nowhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// Provision mode: when the current credential was minted; the next rotation is `rotation.every` later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_created_at: Option<Time>,

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::clients::trend::Locale;
 
-use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTemplate};
+use super::{
+    common::{DeletionPolicy, SecretTemplate},
+    provider::ProviderRef,
+};
 
 /// A Trend Micro Workload Security / Deep Security API key, created through the vendor API and kept in a Secret.
 // The derive repeats `type_` across printer columns, which clippy mistakes for duplicated attributes.
@@ -38,8 +41,10 @@ use super::common::{DeletionPolicy, SecretKeySelector, SecretReference, SecretTe
 ).message("spec.rotation.renewBefore must be shorter than spec.expiresAfter (and needs expiresAfter)").field_path(".rotation.renewBefore"))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadApiKeySpec {
-    /// How to reach and authenticate to the Workload Security / Deep Security Manager API.
-    pub connection: TrendConnection,
+    /// The provider that holds the vendor URL and the admin credential: a `KeyProvider` in this namespace or a
+    /// `ClusterKeyProvider` that allows it. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.providerRef is immutable: create a new resource to use another provider"))]
+    pub provider_ref: ProviderRef,
     /// Name of the key at the vendor; unique per vendor tenant. Defaults to `<namespace>-<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 200))]
@@ -72,38 +77,6 @@ pub struct WorkloadApiKeySpec {
     /// `Delete` revokes the key at the vendor when the resource is deleted; `Retain` leaves it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new("has(self.apiKeySecretRef) != has(self.loginSecretRef)").message("exactly one of spec.connection.apiKeySecretRef and spec.connection.loginSecretRef must be set"))]
-#[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.caSecretRef))").message("spec.connection.caBundle and spec.connection.caSecretRef are mutually exclusive"))]
-#[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.allowInsecureHttp) && self.allowInsecureHttp)").message("spec.connection.url must start with https:// (http:// only with allowInsecureHttp: true)").field_path(".url"))]
-#[x_kube(validation = Rule::new("!(has(self.insecureSkipTlsVerify) && self.insecureSkipTlsVerify && (has(self.caBundle) || has(self.caSecretRef)))").message("spec.connection.insecureSkipTlsVerify cannot be combined with a CA"))]
-#[serde(rename_all = "camelCase")]
-pub struct TrendConnection {
-    /// Base URL including `/api`, e.g. `https://dsm.example.com:4119/api` or
-    /// `https://workload.us-1.cloudone.trendmicro.com/api`.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s/]+(/\S*)?$"))]
-    pub url: String,
-    /// PEM CA bundle to trust instead of the system roots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("spec.connection.caBundle must hold PEM certificates"))]
-    pub ca_bundle: Option<String>,
-    /// A Secret key holding the PEM CA bundle (key defaults to `ca.crt`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_secret_ref: Option<SecretKeySelector>,
-    /// Skip TLS verification. Discouraged: a Warning event is emitted while set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub insecure_skip_tls_verify: Option<bool>,
-    /// Allow a plain `http://` URL (test setups only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_insecure_http: Option<bool>,
-    /// An API key with rights to manage API keys (key defaults to `api-secret-key`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key_secret_ref: Option<SecretKeySelector>,
-    /// Username/password bootstrap: a Secret with `userName`, `password`, optional `tenantName`, `mfaCode`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login_secret_ref: Option<SecretReference>,
 }
 
 /// A role by name (looked up, exact match) or by numeric ID.
@@ -164,6 +137,9 @@ pub struct WorkloadApiKeyStatus {
     pub pending_key_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_id: Option<i64>,
+    /// The vendor endpoint that issued the current and retiring keys. Their IDs are never sent anywhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,6 +28,8 @@ pub struct Settings {
     pub vendor_timeout: Duration,
     /// Key of the keyed hash that detects Secret edits (see `secret::data_hash`).
     pub hash_key: Vec<u8>,
+    /// Where the Secrets named by `ClusterKeyProvider`s live (default: the operator's own namespace).
+    pub cluster_resource_namespace: String,
 }
 
 impl Default for Settings {
@@ -36,6 +38,7 @@ impl Default for Settings {
             vendor_requests_per_minute: crate::clients::DEFAULT_REQUESTS_PER_MINUTE,
             vendor_timeout: Duration::from_secs(30),
             hash_key: b"workload-key-operator/secret-hash/v1".to_vec(),
+            cluster_resource_namespace: "default".to_owned(),
         }
     }
 }

@@ -28,6 +28,20 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the resource has no {0}")]
     MissingObjectKey(&'static str),
+    #[error("{provider} not found")]
+    ProviderNotFound { provider: String },
+    #[error("{provider} is not ready: {why}")]
+    ProviderNotReady { provider: String, why: String },
+    #[error("{provider} does not allow namespace {namespace}; it allows {allowed}")]
+    NamespaceNotAllowed { provider: String, namespace: String, allowed: String },
+    #[error("{provider} refuses this request: {problem}")]
+    PolicyViolation { provider: String, problem: String },
+    /// The provider now points elsewhere than the endpoint that issued the resource's keys.
+    #[error(
+        "{what} was issued by {recorded}, but {provider} now points at {current}; the operator never sends a key ID \
+         to another endpoint. Point the provider back, or delete and recreate the resource"
+    )]
+    EndpointChanged { what: String, provider: String, recorded: String, current: String },
 }
 
 impl Error {
@@ -42,6 +56,11 @@ impl Error {
             Error::CredentialsRejected(_) => reason::CREDENTIALS_REJECTED,
             Error::Vendor(e) => vendor_reason(&e.kind),
             Error::Kube(_) => reason::KUBERNETES_ERROR,
+            Error::ProviderNotFound { .. } => reason::PROVIDER_NOT_FOUND,
+            Error::ProviderNotReady { .. } => reason::PROVIDER_NOT_READY,
+            Error::NamespaceNotAllowed { .. } => reason::NAMESPACE_NOT_ALLOWED,
+            Error::PolicyViolation { .. } => reason::POLICY_VIOLATION,
+            Error::EndpointChanged { .. } => reason::ENDPOINT_CHANGED,
         }
     }
 

@@ -5,6 +5,7 @@ pub mod error;
 pub mod failpoint;
 pub mod leader;
 pub mod metrics;
+pub mod provider;
 pub mod reconcile;
 pub mod secret;
 pub mod secure_workload_credential;
@@ -14,18 +15,27 @@ pub mod workload_api_key;
 
 use std::sync::Arc;
 
-use futures::{SinkExt, Stream, StreamExt, channel::mpsc, future::BoxFuture};
-use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client, Resource,
-    core::PartialObjectMeta,
-    runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, watcher},
+use std::fmt::Debug;
+
+use futures::{SinkExt, Stream, StreamExt, channel::mpsc, future::BoxFuture, stream::BoxStream};
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::core::v1::{Namespace, Secret},
 };
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    core::{PartialObjectMeta, object::HasStatus},
+    runtime::{Controller, Predicate, WatchStreamExt, predicates, reflector, reflector::ObjectRef, watcher},
+};
+use serde::de::DeserializeOwned;
 
 pub use context::{Context, Settings};
 pub use error::Error;
 
-use crate::api::{SecureWorkloadCredential, WorkloadApiKey};
+use crate::api::{
+    ClusterKeyProvider, KeyProvider, KeyProviderStatus, ProviderKind, SecureWorkloadCredential, WorkloadApiKey,
+    conditions,
+};
 use reconcile::Managed;
 
 /// Which namespaces the controllers watch.
@@ -33,92 +43,284 @@ use reconcile::Managed;
 pub enum Scope {
     #[default]
     AllNamespaces,
-    Namespace(String),
+    /// These namespaces only (one watch each; the operator needs no cluster-wide read of them).
+    Namespaces(Vec<String>),
 }
 
+type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
 impl Scope {
-    fn api<K>(&self, client: Client) -> Api<K>
+    /// The watch events of namespaced `K` in scope.
+    fn watch<K>(&self, client: &Client, config: watcher::Config) -> Events<K>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + 'static,
     {
         match self {
-            Scope::AllNamespaces => Api::all(client),
-            Scope::Namespace(ns) => Api::namespaced(client, ns),
+            Scope::AllNamespaces => watcher(Api::all(client.clone()), config).boxed(),
+            Scope::Namespaces(list) if list.len() == 1 => {
+                watcher(Api::namespaced(client.clone(), &list[0]), config).boxed()
+            }
+            Scope::Namespaces(list) => {
+                // Each namespace's watch lists on its own schedule, and a store takes any one list for the whole
+                // of it. So the merged stream starts with one empty list and brings every object as an update.
+                let each = list.iter().map(|ns| {
+                    watcher(Api::namespaced(client.clone(), ns), config.clone())
+                        .filter_map(|e| async move {
+                            match e {
+                                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                                Ok(watcher::Event::InitApply(o)) => Some(Ok(watcher::Event::Apply(o))),
+                                other => Some(other),
+                            }
+                        })
+                        .boxed()
+                });
+                futures::stream::iter([Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)])
+                    .chain(futures::stream::select_all(each))
+                    .boxed()
+            }
+        }
+    }
+
+    /// The same scope widened by `extra` (the cluster-resource namespace, whose Secrets providers name).
+    fn with(&self, extra: &str) -> Scope {
+        match self {
+            Scope::Namespaces(list) if !list.iter().any(|n| n == extra) => {
+                Scope::Namespaces(list.iter().cloned().chain([extra.to_owned()]).collect())
+            }
+            other => other.clone(),
         }
     }
 }
 
 type SecretMeta = PartialObjectMeta<Secret>;
+type NamespaceMeta = PartialObjectMeta<Namespace>;
+
+/// Sends every item of `source` to each of `sinks` (bounded: a slow consumer slows the watch, nothing is lost).
+async fn fan_out<T: Clone + Send + 'static>(
+    what: &'static str,
+    source: impl Stream<Item = Result<T, watcher::Error>> + Send,
+    sinks: Vec<mpsc::Sender<T>>,
+) {
+    source
+        .for_each(move |event| {
+            let mut sinks = sinks.clone();
+            async move {
+                match event {
+                    // A closed receiver means its controller has stopped: nothing left to tell it.
+                    Ok(item) => {
+                        for sink in &mut sinks {
+                            let _ = sink.send(item.clone()).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "{what} watch error"),
+                }
+            }
+        })
+        .await;
+}
 
 /// Runs every controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, ()>) {
     let shutdown = futures::future::FutureExt::shared(shutdown);
-    // One metadata-only watch of Secrets, fanned out to every controller: owned Secrets (drift) and referenced
-    // ones (credentials fixed or rotated, a CA replaced).
-    let secrets: Api<SecretMeta> = scope.api(ctx.client.clone());
-    let (wak_tx, wak_secrets) = mpsc::channel(256);
-    let (swc_tx, swc_secrets) = mpsc::channel(256);
-    let fan_out = watcher(secrets, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects()
-        .take_until(shutdown.clone())
-        .for_each(move |event| {
-            let (mut wak_tx, mut swc_tx) = (wak_tx.clone(), swc_tx.clone());
-            async move {
-                match event {
-                    // A closed receiver means its controller has stopped: nothing left to tell it.
-                    Ok(secret) => {
-                        let _ = wak_tx.send(secret.clone()).await;
-                        let _ = swc_tx.send(secret).await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "Secret watch error"),
-                }
-            }
-        });
-    let wak =
-        controller::<WorkloadApiKey, _, _, _>(&ctx, &scope, wak_secrets, shutdown.clone(), workload_api_key::reconcile);
-    let swc = controller::<SecureWorkloadCredential, _, _, _>(
+    let client = ctx.client.clone();
+    let cfg = || watcher::Config::default().any_semantic();
+
+    // One metadata-only watch of Secrets, fanned out: owned Secrets (drift), imported key pairs, and the Secrets
+    // providers name (their credential is checked again). Providers' Secrets may live in the cluster-resource
+    // namespace, outside the watched ones.
+    let secret_scope = scope.with(&ctx.settings.cluster_resource_namespace);
+    let (secret_txs, [wak_secrets, swc_secrets, ckp_secrets, kp_secrets]) = channels::<SecretMeta, 4>();
+    let secrets = fan_out(
+        "Secret",
+        secret_scope
+            .watch::<SecretMeta>(&client, cfg())
+            .default_backoff()
+            .touched_objects()
+            .take_until(shutdown.clone()),
+        secret_txs,
+    );
+    // Provider changes that matter to resources (spec, readiness, deletion), and namespace labels (allowlists).
+    let (ckp_txs, [wak_ckp, swc_ckp]) = channels::<ClusterKeyProvider, 2>();
+    let ckps = fan_out(
+        "ClusterKeyProvider",
+        watcher(Api::<ClusterKeyProvider>::all(client.clone()), cfg())
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(provider_state::<ClusterKeyProvider>, Default::default())
+            .take_until(shutdown.clone()),
+        ckp_txs,
+    );
+    let (kp_txs, [wak_kp, swc_kp]) = channels::<KeyProvider, 2>();
+    let kps = fan_out(
+        "KeyProvider",
+        scope
+            .watch::<KeyProvider>(&client, cfg())
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(provider_state::<KeyProvider>, Default::default())
+            .take_until(shutdown.clone()),
+        kp_txs,
+    );
+    let (ns_txs, [wak_ns, swc_ns]) = channels::<NamespaceMeta, 2>();
+    let namespaces = fan_out(
+        "Namespace",
+        watcher(Api::<NamespaceMeta>::all(client.clone()), cfg())
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(predicates::labels, Default::default())
+            .take_until(shutdown.clone()),
+        ns_txs,
+    );
+    // Resources tell the providers they use that their count of users may have changed.
+    let (ckp_users_tx, ckp_users) = futures::channel::mpsc::unbounded::<ObjectRef<ClusterKeyProvider>>();
+    let (kp_users_tx, kp_users) = futures::channel::mpsc::unbounded::<ObjectRef<KeyProvider>>();
+    let tap = UsersTap { cluster: ckp_users_tx, namespaced: kp_users_tx };
+
+    let (wak_store, wak_writer) = reflector::store();
+    let (swc_store, swc_writer) = reflector::store();
+    let triggers = |secrets, ckp, kp, ns| Triggers { secrets, cluster_providers: ckp, providers: kp, namespaces: ns };
+    let wak = controller::<WorkloadApiKey, _, _>(
         &ctx,
         &scope,
-        swc_secrets,
+        (wak_store.clone(), wak_writer),
+        triggers(wak_secrets, wak_ckp, wak_kp, wak_ns),
+        tap.clone(),
+        shutdown.clone(),
+        workload_api_key::reconcile,
+    );
+    let swc = controller::<SecureWorkloadCredential, _, _>(
+        &ctx,
+        &scope,
+        (swc_store.clone(), swc_writer),
+        triggers(swc_secrets, swc_ckp, swc_kp, swc_ns),
+        tap,
         shutdown.clone(),
         secure_workload_credential::reconcile,
     );
-    futures::join!(fan_out, wak, swc);
+    let users = Arc::new(provider::reconciler::Users {
+        workload_api_keys: wak_store,
+        credentials: swc_store,
+        scope: scope.clone(),
+    });
+    let ckp = provider_controller::<ClusterKeyProvider>(
+        &ctx,
+        watcher(Api::<ClusterKeyProvider>::all(client.clone()), cfg()).boxed(),
+        ckp_secrets,
+        ckp_users,
+        users.clone(),
+        shutdown.clone(),
+    );
+    let kp = provider_controller::<KeyProvider>(
+        &ctx,
+        scope.watch::<KeyProvider>(&client, cfg()),
+        kp_secrets,
+        kp_users,
+        users,
+        shutdown.clone(),
+    );
+    futures::join!(secrets, ckps, kps, namespaces, wak, swc, ckp, kp);
 }
 
-/// One controller of `K`, woken by its own changes and by the Secrets that concern it.
-async fn controller<K, S, R, RF>(
+/// `N` bounded channels: the senders for a fan-out, the receivers for its consumers.
+fn channels<T, const N: usize>() -> (Vec<mpsc::Sender<T>>, [mpsc::Receiver<T>; N]) {
+    let pairs: [(mpsc::Sender<T>, mpsc::Receiver<T>); N] = std::array::from_fn(|_| mpsc::channel(256));
+    let mut txs = Vec::with_capacity(N);
+    let rxs = pairs.map(|(tx, rx)| {
+        txs.push(tx);
+        rx
+    });
+    (txs, rxs)
+}
+
+/// What, besides its own changes, wakes a resource controller.
+struct Triggers {
+    secrets: mpsc::Receiver<SecretMeta>,
+    cluster_providers: mpsc::Receiver<ClusterKeyProvider>,
+    providers: mpsc::Receiver<KeyProvider>,
+    namespaces: mpsc::Receiver<NamespaceMeta>,
+}
+
+/// Tells a provider that a resource naming it changed (so it counts its users again).
+#[derive(Clone)]
+struct UsersTap {
+    cluster: futures::channel::mpsc::UnboundedSender<ObjectRef<ClusterKeyProvider>>,
+    namespaced: futures::channel::mpsc::UnboundedSender<ObjectRef<KeyProvider>>,
+}
+
+impl UsersTap {
+    fn touched<K: Managed>(&self, obj: &K) {
+        let r = obj.provider_ref();
+        match r.kind {
+            ProviderKind::ClusterKeyProvider => {
+                let _ = self.cluster.unbounded_send(ObjectRef::new(&r.name));
+            }
+            ProviderKind::KeyProvider => {
+                let ns = obj.namespace().unwrap_or_default();
+                let _ = self.namespaced.unbounded_send(ObjectRef::new(&r.name).within(&ns));
+            }
+        }
+    }
+}
+
+/// One controller of `K`, woken by its own changes, the Secrets that concern it, its provider and namespace.
+async fn controller<K, R, RF>(
     ctx: &Arc<Context>,
     scope: &Scope,
-    secrets: S,
+    (store, writer): (reflector::Store<K>, reflector::store::Writer<K>),
+    triggers: Triggers,
+    tap: UsersTap,
     shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
     reconcile: R,
 ) where
     K: Managed,
-    S: Stream<Item = SecretMeta> + Send + 'static,
     R: FnMut(Arc<K>, Arc<Context>) -> RF,
     RF: futures::TryFuture<Ok = kube::runtime::controller::Action, Error = kube::runtime::finalizer::Error<Error>>
         + Send
         + 'static,
 {
-    let resources: Api<K> = scope.api(ctx.client.clone());
-    let (store, writer) = reflector::store();
     // Our own status writes must not wake the controller (a failure would otherwise retry in a tight loop):
     // only spec (generation), annotations (rotate), finalizers and deletion do.
-    let events = watcher(resources, watcher::Config::default().any_semantic())
+    let events = scope
+        .watch::<K>(&ctx.client, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
+        .inspect(move |e| {
+            if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) = e {
+                tap.touched(o);
+            }
+        })
         .applied_objects()
         .predicate_filter(spec_or_intent_changed(), Default::default());
-    let mapping_store = store.clone();
+    let (by_secret, by_ckp, by_kp, by_ns) = (store.clone(), store.clone(), store.clone(), store.clone());
     Controller::for_stream(events, store)
-        .watches_stream(secrets.map(Ok::<_, watcher::Error>), move |secret| {
+        .watches_stream(triggers.secrets.map(Ok::<_, watcher::Error>), move |secret| {
             let ns = secret.metadata.namespace.clone().unwrap_or_default();
             let name = secret.metadata.name.clone().unwrap_or_default();
             let owners: Vec<String> =
                 secret.metadata.owner_references.unwrap_or_default().into_iter().map(|r| r.uid).collect();
-            reconcile::affected_by_secret(&ns, &name, &owners, &mapping_store.state())
+            reconcile::affected_by_secret(&ns, &name, &owners, &by_secret.state())
+        })
+        .watches_stream(triggers.cluster_providers.map(Ok::<_, watcher::Error>), move |p| {
+            users_of(&by_ckp.state(), ProviderKind::ClusterKeyProvider, None, &p.name_any())
+        })
+        .watches_stream(triggers.providers.map(Ok::<_, watcher::Error>), move |p| {
+            users_of(&by_kp.state(), ProviderKind::KeyProvider, p.namespace().as_deref(), &p.name_any())
+        })
+        .watches_stream(triggers.namespaces.map(Ok::<_, watcher::Error>), move |ns| {
+            // A namespace relabelled: the resources there that use a ClusterKeyProvider (allowlists).
+            let name = ns.name_any();
+            by_ns
+                .state()
+                .iter()
+                .filter(|r| r.namespace().as_deref() == Some(name.as_str()))
+                .filter(|r| r.provider_ref().kind == ProviderKind::ClusterKeyProvider)
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconcile::error_policy::<K>, ctx.clone())
@@ -126,6 +328,88 @@ async fn controller<K, S, R, RF>(
             match res {
                 Ok((obj, _)) => tracing::trace!(resource = %obj.name, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// The resources in `store` that name the provider (`namespace`: a `KeyProvider`'s own).
+fn users_of<K: Managed>(
+    store: &[Arc<K>],
+    kind: ProviderKind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Vec<ObjectRef<K>> {
+    store
+        .iter()
+        .filter(|r| {
+            let p = r.provider_ref();
+            p.kind == kind && p.name == name && (namespace.is_none() || r.namespace().as_deref() == namespace)
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+/// What a resource controller cares about in a provider: spec, readiness, deletion (not its count of users).
+fn provider_state<P: Resource + HasStatus<Status = KeyProviderStatus>>(p: &P) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.meta().generation.hash(&mut h);
+    p.meta().deletion_timestamp.is_some().hash(&mut h);
+    if let Some(s) = p.status() {
+        s.observed_generation.hash(&mut h);
+        if let Some(c) = conditions::find(&s.conditions, conditions::READY) {
+            (&c.status, &c.reason, &c.message).hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}
+
+/// The controller of one provider kind.
+async fn provider_controller<P>(
+    ctx: &Arc<Context>,
+    events: Events<P>,
+    secrets: mpsc::Receiver<SecretMeta>,
+    users_changed: futures::channel::mpsc::UnboundedReceiver<ObjectRef<P>>,
+    users: Arc<provider::reconciler::Users>,
+    shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
+) where
+    P: provider::reconciler::ProviderObject + HasStatus<Status = KeyProviderStatus>,
+{
+    let (store, writer) = reflector::store();
+    let events = events
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_intent_changed(), Default::default());
+    let by_secret = store.clone();
+    let ctx_for_view = ctx.clone();
+    Controller::for_stream(events, store)
+        .with_config(kube::runtime::controller::Config::default().debounce(std::time::Duration::from_secs(1)))
+        .watches_stream(secrets.map(Ok::<_, watcher::Error>), move |secret| {
+            // A Secret a provider names changed: check its credential again.
+            let ns = secret.metadata.namespace.clone().unwrap_or_default();
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            by_secret
+                .state()
+                .iter()
+                .filter(|p| {
+                    let view = p.view(&ctx_for_view);
+                    view.secret_namespace == ns && provider::reconciler::names_secret(&view, &name)
+                })
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(users_changed)
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |obj, ctx| provider::reconciler::reconcile(obj, ctx, users.clone()),
+            |obj, err, ctx| provider::reconciler::error_policy(obj, err, ctx),
+            ctx.clone(),
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "provider reconcile error");
             }
         })
         .await;

@@ -1,18 +1,15 @@
 //! The reconcile frame every controller shares: the finalizer and metrics around `apply`/`cleanup`, a failure
 //! turned into `Ready=False` + an Event on transition + a backoff requeue, server-side-applied status, and the
-//! resource's target Secret (observed, written, deleted), which never replaces a Secret the resource does not own.
+//! step loop every kind runs on its target Secret (whose I/O is in `secret::io`).
 
-use std::{collections::BTreeMap, fmt::Debug, future::Future, sync::Arc, time::Duration};
+use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    NamespaceResourceScope,
-    api::core::v1::{Namespace, Secret},
-    apimachinery::pkg::apis::meta::v1::Condition,
-    jiff::Timestamp,
+    NamespaceResourceScope, api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp,
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     core::object::HasStatus,
     runtime::{controller::Action, events::EventType, finalizer, reflector::ObjectRef},
 };
@@ -23,7 +20,7 @@ use super::{
     context::{Context, display_name},
     error::{Error, backoff},
     metrics::{ErrorLabels, ReconcileLabels, ResourceLabels},
-    secret::{FIELD_MANAGER, SecretState, data_hash, data_of, desired_secret, is_owned_by},
+    secret::{FIELD_MANAGER, SecretState, io as secret},
 };
 use crate::api::{
     FINALIZER, SecretTemplate, SecureWorkloadCredentialStatus, WorkloadApiKeyStatus,
@@ -37,6 +34,8 @@ pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
     fn failed_attempts(&self) -> Option<i32>;
     fn failed_attempts_mut(&mut self) -> &mut Option<i32>;
     fn observed_generation_mut(&mut self) -> &mut Option<i64>;
+    /// The target Secret last written, and the keyed hash of its data.
+    fn written_secret(&self) -> (Option<&str>, Option<&str>);
 }
 
 /// Both statuses name these fields alike.
@@ -58,6 +57,9 @@ macro_rules! conventional_status {
             fn observed_generation_mut(&mut self) -> &mut Option<i64> {
                 &mut self.observed_generation
             }
+            fn written_secret(&self) -> (Option<&str>, Option<&str>) {
+                (self.secret_name.as_deref(), self.secret_hash.as_deref())
+            }
         }
     )*};
 }
@@ -78,8 +80,10 @@ pub trait Managed:
 {
     /// Name of the Secret the operator writes for the resource.
     fn target_secret(&self) -> String;
-    /// Other Secrets of its namespace whose change concerns it (credentials, CA).
+    /// Other Secrets of its namespace whose change concerns it (an imported key pair).
     fn referenced_secrets(&self) -> Vec<&str>;
+    /// The provider it issues through.
+    fn provider_ref(&self) -> &crate::api::ProviderRef;
     /// The user's labels and annotations for the target Secret.
     fn secret_template(&self) -> Option<&SecretTemplate>;
 }
@@ -239,6 +243,42 @@ pub async fn settle<K: Managed>(
     Ok(())
 }
 
+/// What one pass of a kind's step loop did.
+pub enum Pass<S> {
+    /// A step ran: record this status and decide again.
+    Record(S),
+    /// At rest (or waiting): the action for the runtime.
+    Done(Action),
+}
+
+/// How many steps one reconcile takes before yielding (e.g. a rotation right after a repair).
+const MAX_STEPS: usize = 8;
+
+/// The step loop every kind runs: observe the target Secret (a foreign one stops everything with
+/// `SecretConflict`), let `step` decide and act on the latest object, record the status it returns, and go again.
+pub async fn run_steps<K, F, Fut>(ctx: &Context, obj: &K, mut step: F) -> Result<Action, Error>
+where
+    K: Managed,
+    F: FnMut(K, SecretState) -> Fut,
+    Fut: Future<Output = Result<Pass<K::Status>, Error>>,
+{
+    let mut obj = obj.clone();
+    for _ in 0..MAX_STEPS {
+        let status = status_of(&obj);
+        let (name, hash) = status.written_secret();
+        let state = secret::observe(ctx, &obj, name, hash).await?;
+        if state == SecretState::Foreign {
+            return Err(Error::SecretConflict { name: obj.target_secret() });
+        }
+        match step(obj.clone(), state).await? {
+            Pass::Done(action) => return Ok(action),
+            Pass::Record(status) => obj = patch_status(ctx, &obj, &status).await?,
+        }
+    }
+    // Still busy after several steps: continue promptly.
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
 /// Requeue exactly when something is due (a little after, so the comparison `<= now` holds); with nothing
 /// scheduled, watches bring the resource back on any change and a long safety resync catches the rest.
 pub fn requeue_at(until: Option<Timestamp>) -> Action {
@@ -284,68 +324,6 @@ pub async fn namespace_terminating<K: Managed>(ctx: &Context, obj: &K) -> bool {
         Ok(None) => true,
         Err(_) => false,
     }
-}
-
-/// The state of the target Secret, compared with what was last written (`recorded_name`, `recorded_hash`).
-pub async fn observe_secret<K: Managed>(
-    ctx: &Context,
-    obj: &K,
-    recorded_name: Option<&str>,
-    recorded_hash: Option<&str>,
-) -> Result<SecretState, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let name = obj.target_secret();
-    let Some(secret) = api.get_opt(&name).await? else { return Ok(SecretState::Missing) };
-    let uid = uid(obj)?;
-    if !is_owned_by(&secret, &uid) {
-        return Ok(SecretState::Foreign);
-    }
-    if recorded_name != Some(name.as_str()) {
-        return Ok(SecretState::Missing);
-    }
-    let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&secret));
-    Ok(if recorded_hash == Some(hash.as_str()) { SecretState::Intact } else { SecretState::Edited })
-}
-
-/// The keyed hash the target Secret would have with `data`.
-pub fn hash_of<K: Managed>(ctx: &Context, obj: &K, data: &BTreeMap<String, Vec<u8>>) -> Result<String, Error> {
-    let data = data.iter().map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone()))).collect();
-    Ok(data_hash(&ctx.settings.hash_key, &uid(obj)?, &data))
-}
-
-/// Writes the target Secret by server-side apply and returns the keyed hash of its data. A Secret of that
-/// name that is not the resource's own is never touched (`SecretConflict`).
-pub async fn write_secret<K: Managed>(
-    ctx: &Context,
-    obj: &K,
-    data: BTreeMap<String, Vec<u8>>,
-) -> Result<String, Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let name = obj.target_secret();
-    let uid = uid(obj)?;
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
-    if let Some(existing) = api.get_opt(&name).await?
-        && !is_owned_by(&existing, &uid)
-    {
-        return Err(Error::SecretConflict { name });
-    }
-    let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
-    let desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
-    let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
-    Ok(hash)
-}
-
-/// Deletes the Secret `name` if the resource owns it (a target Secret left behind by a rename).
-pub async fn delete_owned_secret<K: Managed>(ctx: &Context, obj: &K, name: &str) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    if let Some(s) = api.get_opt(name).await?
-        && is_owned_by(&s, &uid(obj)?)
-    {
-        api.delete(name, &DeleteParams::default()).await?;
-    }
-    Ok(())
 }
 
 /// Which resources a Secret concerns: the one that owns it, those that reference it, and those whose target

@@ -16,6 +16,7 @@
 pub mod capability;
 pub mod client;
 pub mod credentials;
+pub mod reach;
 pub mod signer;
 pub mod ui;
 pub mod verify;

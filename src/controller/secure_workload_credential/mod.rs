@@ -28,16 +28,16 @@ use super::{
     context::{Context, digest, display_name, secret_key},
     error::Error,
     failpoint,
-    reconcile::{
-        self, Managed, namespace_terminating, observe_secret, patch_status, resource_labels, settle, status_of, uid,
-    },
+    provider::{self, Provider, policy},
+    reconcile::{self, Managed, Pass, namespace_terminating, patch_status, resource_labels, settle, status_of, uid},
+    secret,
     secret::is_owned_by,
     vendor_key::{shift, uid_marker},
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DeletionPolicy, RetiringCredential, SecretTemplate, SecureWorkloadCredential,
-        SecureWorkloadCredentialStatus,
+        ANNOTATION_ROTATE, DeletionPolicy, ProviderRef, RetiringCredential, SecretReference, SecretTemplate,
+        SecureWorkloadCredential, SecureWorkloadCredentialStatus,
     },
     clients::{
         ErrorKind, TlsOptions, VendorError,
@@ -65,14 +65,11 @@ impl Managed for SecureWorkloadCredential {
 
     fn referenced_secrets(&self) -> Vec<&str> {
         let source = &self.spec.source;
-        [
-            source.existing.as_ref().map(|e| e.secret_ref.name.as_str()),
-            source.provision.as_ref().map(|p| p.login_secret_ref.name.as_str()),
-            self.spec.connection.ca_secret_ref.as_ref().map(|r| r.name.as_str()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+        [source.existing.as_ref().map(|e| e.secret_ref.name.as_str())].into_iter().flatten().collect()
+    }
+
+    fn provider_ref(&self) -> &ProviderRef {
+        &self.spec.provider_ref
     }
 
     fn secret_template(&self) -> Option<&SecretTemplate> {
@@ -84,14 +81,54 @@ impl Managed for SecureWorkloadCredential {
 struct Connection {
     endpoint: String,
     tls: TlsOptions,
+    /// The provider, for messages.
+    provider: String,
+    /// Provision mode's sign-in (the provider's `cisco.loginSecretRef`) and where that Secret lives.
+    login: Option<SecretReference>,
+    secret_namespace: String,
 }
 
-async fn connection(obj: &SecureWorkloadCredential, ctx: &Context) -> Result<Connection, Error> {
-    let conn = &obj.spec.connection;
-    let insecure = conn.insecure_skip_tls_verify.unwrap_or(false);
-    let ns = obj.namespace().unwrap_or_default();
-    let tls = ctx.tls_options(&ns, conn.ca_bundle.as_deref(), conn.ca_secret_ref.as_ref(), insecure).await?;
-    Ok(Connection { endpoint: source::endpoint(&conn.url), tls })
+async fn connection(provider: &Provider, ctx: &Context) -> Result<Connection, Error> {
+    let cisco = provider.cisco()?;
+    Ok(Connection {
+        endpoint: source::endpoint(&cisco.url),
+        tls: provider.tls(ctx).await?,
+        provider: provider.display(),
+        login: cisco.login_secret_ref.clone(),
+        secret_namespace: provider.secret_namespace.clone(),
+    })
+}
+
+/// A Cisco provider's read-only check: with a sign-in, the UI session opens (and lists the credentials); without
+/// one, the OpenAPI answers over TLS (an unsigned read, refused with 401).
+pub(crate) async fn check_provider(provider: &Provider, ctx: &Context) -> Result<String, Error> {
+    let conn = connection(provider, ctx).await?;
+    if conn.login.is_some() {
+        let (login, _) = ui_login_of(ctx, &conn).await?;
+        let limiter = ctx.limiters.for_endpoint(&conn.endpoint);
+        let session = UiSession::sign_in(&conn.endpoint, &login, &conn.tls, limiter).await?;
+        let listed = session.list_credentials().await?;
+        Ok(format!("signed in to {} (EXPERIMENTAL UI session API); {} API key(s) listed", conn.endpoint, listed.len()))
+    } else {
+        let status = cisco::reach::reachable(&conn.endpoint, &conn.tls, ctx.settings.vendor_timeout).await?;
+        Ok(format!("{} answers over TLS (HTTP {status} to an unsigned read); no sign-in configured", conn.endpoint))
+    }
+}
+
+/// Provision mode's credentials are bound to the endpoint that minted them: refuse to act when the provider now
+/// points elsewhere.
+fn bound_to(obj: &SecureWorkloadCredential, conn: &Connection) -> Result<(), Error> {
+    let status = status_of(obj);
+    let has_credentials = status.credential_id.is_some() || !status.retiring_credentials.is_empty();
+    match status.endpoint {
+        Some(recorded) if has_credentials && recorded != conn.endpoint => Err(Error::EndpointChanged {
+            what: format!("credential {}", status.credential_id.as_deref().unwrap_or("?")),
+            provider: conn.provider.clone(),
+            recorded,
+            current: conn.endpoint.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl Connection {
@@ -127,62 +164,71 @@ struct Source {
 
 async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = ctx.as_ref();
-    let mut obj = obj.as_ref().clone();
+    let obj = obj.as_ref().clone();
     let mode = plan::mode(&obj.spec).map_err(Error::InvalidSpec)?;
-    let insecure = obj.spec.connection.insecure_skip_tls_verify == Some(true);
-    reconcile::warn_on_first_reconcile(ctx, &obj, insecure, "InsecureTLS", reconcile::INSECURE_TLS_NOTE).await;
+    let ns = obj.namespace().unwrap_or_default();
+    // Everything the provider decides comes before any vendor call: a refusal costs none.
+    let provider = provider::admit(ctx, &ns, &obj.spec.provider_ref).await?;
+    policy::check_capabilities(&provider.policy, &obj.spec.capabilities)
+        .map_err(|problem| Error::PolicyViolation { provider: provider.display(), problem })?;
+    let conn = connection(&provider, ctx).await?;
+    if mode == Mode::Provision && conn.login.is_none() {
+        return Err(Error::InvalidSpec(format!(
+            "provision mode signs in with the provider's spec.cisco.loginSecretRef, and {} has none",
+            provider.display()
+        )));
+    }
+    bound_to(&obj, &conn)?;
+    reconcile::warn_on_first_reconcile(ctx, &obj, provider.insecure_tls(), "InsecureTLS", reconcile::INSECURE_TLS_NOTE)
+        .await;
     reconcile::warn_on_first_reconcile(ctx, &obj, mode == Mode::Provision, "Experimental", EXPERIMENTAL_NOTE).await;
     plan::check_durations(&obj.spec).map_err(Error::InvalidSpec)?;
     if mode == Mode::Provision && obj.spec.capabilities.is_empty() {
         return Err(Error::InvalidSpec("provision mode needs at least one capability to mint a key with".into()));
     }
-    let conn = connection(&obj, ctx).await?;
     let source = match &obj.spec.source.existing {
         Some(existing) => {
             let ns = obj.namespace().unwrap_or_default();
             let pair = pair_in(ctx, &ns, &existing.secret_ref.name).await?;
             let data = source::secret_data(&pair, &conn.endpoint, conn.tls.ca_pem.as_deref());
-            let hash = reconcile::hash_of(ctx, &obj, &data)?;
+            let hash = secret::io::hash_of(ctx, &obj, &data)?;
             Some(Source { pair, data, hash })
         }
         None => None,
     };
 
-    for _ in 0..8 {
-        let status = status_of(&obj);
-        let secret_state =
-            observe_secret(ctx, &obj, status.secret_name.as_deref(), status.secret_hash.as_deref()).await?;
-        if secret_state == SecretState::Foreign {
-            return Err(Error::SecretConflict { name: obj.target_secret() });
+    reconcile::run_steps(ctx, &obj, |obj, secret| {
+        let (conn, source) = (&conn, &source);
+        async move {
+            let obj = &obj;
+            let status = status_of(obj);
+            let seen = Observed {
+                now: Timestamp::now(),
+                generation: obj.metadata.generation,
+                secret,
+                desired_hash: source.as_ref().map(|s| s.hash.as_str()),
+                rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
+            };
+            let step = plan::next_step(&obj.spec, mode, &status, &seen).map_err(Error::InvalidSpec)?;
+            tracing::debug!(resource = %display_name(obj), ?step, "next step");
+            Ok(Pass::Record(match (step, &source) {
+                (Step::Wait(until), _) => return Ok(Pass::Done(finish(obj, ctx, mode, status, until).await?)),
+                (Step::Verify, Some(source)) => verify_and_publish(obj, ctx, conn, source, status, secret).await?,
+                (Step::Verify, None) => verify_minted(obj, ctx, conn, status).await?,
+                (Step::Republish, Some(source)) => republish(obj, ctx, source, status).await?,
+                (Step::Republish, None) => return Err(Error::InvalidSpec("nothing to republish from".into())),
+                (Step::Mint { recover, retire }, _) => mint(obj, ctx, conn, status, recover, retire).await?,
+                (Step::StartRotation, _) => {
+                    let mut s = status;
+                    s.pending_credential = Some(true);
+                    s.rotate_annotation = seen.rotate_annotation.map(str::to_owned).or(s.rotate_annotation);
+                    s
+                }
+                (Step::RevokeRetired(ids), _) => revoke_retired(obj, ctx, conn, status, &ids).await?,
+            }))
         }
-        let seen = Observed {
-            now: Timestamp::now(),
-            generation: obj.metadata.generation,
-            secret: secret_state,
-            desired_hash: source.as_ref().map(|s| s.hash.as_str()),
-            rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
-        };
-        let step = plan::next_step(&obj.spec, mode, &status, &seen).map_err(Error::InvalidSpec)?;
-        tracing::debug!(resource = %display_name(&obj), ?step, "next step");
-        let new_status = match (step, &source) {
-            (Step::Wait(until), _) => return finish(&obj, ctx, mode, status, until).await,
-            (Step::Verify, Some(source)) => verify_and_publish(&obj, ctx, &conn, source, status, secret_state).await?,
-            (Step::Verify, None) => verify_minted(&obj, ctx, &conn, status).await?,
-            (Step::Republish, Some(source)) => republish(&obj, ctx, source, status).await?,
-            (Step::Republish, None) => return Err(Error::InvalidSpec("nothing to republish from".into())),
-            (Step::Mint { recover, retire }, _) => mint(&obj, ctx, &conn, status, recover, retire).await?,
-            (Step::StartRotation, _) => {
-                let mut s = status;
-                s.pending_credential = Some(true);
-                s.rotate_annotation = seen.rotate_annotation.map(str::to_owned).or(s.rotate_annotation);
-                s
-            }
-            (Step::RevokeRetired(ids), _) => revoke_retired(&obj, ctx, &conn, status, &ids).await?,
-        };
-        obj = patch_status(ctx, &obj, &new_status).await?;
-    }
-    // Still busy after several steps (e.g. a rotation right after a repair): continue promptly.
-    Ok(Action::requeue(Duration::from_secs(1)))
+    })
+    .await
 }
 
 /// Verifies `pair` (liveness, then one probe per listed capability) and records the outcome in `status`.
@@ -267,10 +313,10 @@ async fn publish(
     fingerprint: String,
     status: &mut SecureWorkloadCredentialStatus,
 ) -> Result<(), Error> {
-    let hash = reconcile::write_secret(ctx, obj, data).await?;
+    let hash = secret::io::write(ctx, obj, data).await?;
     let name = obj.target_secret();
     if let Some(old) = status.secret_name.replace(name.clone()).filter(|old| *old != name) {
-        reconcile::delete_owned_secret(ctx, obj, &old).await?;
+        secret::io::delete_owned(ctx, obj, &old).await?;
     }
     status.secret_hash = Some(hash);
     status.api_key_fingerprint = Some(fingerprint);
@@ -305,14 +351,12 @@ async fn verify_minted(
 }
 
 /// The login of provision mode, and the cache key of its session.
-async fn ui_login(
-    obj: &SecureWorkloadCredential,
-    ctx: &Context,
-    conn: &Connection,
-) -> Result<(UiLogin, String), Error> {
-    let r =
-        &obj.spec.source.provision.as_ref().ok_or(Error::MissingObjectKey(".spec.source.provision"))?.login_secret_ref;
-    let secret = ctx.secret(&obj.namespace().unwrap_or_default(), &r.name).await?;
+/// The provider's sign-in and the cache key of its session.
+async fn ui_login_of(ctx: &Context, conn: &Connection) -> Result<(UiLogin, String), Error> {
+    let r = conn.login.as_ref().ok_or_else(|| {
+        Error::InvalidSpec(format!("{} has no spec.cisco.loginSecretRef to sign in with", conn.provider))
+    })?;
+    let secret = ctx.secret(&conn.secret_namespace, &r.name).await?;
     let login = UiLogin {
         email: secret_key(&secret, &r.name, "email")?.expose().to_owned(),
         password: secret_key(&secret, &r.name, "password")?,
@@ -333,7 +377,7 @@ where
     F: Fn(Arc<UiSession>) -> Fut,
     Fut: Future<Output = Result<T, VendorError>>,
 {
-    let (login, key) = ui_login(obj, ctx, conn).await?;
+    let (login, key) = ui_login_of(ctx, conn).await?;
     let mut fresh = false;
     loop {
         let session = match ctx.cached::<UiSession>(&key) {
@@ -388,6 +432,7 @@ async fn mint(
     } else {
         // Intent first: after a crash the credential is found by its UID marker instead of being minted twice.
         status.pending_credential = Some(true);
+        status.endpoint = Some(conn.endpoint.clone());
         patch_status(ctx, obj, &status).await?;
     }
     let description = plan::vendor_description(&obj.spec, &uid);
@@ -396,7 +441,7 @@ async fn mint(
     let created = with_ui(obj, ctx, conn, |s| async move { s.create_credential(description, wanted).await }).await?;
     failpoint::hit("after-vendor-create");
     let data = source::secret_data(&created.credentials, &conn.endpoint, conn.tls.ca_pem.as_deref());
-    let hash = reconcile::write_secret(ctx, obj, data).await?;
+    let hash = secret::io::write(ctx, obj, data).await?;
     failpoint::hit("after-secret-write");
     let minted = Minted { id: created.id, fingerprint: created.credentials.key_fingerprint(), hash };
     let replaced = status.credential_id.clone().filter(|old| *old != minted.id);
@@ -570,8 +615,21 @@ async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Resul
         return Ok(Action::await_change());
     }
     let marker = uid_marker(&uid(obj.as_ref())?);
+    let revoke_skipped = async |why: String| {
+        let note = format!("could not delete the minted credential: {why}; delete it in the Secure Workload UI");
+        ctx.event(obj.as_ref(), EventType::Warning, "RevokeSkipped", "Delete", note).await;
+        Ok(Action::await_change())
+    };
+    let ns = obj.namespace().unwrap_or_default();
+    // The provider's finalizer keeps it while we use it; one that is gone anyway cannot delete anything.
+    let provider = match provider::fetch(&ctx, &ns, &obj.spec.provider_ref).await {
+        Ok(p) => p,
+        Err(e @ Error::ProviderNotFound { .. }) => return revoke_skipped(e.to_string()).await,
+        Err(e) => return Err(e),
+    };
     let listed = async {
-        let conn = connection(&obj, &ctx).await?;
+        let conn = connection(&provider, &ctx).await?;
+        bound_to(&obj, &conn)?;
         let listed = with_ui(&obj, &ctx, &conn, |s| async move { s.list_credentials().await }).await?;
         Ok::<_, Error>((conn, listed))
     };
@@ -581,10 +639,9 @@ async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Resul
             if namespace_terminating(&ctx, obj.as_ref()).await =>
         {
             // The namespace is going away and took the login with it: nothing can delete the credential now.
-            let note = format!("could not delete the minted credential: {e}; delete it in the Secure Workload UI");
-            ctx.event(obj.as_ref(), EventType::Warning, "RevokeSkipped", "Delete", note).await;
-            return Ok(Action::await_change());
+            return revoke_skipped(e.to_string()).await;
         }
+        Err(e @ Error::EndpointChanged { .. }) => return revoke_skipped(e.to_string()).await,
         Err(e) => return Err(e),
     };
     let ours: Vec<String> = listed.into_iter().filter(|c| carries(c, &marker)).map(|c| c.id).collect();

@@ -198,7 +198,7 @@ mod tests {
 
     fn existing() -> SecureWorkloadCredentialSpec {
         serde_json::from_value(serde_json::json!({
-            "connection": {"url": "https://sw.example.com"},
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "sw"},
             "source": {"existing": {"secretRef": {"name": "ui-key"}}},
             "capabilities": ["flow_inventory_query", "software_download"],
             "verifyInterval": "60s"
@@ -208,8 +208,8 @@ mod tests {
 
     fn provision() -> SecureWorkloadCredentialSpec {
         serde_json::from_value(serde_json::json!({
-            "connection": {"url": "https://sw.example.com"},
-            "source": {"provision": {"loginSecretRef": {"name": "login"}, "description": "payments"}},
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "sw"},
+            "source": {"provision": {"description": "payments"}},
             "capabilities": ["sensor_management"],
             "verifyInterval": "60s",
             "rotation": {"every": "100s", "gracePeriod": "5s"}

@@ -4,7 +4,7 @@
 
 pub mod plan;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
@@ -12,22 +12,20 @@ use kube::{
     runtime::{controller::Action, events::EventType, finalizer},
 };
 
-use plan::{Observed, SecretState, Step};
+use plan::{Observed, Step};
 
 use super::{
     context::{Context, digest, display_name, secret_key},
     error::Error,
     failpoint,
-    reconcile::{
-        self, Managed, delete_owned_secret, namespace_terminating, observe_secret, patch_status, resource_labels,
-        settle, uid,
-    },
-    vendor_key,
+    provider::{self, Provider, policy},
+    reconcile::{self, Managed, Pass, namespace_terminating, patch_status, resource_labels, settle, status_of, uid},
+    secret, vendor_key,
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DeletionPolicy, RetiringKey, RoleRef, SecretTemplate, WorkloadApiKey, WorkloadApiKeyStatus,
-        conditions::reason,
+        ANNOTATION_ROTATE, DeletionPolicy, ProviderRef, RetiringKey, RoleRef, SecretTemplate, WorkloadApiKey,
+        WorkloadApiKeySpec, WorkloadApiKeyStatus, conditions::reason,
     },
     clients::{
         ErrorKind,
@@ -51,12 +49,12 @@ impl Managed for WorkloadApiKey {
     }
 
     fn referenced_secrets(&self) -> Vec<&str> {
-        let c = &self.spec.connection;
-        [&c.api_key_secret_ref, &c.ca_secret_ref]
-            .into_iter()
-            .filter_map(|r| r.as_ref().map(|r| r.name.as_str()))
-            .chain(c.login_secret_ref.as_ref().map(|r| r.name.as_str()))
-            .collect()
+        // The admin credential and CA are the provider's; a change of them reaches us through its status.
+        Vec::new()
+    }
+
+    fn provider_ref(&self) -> &ProviderRef {
+        &self.spec.provider_ref
     }
 
     fn secret_template(&self) -> Option<&SecretTemplate> {
@@ -68,20 +66,21 @@ impl Managed for WorkloadApiKey {
 struct Vendor {
     client: Arc<dyn TrendApi>,
     endpoint: String,
+    /// Digest of the endpoint and the credential: what the role cache is keyed by.
+    identity: String,
 }
 
-async fn vendor_for(obj: &WorkloadApiKey, ctx: &Context) -> Result<Vendor, Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let conn = &obj.spec.connection;
-    let insecure = conn.insecure_skip_tls_verify.unwrap_or(false);
-    let tls = ctx.tls_options(&ns, conn.ca_bundle.as_deref(), conn.ca_secret_ref.as_ref(), insecure).await?;
+async fn vendor_for(provider: &Provider, ctx: &Context) -> Result<Vendor, Error> {
+    let ns = &provider.secret_namespace;
+    let conn = provider.trend()?;
+    let tls = provider.tls(ctx).await?;
     let auth = match (&conn.api_key_secret_ref, &conn.login_secret_ref) {
         (Some(sel), _) => {
             let key = sel.key.as_deref().unwrap_or(SECRET_KEY);
-            Auth::ApiKey(ctx.secret_value(&ns, &sel.name, key).await?)
+            Auth::ApiKey(ctx.secret_value(ns, &sel.name, key).await?)
         }
         (None, Some(r)) => {
-            let secret = ctx.secret(&ns, &r.name).await?;
+            let secret = ctx.secret(ns, &r.name).await?;
             let optional = |k: &str| secret_key(&secret, &r.name, k).ok();
             let mut login = LoginCredentials::new(
                 secret_key(&secret, &r.name, "userName")?.expose().to_owned(),
@@ -92,7 +91,10 @@ async fn vendor_for(obj: &WorkloadApiKey, ctx: &Context) -> Result<Vendor, Error
             Auth::Login(login)
         }
         (None, None) => {
-            return Err(Error::InvalidSpec("connection needs apiKeySecretRef or loginSecretRef".into()));
+            return Err(Error::InvalidSpec(format!(
+                "{} needs spec.trend.apiKeySecretRef or spec.trend.loginSecretRef",
+                provider.display()
+            )));
         }
     };
     let endpoint = conn.url.trim_end_matches('/').to_owned();
@@ -109,14 +111,14 @@ async fn vendor_for(obj: &WorkloadApiKey, ctx: &Context) -> Result<Vendor, Error
     ]);
     let limiter = ctx.limiters.for_endpoint(&endpoint);
     let client = ctx.cached_client(&key, || Ok(TrendClient::new(&endpoint, auth, &tls, limiter)?))?;
-    Ok(Vendor { client, endpoint })
+    Ok(Vendor { client, endpoint, identity: key })
 }
 
 async fn role_id(obj: &WorkloadApiKey, vendor: &Vendor, ctx: &Context) -> Result<i64, Error> {
     match &obj.spec.role {
         RoleRef { id: Some(id), .. } => Ok(*id),
         RoleRef { name: Some(name), .. } => {
-            if let Some(id) = ctx.cached_role(&vendor.endpoint, name) {
+            if let Some(id) = ctx.cached_role(&vendor.identity, name) {
                 return Ok(id);
             }
             let role = vendor
@@ -124,7 +126,7 @@ async fn role_id(obj: &WorkloadApiKey, vendor: &Vendor, ctx: &Context) -> Result
                 .find_role_by_name(name)
                 .await?
                 .ok_or_else(|| Error::RoleNotFound { name: name.clone() })?;
-            ctx.cache_role(&vendor.endpoint, name, role.id);
+            ctx.cache_role(&vendor.identity, name, role.id);
             Ok(role.id)
         }
         RoleRef { name: None, id: None } => Err(Error::InvalidSpec("role needs name or id".into())),
@@ -141,49 +143,96 @@ fn secret_name(obj: &WorkloadApiKey) -> String {
 
 async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = ctx.as_ref();
-    let mut obj = obj.as_ref().clone();
-    let insecure = obj.spec.connection.insecure_skip_tls_verify == Some(true);
-    reconcile::warn_on_first_reconcile(ctx, &obj, insecure, "InsecureTLS", reconcile::INSECURE_TLS_NOTE).await;
+    let ns = obj.namespace().unwrap_or_default();
+    // Everything the provider decides comes before any vendor call: a refusal costs none.
+    let provider = provider::admit(ctx, &ns, &obj.spec.provider_ref).await?;
+    let expires_after = within_policy(&obj.spec, &provider)?;
+    let obj = &with_expiry(obj.as_ref().clone(), &expires_after);
+    reconcile::warn_on_first_reconcile(ctx, obj, provider.insecure_tls(), "InsecureTLS", reconcile::INSECURE_TLS_NOTE)
+        .await;
     // Validate durations before any vendor call (the API server already checks their shape).
     plan::renew_before(&obj.spec).map_err(Error::InvalidSpec)?;
     plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
-    let vendor = vendor_for(&obj, ctx).await?;
-    let base = base_key_name(&obj);
+    let vendor = vendor_for(&provider, ctx).await?;
+    bound_to(obj, &vendor, &provider)?;
+    let base = base_key_name(obj);
 
-    for _ in 0..8 {
-        let status = obj.status.clone().unwrap_or_default();
-        let secret_state =
-            observe_secret(ctx, &obj, status.secret_name.as_deref(), status.secret_hash.as_deref()).await?;
-        if secret_state == SecretState::Foreign {
-            return Err(Error::SecretConflict { name: secret_name(&obj) });
+    reconcile::run_steps(ctx, obj, |obj, secret| {
+        let (vendor, base, expires_after) = (&vendor, &base, &expires_after);
+        async move {
+            let obj = &with_expiry(obj, expires_after);
+            let status = status_of(obj);
+            let seen = Observed {
+                now: Timestamp::now(),
+                generation: obj.metadata.generation,
+                secret,
+                rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
+            };
+            let step = plan::next_step(&obj.spec, &status, base, &seen);
+            tracing::debug!(resource = %display_name(obj), ?step, "next step");
+            Ok(Pass::Record(match step {
+                Step::Wait(until) => return Ok(Pass::Done(finish_ready(obj, ctx, status, until).await?)),
+                Step::Create { name, recover } => create(obj, ctx, vendor, status, name, recover).await?,
+                Step::StartReplace { name, generation } => {
+                    let mut s = status;
+                    s.pending_key_name = Some(name);
+                    s.key_generation = Some(generation);
+                    s.rotate_annotation = seen.rotate_annotation.map(str::to_owned).or(s.rotate_annotation);
+                    s
+                }
+                Step::Regenerate => regenerate(obj, ctx, vendor, status, seen.rotate_annotation).await?,
+                Step::Repair => repair(obj, ctx, vendor, status).await?,
+                Step::Update => update(obj, ctx, vendor, status).await?,
+                Step::RevokeRetired(ids) => revoke_retired(obj, ctx, vendor, status, &ids).await?,
+            }))
         }
-        let seen = Observed {
-            now: Timestamp::now(),
-            generation: obj.metadata.generation,
-            secret: secret_state,
-            rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
-        };
-        let step = plan::next_step(&obj.spec, &status, &base, &seen);
-        tracing::debug!(resource = %display_name(&obj), ?step, "next step");
-        let new_status = match step {
-            Step::Wait(until) => return finish_ready(&obj, ctx, status, until).await,
-            Step::Create { name, recover } => create(&obj, ctx, &vendor, status, name, recover).await?,
-            Step::StartReplace { name, generation } => {
-                let mut s = status;
-                s.pending_key_name = Some(name);
-                s.key_generation = Some(generation);
-                s.rotate_annotation = seen.rotate_annotation.map(str::to_owned).or(s.rotate_annotation);
-                s
-            }
-            Step::Regenerate => regenerate(&obj, ctx, &vendor, status, seen.rotate_annotation).await?,
-            Step::Repair => repair(&obj, ctx, &vendor, status).await?,
-            Step::Update => update(&obj, ctx, &vendor, status).await?,
-            Step::RevokeRetired(ids) => revoke_retired(&obj, ctx, &vendor, status, &ids).await?,
-        };
-        obj = patch_status(ctx, &obj, &new_status).await?;
+    })
+    .await
+}
+
+/// A Trend provider's read-only check: the admin API key describes itself (`GET /apikeys/current`); a sign-in
+/// (session) credential proves itself by reading the role list.
+pub(crate) async fn check_provider(provider: &Provider, ctx: &Context) -> Result<String, Error> {
+    let vendor = vendor_for(provider, ctx).await?;
+    let conn = provider.trend()?;
+    if conn.api_key_secret_ref.is_some() {
+        let key = vendor.client.describe_current_api_key().await?;
+        Ok(format!("the admin API key {} ({:?}) is accepted by {}", key.id, key.key_name, vendor.endpoint))
+    } else {
+        vendor.client.find_role_by_name("Full Access").await?;
+        Ok(format!("signed in to {} with the login", vendor.endpoint))
     }
-    // Still busy after several steps (e.g. a rotation right after a repair): continue promptly.
-    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// The provider's policy on the role and lifetime; returns the effective `expiresAfter` (the cap when none is asked).
+fn within_policy(spec: &WorkloadApiKeySpec, provider: &Provider) -> Result<Option<String>, Error> {
+    let violation = |problem| Error::PolicyViolation { provider: provider.display(), problem };
+    policy::check_role(&provider.policy, &spec.role).map_err(violation)?;
+    policy::effective_expires_after(&provider.policy, spec.expires_after.as_deref()).map_err(violation)
+}
+
+/// The resource as planned: its spec with the effective lifetime.
+fn with_expiry(mut obj: WorkloadApiKey, expires_after: &Option<String>) -> WorkloadApiKey {
+    obj.spec.expires_after.clone_from(expires_after);
+    obj
+}
+
+/// Keys are bound to the endpoint that issued them: refuse to act when the provider now points elsewhere.
+fn bound_to(obj: &WorkloadApiKey, vendor: &Vendor, provider: &Provider) -> Result<(), Error> {
+    let status = status_of(obj);
+    let has_keys = status.key_id.is_some() || !status.retiring_keys.is_empty() || status.pending_key_name.is_some();
+    match status.endpoint {
+        Some(recorded) if has_keys && recorded != vendor.endpoint => Err(Error::EndpointChanged {
+            what: match status.key_id {
+                Some(id) => format!("key {id}"),
+                None => "the resource's key".into(),
+            },
+            provider: provider.display(),
+            recorded,
+            current: vendor.endpoint.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Creates (or, recovering, adopts) the key `name`, writes the Secret, and makes it current. The replaced key,
@@ -202,6 +251,7 @@ async fn create(
         // Intent first: after a crash the key is found by this exact name instead of being created twice.
         status.pending_key_name = Some(name.clone());
         status.key_generation.get_or_insert(1);
+        status.endpoint = Some(vendor.endpoint.clone());
         patch_status(ctx, obj, &status).await?;
     }
     let adopted = if recover { adopt(vendor, &name, &uid).await? } else { None };
@@ -242,6 +292,7 @@ async fn create(
         status.last_rotated_at = Some(Time(now));
     }
     status.key_id = Some(issued.key.id);
+    status.endpoint = Some(vendor.endpoint.clone());
     status.key_name = Some(name.clone());
     status.pending_key_name = None;
     status.role_id = Some(role_id);
@@ -347,7 +398,7 @@ async fn resecret(
     status.secret_hash = Some(write_secret(obj, ctx, vendor, &issued).await?);
     let previous = status.secret_name.replace(secret_name(obj));
     if let Some(old) = previous.filter(|old| *old != secret_name(obj)) {
-        delete_owned_secret(ctx, obj, &old).await?;
+        secret::io::delete_owned(ctx, obj, &old).await?;
     }
     Ok(())
 }
@@ -437,7 +488,7 @@ async fn write_secret(
         (SECRET_KEY_ID.to_owned(), issued.key.id.to_string().into_bytes()),
         (SECRET_ENDPOINT.to_owned(), vendor.endpoint.clone().into_bytes()),
     ]);
-    reconcile::write_secret(ctx, obj, data).await
+    secret::io::write(ctx, obj, data).await
 }
 
 /// Records `Ready=True`, metrics, and requeues at the next instant something is due.
@@ -477,25 +528,41 @@ async fn cleanup(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, 
         .await;
         return Ok(Action::await_change());
     }
-    let status = obj.status.clone().unwrap_or_default();
-    let vendor = match vendor_for(&obj, &ctx).await {
+    let status = status_of(obj.as_ref());
+    if status.key_id.is_none() && status.retiring_keys.is_empty() && status.pending_key_name.is_none() {
+        return Ok(Action::await_change());
+    }
+    let ns = obj.namespace().unwrap_or_default();
+    let revoke_skipped = async |why: String| {
+        ctx.event(
+            obj.as_ref(),
+            EventType::Warning,
+            "RevokeSkipped",
+            "Delete",
+            format!("could not revoke the vendor key: {why}; it stays valid until it expires"),
+        )
+        .await;
+        Ok(Action::await_change())
+    };
+    // The provider's finalizer keeps it while we use it; one that is gone anyway cannot revoke anything.
+    let provider = match provider::fetch(&ctx, &ns, &obj.spec.provider_ref).await {
+        Ok(p) => p,
+        Err(e @ Error::ProviderNotFound { .. }) => return revoke_skipped(e.to_string()).await,
+        Err(e) => return Err(e),
+    };
+    let vendor = match vendor_for(&provider, &ctx).await {
         Ok(v) => v,
+        // The namespace is going away and took the admin credential with it: nothing can revoke the key now.
         Err(e @ (Error::SecretNotFound { .. } | Error::InvalidSecret { .. }))
             if namespace_terminating(&ctx, obj.as_ref()).await =>
         {
-            // The namespace is going away and took the admin credential with it: nothing can revoke the key now.
-            ctx.event(
-                obj.as_ref(),
-                EventType::Warning,
-                "RevokeSkipped",
-                "Delete",
-                format!("could not revoke the vendor key: {e}; it stays valid until it expires"),
-            )
-            .await;
-            return Ok(Action::await_change());
+            return revoke_skipped(e.to_string()).await;
         }
         Err(e) => return Err(e),
     };
+    if let Err(e) = bound_to(obj.as_ref(), &vendor, &provider) {
+        return revoke_skipped(e.to_string()).await;
+    }
     let mut ids: Vec<i64> = status.key_id.into_iter().chain(status.retiring_keys.iter().map(|k| k.key_id)).collect();
     if let Some(pending) = &status.pending_key_name
         && let Some(id) = adopt(&vendor, pending, &uid(obj.as_ref())?).await?

@@ -129,7 +129,7 @@ mod tests {
 
     fn spec() -> WorkloadApiKeySpec {
         serde_json::from_value(serde_json::json!({
-            "connection": {"url": "https://dsm:4119/api", "apiKeySecretRef": {"name": "admin"}},
+            "providerRef": {"kind": "ClusterKeyProvider", "name": "dsm"},
             "role": {"name": "Auditor"},
             "expiresAfter": "90s",
             "rotation": {"renewBefore": "60s"}

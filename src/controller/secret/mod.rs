@@ -1,6 +1,8 @@
 //! The Secrets the operator writes: pure builders, the ownership predicate, and the keyed hash that detects
 //! edits without keeping secret material anywhere but in the Secret itself.
 
+pub mod io;
+
 use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};

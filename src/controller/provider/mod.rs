@@ -1,0 +1,163 @@
+//! Providers as the resources use them: the one place that maps `spec.providerRef` to a vendor endpoint, its TLS
+//! settings and the Secrets that hold the admin credential, and that decides whether a resource may use it (its
+//! namespace allowed, the provider ready, the policy kept). None of these checks costs a vendor call.
+//! The providers' own reconciler (readiness, who uses them, finalizers) is in `reconciler`.
+
+pub mod policy;
+pub mod reconciler;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, ResourceExt};
+
+use super::{Context, error::Error};
+use crate::{
+    api::{
+        CiscoEndpoint, ClusterKeyProvider, IssuePolicy, KeyProvider, KeyProviderStatus, ProviderKind, ProviderRef,
+        TrendEndpoint, conditions,
+    },
+    clients::TlsOptions,
+};
+
+/// A provider of either kind, as a resource sees it.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub kind: ProviderKind,
+    pub name: String,
+    /// Where the Secrets it names live: its own namespace, or the cluster-resource namespace.
+    pub secret_namespace: String,
+    pub trend: Option<TrendEndpoint>,
+    pub cisco: Option<CiscoEndpoint>,
+    pub policy: IssuePolicy,
+    allowed: Option<crate::api::AllowedNamespaces>,
+    generation: Option<i64>,
+    status: KeyProviderStatus,
+    deleting: bool,
+}
+
+impl Provider {
+    /// `ClusterKeyProvider/platform-trend` or `KeyProvider/team-trend`, for messages.
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.kind.as_str(), self.name)
+    }
+
+    pub fn from_cluster(p: &ClusterKeyProvider, cluster_resource_namespace: &str) -> Self {
+        Provider {
+            kind: ProviderKind::ClusterKeyProvider,
+            name: p.name_any(),
+            secret_namespace: cluster_resource_namespace.to_owned(),
+            trend: p.spec.trend.clone(),
+            cisco: p.spec.cisco.clone(),
+            policy: p.spec.policy.clone().unwrap_or_default(),
+            allowed: p.spec.allowed_namespaces.clone(),
+            generation: p.metadata.generation,
+            status: p.status.clone().unwrap_or_default(),
+            deleting: p.metadata.deletion_timestamp.is_some(),
+        }
+    }
+
+    pub fn from_namespaced(p: &KeyProvider) -> Self {
+        Provider {
+            kind: ProviderKind::KeyProvider,
+            name: p.name_any(),
+            secret_namespace: p.namespace().unwrap_or_default(),
+            trend: p.spec.trend.clone(),
+            cisco: p.spec.cisco.clone(),
+            policy: p.spec.policy.clone().unwrap_or_default(),
+            allowed: None,
+            generation: p.metadata.generation,
+            status: p.status.clone().unwrap_or_default(),
+            deleting: p.metadata.deletion_timestamp.is_some(),
+        }
+    }
+
+    /// The Trend endpoint, or `InvalidSpec` when the provider is of the other vendor.
+    pub fn trend(&self) -> Result<&TrendEndpoint, Error> {
+        self.trend.as_ref().ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "{} is a Cisco Secure Workload provider; a WorkloadApiKey needs a provider with spec.trend",
+                self.display()
+            ))
+        })
+    }
+
+    /// The Cisco endpoint, or `InvalidSpec` when the provider is of the other vendor.
+    pub fn cisco(&self) -> Result<&CiscoEndpoint, Error> {
+        self.cisco.as_ref().ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "{} is a Trend Micro provider; a SecureWorkloadCredential needs a provider with spec.cisco",
+                self.display()
+            ))
+        })
+    }
+
+    /// TLS settings from the provider's CA fields (a CA Secret is read in the provider's Secret namespace).
+    pub async fn tls(&self, ctx: &Context) -> Result<TlsOptions, Error> {
+        let (bundle, secret, insecure) = match (&self.trend, &self.cisco) {
+            (Some(t), _) => (t.ca_bundle.as_deref(), t.ca_secret_ref.as_ref(), t.insecure_skip_tls_verify),
+            (None, Some(c)) => (c.ca_bundle.as_deref(), c.ca_secret_ref.as_ref(), c.insecure_skip_tls_verify),
+            (None, None) => return Err(Error::InvalidSpec(format!("{} has neither trend nor cisco", self.display()))),
+        };
+        ctx.tls_options(&self.secret_namespace, bundle, secret, insecure.unwrap_or(false)).await
+    }
+
+    pub fn insecure_tls(&self) -> bool {
+        let t = self.trend.as_ref().and_then(|t| t.insecure_skip_tls_verify);
+        let c = self.cisco.as_ref().and_then(|c| c.insecure_skip_tls_verify);
+        t.or(c).unwrap_or(false)
+    }
+
+    /// Whether its admin credential was proven for the current spec; the provider's own words otherwise.
+    fn readiness(&self) -> Result<(), String> {
+        if self.deleting {
+            return Err("it is being deleted".into());
+        }
+        match conditions::find(&self.status.conditions, conditions::READY) {
+            Some(c) if c.status == "True" && self.status.observed_generation == self.generation => Ok(()),
+            Some(c) if c.status == "True" => Err("its changed spec has not been checked yet".into()),
+            Some(c) => Err(format!("{}: {}", c.reason, c.message)),
+            None => Err("its admin credential has not been checked yet".into()),
+        }
+    }
+}
+
+/// The provider a resource in `namespace` names, whatever its state.
+pub async fn fetch(ctx: &Context, namespace: &str, r: &ProviderRef) -> Result<Provider, Error> {
+    let not_found = || Error::ProviderNotFound { provider: format!("{}/{}", r.kind.as_str(), r.name) };
+    match r.kind {
+        ProviderKind::ClusterKeyProvider => {
+            let api: Api<ClusterKeyProvider> = Api::all(ctx.client.clone());
+            let p = api.get_opt(&r.name).await?.ok_or_else(not_found)?;
+            Ok(Provider::from_cluster(&p, &ctx.settings.cluster_resource_namespace))
+        }
+        ProviderKind::KeyProvider => {
+            let api: Api<KeyProvider> = Api::namespaced(ctx.client.clone(), namespace);
+            let p = api.get_opt(&r.name).await?.ok_or_else(not_found)?;
+            Ok(Provider::from_namespaced(&p))
+        }
+    }
+}
+
+/// The provider a resource in `namespace` may issue through now: it exists, allows the namespace, and is ready.
+/// (A resource being deleted uses [`fetch`]: its keys are revoked through the provider whatever these say.)
+pub async fn admit(ctx: &Context, namespace: &str, r: &ProviderRef) -> Result<Provider, Error> {
+    let provider = fetch(ctx, namespace, r).await?;
+    if provider.kind == ProviderKind::ClusterKeyProvider {
+        let labels = namespace_labels(ctx, namespace).await?;
+        if !policy::namespace_allowed(provider.allowed.as_ref(), namespace, &labels) {
+            return Err(Error::NamespaceNotAllowed {
+                provider: provider.display(),
+                namespace: namespace.to_owned(),
+                allowed: policy::describe_allowed(provider.allowed.as_ref()),
+            });
+        }
+    }
+    provider.readiness().map_err(|why| Error::ProviderNotReady { provider: provider.display(), why })?;
+    Ok(provider)
+}
+
+async fn namespace_labels(ctx: &Context, namespace: &str) -> Result<BTreeMap<String, String>, Error> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    Ok(api.get_metadata_opt(namespace).await?.and_then(|m| m.metadata.labels).unwrap_or_default())
+}

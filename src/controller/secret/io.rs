@@ -1,0 +1,76 @@
+//! Secret I/O beside the pure builder (`super`): the target Secret observed against what was last written,
+//! written by server-side apply, deleted when a rename leaves it behind. A Secret the resource does not own is
+//! never written or deleted.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+
+use super::{FIELD_MANAGER, SecretState, data_hash, data_of, desired_secret, is_owned_by};
+use crate::controller::{
+    context::Context,
+    error::Error,
+    reconcile::{Managed, uid},
+};
+
+/// The state of the target Secret, compared with what was last written (`recorded_name`, `recorded_hash`).
+pub async fn observe<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    recorded_name: Option<&str>,
+    recorded_hash: Option<&str>,
+) -> Result<SecretState, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let name = obj.target_secret();
+    let Some(secret) = api.get_opt(&name).await? else { return Ok(SecretState::Missing) };
+    let uid = uid(obj)?;
+    if !is_owned_by(&secret, &uid) {
+        return Ok(SecretState::Foreign);
+    }
+    if recorded_name != Some(name.as_str()) {
+        return Ok(SecretState::Missing);
+    }
+    let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&secret));
+    Ok(if recorded_hash == Some(hash.as_str()) { SecretState::Intact } else { SecretState::Edited })
+}
+
+/// The keyed hash the target Secret would have with `data`.
+pub fn hash_of<K: Managed>(ctx: &Context, obj: &K, data: &BTreeMap<String, Vec<u8>>) -> Result<String, Error> {
+    let data = data.iter().map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone()))).collect();
+    Ok(data_hash(&ctx.settings.hash_key, &uid(obj)?, &data))
+}
+
+/// Writes the target Secret by server-side apply and returns the keyed hash of its data. A Secret of that
+/// name that is not the resource's own is never touched (`SecretConflict`).
+pub async fn write<K: Managed>(ctx: &Context, obj: &K, data: BTreeMap<String, Vec<u8>>) -> Result<String, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.target_secret();
+    let uid = uid(obj)?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
+    if let Some(existing) = api.get_opt(&name).await?
+        && !is_owned_by(&existing, &uid)
+    {
+        return Err(Error::SecretConflict { name });
+    }
+    let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
+    let desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
+    let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    Ok(hash)
+}
+
+/// Deletes the Secret `name` if the resource owns it (a target Secret left behind by a rename).
+pub async fn delete_owned<K: Managed>(ctx: &Context, obj: &K, name: &str) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    if let Some(s) = api.get_opt(name).await?
+        && is_owned_by(&s, &uid(obj)?)
+    {
+        api.delete(name, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}
