@@ -8,6 +8,7 @@ use workload_key_operator::{
         ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError,
         cisco::{
             ApiCredentials, Capability, CiscoClient, Liveness, Rejection, RetryPolicy, UiLogin, UiSession,
+            client::DEFAULT_TIMEOUT,
             signer::{self, JSON_CONTENT_TYPE, RequestToSign},
         },
     },
@@ -348,7 +349,9 @@ async fn untrusted_certificate_is_a_tls_error() {
             .with_retry_policy(fast_retries());
         let err = c.verify(&[Capability::SensorManagement]).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Tls, "{err}");
-        let ui = UiSession::sign_in(&sim.info.cisco_url(), &ui_login(&sim), &tls, limiter()).await.unwrap_err();
+        let ui = UiSession::sign_in(&sim.info.cisco_url(), &ui_login(&sim), &tls, limiter(), DEFAULT_TIMEOUT)
+            .await
+            .unwrap_err();
         assert_eq!(ui.kind, ErrorKind::Tls, "{ui}");
     }
     let insecure = TlsOptions { ca_pem: None, insecure_skip_verify: true };
@@ -360,7 +363,8 @@ async fn untrusted_certificate_is_a_tls_error() {
 async fn ui_session_mints_lists_and_deletes_credentials() {
     let sim = start().await;
     let url = sim.info.cisco_url();
-    let session = UiSession::sign_in(&url, &ui_login(&sim), &tls(&sim), limiter()).await.expect("sign-in");
+    let session =
+        UiSession::sign_in(&url, &ui_login(&sim), &tls(&sim), limiter(), DEFAULT_TIMEOUT).await.expect("sign-in");
 
     let created = session
         .create_credential("payments reporting", &[Capability::FlowInventoryQuery, Capability::SensorManagement])
@@ -391,7 +395,8 @@ async fn ui_session_mints_lists_and_deletes_credentials() {
 async fn ui_sign_in_with_wrong_password_is_refused() {
     let sim = start().await;
     let login = UiLogin { password: SecretString::new("not-the-password"), ..ui_login(&sim) };
-    let err = UiSession::sign_in(&sim.info.cisco_url(), &login, &tls(&sim), limiter()).await.unwrap_err();
+    let err =
+        UiSession::sign_in(&sim.info.cisco_url(), &login, &tls(&sim), limiter(), DEFAULT_TIMEOUT).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unauthorized);
     assert!(!err.to_string().contains("not-the-password"));
 }
@@ -405,7 +410,9 @@ async fn debug_output_of_secret_bearing_types_has_no_secret() {
 
     let credentials = seeded(&sim);
     let c = client(&sim, credentials.clone());
-    let session = UiSession::sign_in(&sim.info.cisco_url(), &ui_login(&sim), &tls(&sim), limiter()).await.unwrap();
+    let session = UiSession::sign_in(&sim.info.cisco_url(), &ui_login(&sim), &tls(&sim), limiter(), DEFAULT_TIMEOUT)
+        .await
+        .unwrap();
     let created = session.create_credential("debug test", &[Capability::SensorManagement]).await.unwrap();
     let listed = session.list_credentials().await.unwrap();
     let wrong_secret: VendorError = client(&sim, pair(&key, &"0".repeat(40))).get("/roles", &[]).await.unwrap_err();

@@ -1,5 +1,7 @@
 use std::{fmt, time::Duration};
 
+use super::redact::redact;
+
 /// What kind of failure a vendor call had; decides whether to retry and which condition reason to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -38,8 +40,10 @@ impl ErrorKind {
     }
 }
 
-/// A failed vendor call. Its text never carries secret material: only the operation, the status and
-/// the vendor's own error message (which vendors do not fill with secrets).
+/// A failed vendor call. Its text never carries secret material: only the operation, the status and the
+/// vendor's own error message. A vendor (or a proxy) may echo a request back, so text taken from an answer
+/// goes through [`VendorError::answered`] or [`VendorError::new_redacted`], which remove every secret the
+/// client knows before the message is cut to length.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct VendorError {
     pub kind: ErrorKind,
@@ -64,6 +68,29 @@ impl VendorError {
             message.push('…');
         }
         Self { kind, operation: operation.into(), status, message }
+    }
+
+    /// [`VendorError::new`] with every value of `secrets` replaced by `<redacted>` in `message`.
+    pub fn new_redacted(
+        kind: ErrorKind,
+        operation: impl Into<String>,
+        status: Option<u16>,
+        message: &str,
+        secrets: &[&str],
+    ) -> Self {
+        Self::new(kind, operation, status, redact(message, secrets))
+    }
+
+    /// [`VendorError::from_status`] for the vendor's text of an answer, with every value of `secrets` (the
+    /// client's credentials, anything secret it just received) replaced by `<redacted>`.
+    pub fn answered(
+        operation: impl Into<String>,
+        status: u16,
+        retry_after: Option<Duration>,
+        vendor_text: &str,
+        secrets: &[&str],
+    ) -> Self {
+        Self::from_status(operation, status, retry_after, redact(vendor_text, secrets))
     }
 
     /// Kind from an HTTP status: 401 Unauthorized, 403 Forbidden, 404 NotFound, 429 RateLimited,
@@ -120,6 +147,31 @@ mod tests {
     fn display_names_operation_status_and_message() {
         let e = VendorError::from_status("create API key", 403, None, "Not authorized to create API keys.");
         assert_eq!(e.to_string(), "create API key failed (HTTP 403): Not authorized to create API keys.");
+    }
+
+    #[test]
+    fn answered_errors_redact_known_secrets() {
+        let e = VendorError::answered(
+            "search roles",
+            400,
+            None,
+            "bad header api-secret-key: 1:s3cr3t-admin-key (again: 1:s3cr3t-admin-key)",
+            &["1:s3cr3t-admin-key", "s3cr3t-admin-key"],
+        );
+        assert_eq!(e.kind, ErrorKind::Invalid);
+        assert_eq!(e.message, "bad header api-secret-key: <redacted> (again: <redacted>)");
+        assert!(!e.to_string().contains("s3cr3t"));
+        let e = VendorError::new_redacted(ErrorKind::Unauthorized, "sign in", Some(401), "pw=hunter22", &["hunter22"]);
+        assert_eq!((e.kind, e.status, e.message.as_str()), (ErrorKind::Unauthorized, Some(401), "pw=<redacted>"));
+    }
+
+    #[test]
+    fn redaction_happens_before_the_cut() {
+        // A secret straddling the 300-character cut must not leave its first half behind.
+        let text = format!("{}{}", "x".repeat(290), "SECRETVALUE-0123456789");
+        let e = VendorError::answered("op", 500, None, &text, &["SECRETVALUE-0123456789"]);
+        assert!(!e.message.contains("SECRET"), "{}", e.message);
+        assert!(e.message.ends_with("<redacted>"));
     }
 
     #[test]

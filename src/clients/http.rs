@@ -1,6 +1,15 @@
 use std::{sync::Once, time::Duration};
 
-use super::{ErrorKind, VendorError};
+use bytes::{Bytes, BytesMut};
+use url::Url;
+
+use super::{ErrorKind, VendorError, proxy::ProxySettings};
+
+/// Largest response body read from a vendor (success and error answers alike); more is an error.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Redirects followed within one request (all on the same origin).
+const MAX_REDIRECTS: usize = 5;
 
 /// How to verify a vendor's TLS certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +37,9 @@ pub fn http_client(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::Clien
 }
 
 /// The builder behind [`http_client`], for clients that need one more setting (e.g. no redirects).
+///
+/// `timeout` bounds each whole request (connect, send, answer and body). Proxies come from the environment
+/// (see [`super::proxy`]). Redirects are followed only within the request's origin ([`same_origin_redirects`]).
 pub fn http_client_builder(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::ClientBuilder, VendorError> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
@@ -35,7 +47,13 @@ pub fn http_client_builder(tls: &TlsOptions, timeout: Duration) -> Result<reqwes
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("workload-key-operator/", env!("CARGO_PKG_VERSION")))
         .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(same_origin_redirects())
+        // Not reqwest's own environment proxy: ours also honours `host:port` entries of NO_PROXY.
         .no_proxy();
+    let proxies = ProxySettings::from_env()?;
+    if !proxies.is_empty() {
+        builder = builder.proxy(reqwest::Proxy::custom(move |url| proxies.proxy_for(url)));
+    }
     if tls.insecure_skip_verify {
         builder = builder.danger_accept_invalid_certs(true);
     } else if let Some(pem) = &tls.ca_pem {
@@ -48,6 +66,72 @@ pub fn http_client_builder(tls: &TlsOptions, timeout: Duration) -> Result<reqwes
         builder = builder.tls_certs_only(certs);
     }
     Ok(builder)
+}
+
+/// Follows a redirect only to the origin (scheme, host and port) of the request, and at most
+/// [`MAX_REDIRECTS`] times. Any other redirect is handed back as the 3xx answer, which the clients turn into
+/// [`refused_redirect`]: credentials sent in headers (`api-secret-key`, `rID`, signatures) and sign-in bodies
+/// must never reach another host, and reqwest keeps custom headers on a cross-host redirect.
+pub fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());
+        if same_origin && attempt.previous().len() <= MAX_REDIRECTS { attempt.follow() } else { attempt.stop() }
+    })
+}
+
+/// The error for a redirect that was not followed: the status and where it pointed (its origin only: the
+/// rest of a `Location` may carry tokens).
+pub fn refused_redirect(operation: &str, status: u16, from: &Url, location: Option<&str>) -> VendorError {
+    let target = location.and_then(|l| from.join(l).ok());
+    let message = match target {
+        Some(t) if t.origin() == from.origin() => {
+            format!("redirect loop within {} not followed (more than {MAX_REDIRECTS} redirects)", origin(from))
+        }
+        Some(t) => format!(
+            "redirect to {} not followed: only redirects within the vendor's origin {} are followed",
+            origin(&t),
+            origin(from)
+        ),
+        None => "redirect without a usable Location not followed".to_owned(),
+    };
+    VendorError::new(ErrorKind::Invalid, operation, Some(status), message)
+}
+
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// Reads a response body of at most `limit` bytes, chunk by chunk; a longer body is an error as soon as the
+/// limit is passed (nothing beyond it is buffered). A declared `Content-Length` over the limit fails at once.
+pub async fn read_body(response: reqwest::Response, operation: &str, limit: usize) -> Result<Bytes, VendorError> {
+    let status = response.status().as_u16();
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(body_too_large(operation, status, limit));
+    }
+    let mut response = response;
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify_transport_error(operation, &e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(body_too_large(operation, status, limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The error for a body over the limit.
+pub fn body_too_large(operation: &str, status: u16, limit: usize) -> VendorError {
+    VendorError::new(ErrorKind::Invalid, operation, Some(status), format!("response body larger than {}", size(limit)))
+}
+
+fn size(bytes: usize) -> String {
+    if bytes >= 1024 * 1024 && bytes.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", bytes / (1024 * 1024))
+    } else if bytes >= 1024 && bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// Maps a transport failure (no HTTP answer) to an error kind: TLS problems are `Tls`, the rest `Transient`.
@@ -94,6 +178,32 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Tls);
+    }
+
+    #[test]
+    fn refused_redirects_name_status_and_target_origin_only() {
+        let from = Url::parse("https://dsm.example.com:4119/api/apikeys").unwrap();
+        let e = refused_redirect("create API key", 307, &from, Some("http://evil.example:8080/steal?token=s3cr3t"));
+        assert_eq!((e.kind.clone(), e.status), (ErrorKind::Invalid, Some(307)));
+        assert_eq!(
+            e.to_string(),
+            "create API key failed (HTTP 307): redirect to http://evil.example:8080 not followed: only redirects \
+             within the vendor's origin https://dsm.example.com:4119 are followed"
+        );
+        let e = refused_redirect("op", 302, &from, Some("/api/elsewhere"));
+        assert!(e.message.contains("redirect loop"), "{}", e.message);
+        let e = refused_redirect("op", 302, &from, None);
+        assert!(e.message.contains("without a usable Location"));
+    }
+
+    #[test]
+    fn body_limit_error_reads_well() {
+        assert_eq!(
+            body_too_large("search roles", 200, MAX_BODY_BYTES).to_string(),
+            "search roles failed (HTTP 200): response body larger than 1 MiB"
+        );
+        assert_eq!(size(1536), "1536 bytes");
+        assert_eq!(size(64 * 1024), "64 KiB");
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub struct FaultRule {
     /// `Retry-After` seconds to send with `status`.
     #[serde(default)]
     pub retry_after: Option<u64>,
+    /// `Location` to send with a 3xx `status` (any URL, e.g. another origin).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Body for `status` of exactly this many bytes, streamed in 64 KiB chunks (never held in memory at once).
+    #[serde(default)]
+    pub body_bytes: Option<u64>,
+    /// Body for `status` that echoes the value of this request header (as a misbehaving vendor or proxy would).
+    #[serde(default)]
+    pub echo_header: Option<String>,
     /// Delay before answering (then routed normally unless `status` or `drop` is set).
     #[serde(default)]
     pub latency_ms: Option<u64>,
@@ -84,6 +93,21 @@ impl Faults {
             && StatusCode::from_u16(s).is_err()
         {
             return Err(format!("invalid status {s}"));
+        }
+        let shapes = [rule.body.is_some(), rule.body_bytes.is_some(), rule.echo_header.is_some()];
+        if shapes.iter().filter(|s| **s).count() > 1 {
+            return Err("body, bodyBytes and echoHeader exclude each other".into());
+        }
+        if (rule.location.is_some() || shapes.contains(&true)) && rule.status.is_none() {
+            return Err("location, body, bodyBytes and echoHeader need a status".into());
+        }
+        if rule.location.is_some() && !rule.status.is_some_and(|s| (300..400).contains(&s)) {
+            return Err("location needs a 3xx status".into());
+        }
+        if let Some(l) = &rule.location
+            && HeaderValue::from_str(l).is_err()
+        {
+            return Err("location is not a valid header value".into());
         }
         let mut st = self.inner.lock().expect("faults poisoned");
         st.next_id += 1;
@@ -152,7 +176,16 @@ pub async fn apply(State(state): State<VendorLayerState>, request: Request, next
                 r.extensions_mut().insert(DropConnection);
                 r
             } else if let Some(status) = rule.status {
-                fault_response(state.vendor, status, rule.body, rule.retry_after)
+                let body = match (&rule.echo_header, rule.body_bytes) {
+                    (Some(name), _) => FaultBody::Text(Some(echo_body(state.vendor, name, request.headers()))),
+                    (None, Some(n)) => FaultBody::Stream(n),
+                    (None, None) => FaultBody::Text(rule.body.clone()),
+                };
+                let mut r = fault_response(state.vendor, status, body, rule.retry_after);
+                if let Some(location) = rule.location.as_deref().and_then(|l| HeaderValue::from_str(l).ok()) {
+                    r.headers_mut().insert(header::LOCATION, location);
+                }
+                r
             } else {
                 next.run(request).await
             }
@@ -163,9 +196,49 @@ pub async fn apply(State(state): State<VendorLayerState>, request: Request, next
     response
 }
 
-fn fault_response(vendor: &str, status: u16, body: Option<String>, retry_after: Option<u64>) -> Response {
+/// What a fault answers with.
+enum FaultBody {
+    /// This text, or the vendor's usual error shape when absent.
+    Text(Option<String>),
+    /// This many bytes, streamed.
+    Stream(u64),
+}
+
+/// An error body holding a request header's value, in the vendor's error shape.
+fn echo_body(vendor: &str, name: &str, headers: &axum::http::HeaderMap) -> String {
+    let value = headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    let message = format!("Request rejected; it carried {name}: {value}");
+    if vendor == "trend" { serde_json::json!({ "message": message }).to_string() } else { message }
+}
+
+/// `n` bytes of JSON-looking filler in 64 KiB chunks, generated as they are sent.
+fn streamed(n: u64) -> Body {
+    const CHUNK: usize = 64 * 1024;
+    let chunk = bytes::Bytes::from(vec![b' '; CHUNK]);
+    let stream = futures::stream::unfold(n, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            (left > 0).then(|| {
+                let take = left.min(CHUNK as u64);
+                (Ok::<_, std::convert::Infallible>(chunk.slice(..take as usize)), left - take)
+            })
+        }
+    });
+    Body::from_stream(stream)
+}
+
+fn fault_response(vendor: &str, status: u16, body: FaultBody, retry_after: Option<u64>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let reason = code.canonical_reason().unwrap_or("Error");
+    let body = match body {
+        FaultBody::Text(text) => text,
+        FaultBody::Stream(n) => {
+            let mut r = Response::new(streamed(n));
+            *r.status_mut() = code;
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return r;
+        }
+    };
     let (content_type, body) = match (vendor, body) {
         (_, Some(b)) if b.trim_start().starts_with('{') => ("application/json", b),
         (_, Some(b)) => ("text/plain; charset=utf-8", b),
@@ -201,6 +274,36 @@ mod tests {
         assert!(f.take_match("trend", "POST", "/api/apikeys").is_some());
         assert!(f.take_match("trend", "POST", "/api/apikeys").is_none());
         assert!(f.list().is_empty());
+    }
+
+    #[test]
+    fn body_shapes_need_a_status_and_location_a_3xx() {
+        let f = Faults::default();
+        let parse = |v: serde_json::Value| serde_json::from_value::<FaultRule>(v).unwrap();
+        assert!(f.add(parse(serde_json::json!({"vendor": "trend", "bodyBytes": 10, "latencyMs": 1}))).is_err());
+        assert!(f.add(parse(serde_json::json!({"vendor": "trend", "status": 500, "location": "http://x/"}))).is_err());
+        assert!(
+            f.add(parse(serde_json::json!({"vendor": "trend", "status": 500, "body": "x", "bodyBytes": 1}))).is_err()
+        );
+        assert!(f.add(parse(serde_json::json!({"vendor": "trend", "status": 307, "location": "http://x/"}))).is_ok());
+        assert!(f.add(parse(serde_json::json!({"vendor": "trend", "status": 200, "bodyBytes": 52428800}))).is_ok());
+        assert!(f.add(parse(serde_json::json!({"vendor": "cisco", "status": 400, "echoHeader": "Id"}))).is_ok());
+    }
+
+    #[tokio::test]
+    async fn streamed_bodies_have_the_exact_length() {
+        let body = streamed(200_000);
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        assert_eq!(bytes.len(), 200_000);
+    }
+
+    #[test]
+    fn echo_bodies_carry_the_header_in_the_vendor_shape() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("api-secret-key", HeaderValue::from_static("1:abc"));
+        let trend: serde_json::Value = serde_json::from_str(&echo_body("trend", "api-secret-key", &h)).unwrap();
+        assert_eq!(trend["message"], "Request rejected; it carried api-secret-key: 1:abc");
+        assert_eq!(echo_body("cisco", "x-missing", &h), "Request rejected; it carried x-missing: ");
     }
 
     #[test]

@@ -12,12 +12,13 @@ use super::{
     signer::{self, JSON_CONTENT_TYPE, RequestToSign},
 };
 use crate::clients::{
-    ErrorKind, RateLimiter, TlsOptions, VendorError, classify_transport_error, http_client, parse_retry_after,
+    ErrorKind, MAX_BODY_BYTES, RateLimiter, TlsOptions, VendorError, classify_transport_error, http_client,
+    parse_retry_after, read_body, redact::redact, refused_redirect,
 };
 
 /// Path prefix of the OpenAPI; always at the host root (tetpyclient joins it as an absolute path).
 pub const OPENAPI_PREFIX: &str = "/openapi/v1";
-/// tetpyclient's default request timeout.
+/// tetpyclient's default request timeout; used unless [`CiscoClient::with_timeout`] sets another.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Body of the vendor's 403 for a signature it does not accept (recorded on a real tenant, docs/vendor-apis.md §10).
 pub const INVALID_REQUEST_BODY: &str = "Invalid request";
@@ -51,9 +52,16 @@ impl Rejection {
 }
 
 /// Maps a non-success answer to an error. Both credential failures are `Unauthorized` (the pair is
-/// unusable as it is); a 403 with any other body is `Forbidden` (a missing capability).
-pub(crate) fn error_from_answer(operation: &str, status: u16, headers: &header::HeaderMap, body: &[u8]) -> VendorError {
-    let text = String::from_utf8_lossy(body);
+/// unusable as it is); a 403 with any other body is `Forbidden` (a missing capability). Every value of
+/// `secrets` is removed from the vendor's text first.
+pub(crate) fn error_from_answer(
+    operation: &str,
+    status: u16,
+    headers: &header::HeaderMap,
+    body: &[u8],
+    secrets: &[&str],
+) -> VendorError {
+    let text = redact(&String::from_utf8_lossy(body), secrets);
     let text = text.trim();
     match status {
         401 => VendorError::new(
@@ -178,6 +186,7 @@ pub struct CiscoClient {
     credentials: ApiCredentials,
     limiter: Arc<RateLimiter>,
     retry: RetryPolicy,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for CiscoClient {
@@ -186,6 +195,7 @@ impl std::fmt::Debug for CiscoClient {
             .field("root", &self.root.as_str())
             .field("credentials", &self.credentials)
             .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -253,11 +263,17 @@ impl CiscoClient {
         http: reqwest::Client,
         limiter: Arc<RateLimiter>,
     ) -> Self {
-        Self { http, root, credentials, limiter, retry: RetryPolicy::default() }
+        Self { http, root, credentials, limiter, retry: RetryPolicy::default(), timeout: DEFAULT_TIMEOUT }
     }
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Bounds each request (connect, send, answer, body) by `timeout` instead of [`DEFAULT_TIMEOUT`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 
@@ -345,11 +361,17 @@ impl CiscoClient {
         let status = response.status().as_u16();
         crate::clients::observe::record("cisco", operation, Some(status));
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| (classify_transport_error(operation, &e), None))?;
+        if (300..400).contains(&status) {
+            // Only a redirect off the endpoint's origin (or a loop) gets here; see `same_origin_redirects`.
+            let location = headers.get(header::LOCATION).and_then(|v| v.to_str().ok());
+            return Err((refused_redirect(operation, status, response.url(), location), None));
+        }
+        let body = read_body(response, operation, MAX_BODY_BYTES).await.map_err(|e| (e, None))?;
         if (200..300).contains(&status) {
             return Ok(ApiResponse { status, body });
         }
-        Err((error_from_answer(operation, status, &headers, &body), Some(headers)))
+        let secrets = [self.credentials.api_key(), self.credentials.api_secret().expose()];
+        Err((error_from_answer(operation, status, &headers, &body, &secrets), Some(headers)))
     }
 
     /// The request with the tetpyclient header set, signed at `now`.
@@ -370,6 +392,7 @@ impl CiscoClient {
         let mut request = self
             .http
             .request(method.clone(), url.clone())
+            .timeout(self.timeout)
             .header(header::CONTENT_TYPE, JSON_CONTENT_TYPE)
             // Unsigned; we send tetpyclient's so the service sees the one client shape it documents.
             .header(header::USER_AGENT, signer::USER_AGENT)
@@ -422,23 +445,34 @@ mod tests {
     #[test]
     fn answers_map_to_rejections() {
         let h = header::HeaderMap::new();
-        let unknown = error_from_answer("op", 401, &h, b"Unknown credentials");
+        let unknown = error_from_answer("op", 401, &h, b"Unknown credentials", &[]);
         assert_eq!(unknown.kind, ErrorKind::Unauthorized);
         assert_eq!(Rejection::of(&unknown), Some(Rejection::UnknownKey));
-        let bad_sig = error_from_answer("op", 403, &h, b"Invalid request");
+        let bad_sig = error_from_answer("op", 403, &h, b"Invalid request", &[]);
         assert_eq!(bad_sig.kind, ErrorKind::Unauthorized);
         assert_eq!(Rejection::of(&bad_sig), Some(Rejection::SecretRejected));
-        let no_cap = error_from_answer("op", 403, &h, br#"{"error":"forbidden"}"#);
+        let no_cap = error_from_answer("op", 403, &h, br#"{"error":"forbidden"}"#, &[]);
         assert_eq!(no_cap.kind, ErrorKind::Forbidden);
         assert_eq!(Rejection::of(&no_cap), Some(Rejection::MissingCapability));
-        let not_found = error_from_answer("op", 404, &h, br#"{"error":"Not found"}"#);
+        let not_found = error_from_answer("op", 404, &h, br#"{"error":"Not found"}"#, &[]);
         assert_eq!(not_found.kind, ErrorKind::NotFound);
         assert_eq!(not_found.message, "Not found");
         assert_eq!(Rejection::of(&not_found), None);
         let mut h = header::HeaderMap::new();
         h.insert(header::RETRY_AFTER, "3".parse().unwrap());
-        let limited = error_from_answer("op", 429, &h, b"");
+        let limited = error_from_answer("op", 429, &h, b"", &[]);
         assert_eq!(limited.kind, ErrorKind::RateLimited { retry_after: Some(Duration::from_secs(3)) });
+    }
+
+    #[test]
+    fn answers_echoing_the_key_pair_are_redacted() {
+        let h = header::HeaderMap::new();
+        let secrets = ["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"];
+        let body = br#"{"error":"key 0123456789abcdef0123456789abcdef secret fedcba9876543210fedcba9876543210"}"#;
+        let e = error_from_answer("op", 400, &h, body, &secrets);
+        assert_eq!(e.message, "key <redacted> secret <redacted>");
+        let e = error_from_answer("op", 403, &h, b"no: fedcba9876543210fedcba9876543210", &secrets);
+        assert!(e.message.starts_with("no: <redacted>: the API key lacks"), "{}", e.message);
     }
 
     #[test]

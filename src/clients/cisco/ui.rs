@@ -26,8 +26,8 @@ use super::{
     credentials::{ApiCredentials, key_fingerprint},
 };
 use crate::clients::{
-    ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError, classify_transport_error, http_client_builder,
-    parse_retry_after,
+    ErrorKind, MAX_BODY_BYTES, RateLimiter, SecretString, TlsOptions, VendorError, classify_transport_error,
+    http_client_builder, parse_retry_after, read_body, refused_redirect,
 };
 
 pub const SIGN_IN_PATH: &str = "/h4_users/sign_in";
@@ -94,6 +94,10 @@ impl CookieJar {
         }
     }
 
+    fn values(&self) -> impl Iterator<Item = &str> {
+        self.0.values().map(SecretString::expose)
+    }
+
     fn header(&self) -> Option<String> {
         (!self.0.is_empty())
             .then(|| self.0.iter().map(|(n, v)| format!("{n}={}", v.expose())).collect::<Vec<_>>().join("; "))
@@ -134,8 +138,8 @@ impl fmt::Debug for UiSession {
     }
 }
 
-/// An HTTP client that does not follow redirects: the sign-in answer's `Set-Cookie` sits on the 302.
-// The frame's `http_client` follows redirects; until it offers a builder this mirrors its TLS choices.
+/// An HTTP client that does not follow redirects: the sign-in answer's `Set-Cookie` sits on the 302, and
+/// the few redirects of the flow are followed by hand, only within the endpoint's origin.
 fn ui_http_client(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::Client, VendorError> {
     // The session cookie arrives on sign-in's 302: redirects are followed by hand.
     http_client_builder(tls, timeout)?
@@ -210,15 +214,17 @@ fn sign_in_refused(status: u16) -> VendorError {
 }
 
 impl UiSession {
-    /// Signs in with a local-auth user (**experimental**).
+    /// Signs in with a local-auth user (**experimental**). `timeout` bounds each request of the session
+    /// (the operator passes its vendor timeout; tetpyclient's is [`super::client::DEFAULT_TIMEOUT`]).
     pub async fn sign_in(
         endpoint: &str,
         login: &UiLogin,
         tls: &TlsOptions,
         limiter: Arc<RateLimiter>,
+        timeout: Duration,
     ) -> Result<Self, VendorError> {
         let session = UiSession {
-            http: ui_http_client(tls, super::client::DEFAULT_TIMEOUT)?,
+            http: ui_http_client(tls, timeout)?,
             root: host_root(endpoint)?,
             email: login.email.clone(),
             limiter,
@@ -370,8 +376,8 @@ impl UiSession {
         self.keep_cookies(response.headers());
         let status = response.status();
         let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let text = response.text().await.map_err(transport(op))?;
-        Ok((status, location, text))
+        let body = read_body(response, op, MAX_BODY_BYTES).await?;
+        Ok((status, location, String::from_utf8_lossy(&body).into_owned()))
     }
 
     /// An HTML page that must answer 200.
@@ -410,7 +416,13 @@ impl UiSession {
         let status = response.status();
         crate::clients::observe::record("cisco-ui", op, Some(status.as_u16()));
         let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport(op))?;
+        if status.is_redirection() {
+            let location = headers.get(header::LOCATION).and_then(|v| v.to_str().ok());
+            if location.is_some_and(|l| self.same_origin(l).is_none()) {
+                return Err(refused_redirect(op, status.as_u16(), response.url(), location));
+            }
+        }
+        let bytes = read_body(response, op, MAX_BODY_BYTES).await?;
         if status.is_redirection() || status == StatusCode::UNAUTHORIZED {
             // Devise answers a lapsed session with 401 (JSON) or a redirect to the sign-in page.
             return Err(VendorError::new(
@@ -422,7 +434,9 @@ impl UiSession {
         }
         if !status.is_success() {
             let message = super::client::vendor_message(String::from_utf8_lossy(&bytes).trim());
-            return Err(VendorError::from_status(op, status.as_u16(), parse_retry_after(&headers), message));
+            let state = self.state.lock().expect("session state poisoned");
+            let secrets: Vec<&str> = state.cookies.values().chain([state.csrf_token.expose()]).collect();
+            return Err(VendorError::answered(op, status.as_u16(), parse_retry_after(&headers), &message, &secrets));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(serde_json::Value::Null);

@@ -9,7 +9,7 @@ use std::{
 use bytes::Bytes;
 use reqwest::{
     Method, StatusCode,
-    header::{ACCEPT, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, SET_COOKIE},
+    header::{ACCEPT, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, LOCATION, SET_COOKIE},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
@@ -23,14 +23,15 @@ use super::{
     retry::{Replay, RetryPolicy},
 };
 use crate::clients::{
-    DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError,
-    classify_transport_error, http_client, observe, parse_retry_after,
+    DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, MAX_BODY_BYTES, RateLimiter, SecretString, TlsOptions, VendorError,
+    classify_transport_error, http_client, observe, parse_retry_after, read_body, refused_redirect,
 };
 
 /// Label for [`observe::record`].
 const VENDOR: &str = "trend";
 const API_VERSION: &str = "v1";
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of one request unless [`TrendClient::with_timeout`] sets another (the operator always does).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 static API_SECRET_KEY: HeaderName = HeaderName::from_static("api-secret-key");
 static API_VERSION_HEADER: HeaderName = HeaderName::from_static("api-version");
 static RID: HeaderName = HeaderName::from_static("rid");
@@ -144,6 +145,7 @@ pub struct TrendClient {
     session: Mutex<Option<Session>>,
     limiter: Arc<RateLimiter>,
     retry: RetryPolicy,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for TrendClient {
@@ -153,6 +155,7 @@ impl std::fmt::Debug for TrendClient {
             .field("auth", &self.auth.kind())
             .field("limiter", &self.limiter)
             .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -179,6 +182,7 @@ impl TrendClient {
             session: Mutex::new(None),
             limiter,
             retry: RetryPolicy::default(),
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 
@@ -189,6 +193,12 @@ impl TrendClient {
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Bounds each request (connect, send, answer, body) by `timeout` instead of [`DEFAULT_TIMEOUT`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 
@@ -298,7 +308,7 @@ impl TrendClient {
         loop {
             attempt += 1;
             let headers = if authenticated { self.credential_headers().await? } else { HeaderMap::new() };
-            let (error, unsent) = match self.attempt(call, headers.clone()).await {
+            let (error, unsent) = match self.attempt(call, &headers).await {
                 Ok(ok) => return Ok(ok),
                 Err(Failure { error, unsent }) => (error, unsent),
             };
@@ -332,16 +342,17 @@ impl TrendClient {
     }
 
     /// One HTTP exchange, after waiting for the rate limiter.
-    async fn attempt(&self, call: &Call, credentials: HeaderMap) -> Result<(HeaderMap, Bytes), Failure> {
+    async fn attempt(&self, call: &Call, credentials: &HeaderMap) -> Result<(HeaderMap, Bytes), Failure> {
         self.limiter.acquire().await;
         let url = format!("{}{}", self.base_url, call.path);
         let mut request = self
             .http
             .request(call.method.clone(), url)
+            .timeout(self.timeout)
             .header(&API_VERSION_HEADER, API_VERSION)
             .header(ACCEPT, "application/json")
             .header(CONTENT_TYPE, "application/json")
-            .headers(credentials);
+            .headers(credentials.clone());
         if let Some(body) = &call.body {
             request = request.body(body.clone());
         }
@@ -352,16 +363,46 @@ impl TrendClient {
         let status = response.status();
         observe::record(VENDOR, call.operation, Some(status.as_u16()));
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| Failure { error: classify_transport_error(call.operation, &e), unsent: false })?;
         tracing::debug!(operation = call.operation, method = %call.method, path = %call.path, status = status.as_u16(), "Trend API call");
+        if status.is_redirection() {
+            // Only a redirect off the endpoint's origin (or a loop) gets here; see `same_origin_redirects`.
+            let location = headers.get(LOCATION).and_then(|v| v.to_str().ok());
+            let error = refused_redirect(call.operation, status.as_u16(), response.url(), location);
+            return Err(Failure { error, unsent: false });
+        }
+        let body = read_body(response, call.operation, MAX_BODY_BYTES)
+            .await
+            .map_err(|error| Failure { error, unsent: false })?;
         if status.is_success() {
             Ok((headers, body))
         } else {
-            Err(Failure { error: status_error(call.operation, status, &headers, &body), unsent: false })
+            let secrets = self.known_secrets(credentials);
+            let error = status_error(call.operation, status, &headers, &body, &secrets);
+            Err(Failure { error, unsent: false })
         }
+    }
+
+    /// Every secret value this client holds or just sent: the API key (and its secret part after the ID),
+    /// the password and one-time code, the session cookie and request ID. Removed from vendor error text.
+    fn known_secrets<'a>(&'a self, sent: &'a HeaderMap) -> Vec<&'a str> {
+        let mut secrets = Vec::new();
+        match &self.auth {
+            Auth::ApiKey(key) => {
+                secrets.push(key.expose());
+                if let Some((_, secret)) = key.expose().rsplit_once(':') {
+                    secrets.push(secret);
+                }
+            }
+            Auth::Login(creds) => {
+                secrets.push(creds.password.expose());
+                secrets.extend(creds.mfa_code.as_ref().map(SecretString::expose));
+            }
+        }
+        for value in sent.values().filter(|v| v.is_sensitive()).filter_map(|v| v.to_str().ok()) {
+            secrets.push(value);
+            secrets.extend(value.strip_prefix("sID="));
+        }
+        secrets
     }
 
     /// The credential headers for the next attempt, signing in first when a session is needed.
@@ -500,9 +541,15 @@ fn decode<T: DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, Vendor
     })
 }
 
-/// The error for a non-2xx answer, with the vendor's message.
-fn status_error(operation: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> VendorError {
-    VendorError::from_status(operation, status.as_u16(), parse_retry_after(headers), error_message(body))
+/// The error for a non-2xx answer, with the vendor's message minus any of the `secrets` it echoes.
+fn status_error(
+    operation: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[&str],
+) -> VendorError {
+    VendorError::answered(operation, status.as_u16(), parse_retry_after(headers), &error_message(body), secrets)
 }
 
 /// The `message` of a `{"message": ...}` body (or the legacy `{"error": {"message": ...}}`), else the trimmed text.
@@ -546,11 +593,50 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             &h,
             br#"{"message":"Too many API requests"}"#,
+            &[],
         );
         assert_eq!(e.kind, ErrorKind::RateLimited { retry_after: Some(Duration::from_secs(3)) });
         assert_eq!(e.message, "Too many API requests");
-        let e = status_error("create API key", StatusCode::FORBIDDEN, &HeaderMap::new(), br#"{"message":"No"}"#);
+        let e = status_error("create API key", StatusCode::FORBIDDEN, &HeaderMap::new(), br#"{"message":"No"}"#, &[]);
         assert_eq!((e.kind, e.status), (ErrorKind::Forbidden, Some(403)));
+    }
+
+    #[test]
+    fn status_errors_redact_what_the_client_sent() {
+        let client = TrendClient::with_default_limiter(
+            "https://dsm:4119/api",
+            Auth::ApiKey(SecretString::new("7:0123456789abcdef")),
+            &TlsOptions::default(),
+        )
+        .unwrap();
+        let mut sent = HeaderMap::new();
+        sent.insert(&API_SECRET_KEY, sensitive("API key", "7:0123456789abcdef").unwrap());
+        let body = br#"{"message":"bad key 7:0123456789abcdef; secret part 0123456789abcdef"}"#;
+        let e = status_error(
+            "search roles",
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            body,
+            &client.known_secrets(&sent),
+        );
+        assert_eq!(e.message, "bad key <redacted>; secret part <redacted>");
+
+        let login = LoginCredentials::new("admin", "pa55word-long");
+        let client =
+            TrendClient::with_default_limiter("https://dsm:4119/api", Auth::Login(login), &TlsOptions::default())
+                .unwrap();
+        let mut sent = HeaderMap::new();
+        sent.insert(COOKIE, sensitive("session ID", "sID=SESSION0123").unwrap());
+        sent.insert(&RID, sensitive("request ID", "RID0123456").unwrap());
+        let body = b"echo: password=pa55word-long cookie sID=SESSION0123 rID=RID0123456";
+        let e = status_error(
+            "open session",
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            body,
+            &client.known_secrets(&sent),
+        );
+        assert_eq!(e.message, "echo: password=<redacted> cookie <redacted> rID=<redacted>");
     }
 
     #[test]

@@ -106,7 +106,8 @@ pub(crate) async fn check_provider(provider: &Provider, ctx: &Context) -> Result
     if conn.login.is_some() {
         let (login, _) = ui_login_of(ctx, &conn).await?;
         let limiter = ctx.limiters.for_endpoint(&conn.endpoint);
-        let session = UiSession::sign_in(&conn.endpoint, &login, &conn.tls, limiter).await?;
+        let session =
+            UiSession::sign_in(&conn.endpoint, &login, &conn.tls, limiter, ctx.settings.vendor_timeout).await?;
         let listed = session.list_credentials().await?;
         Ok(format!("signed in to {} (EXPERIMENTAL UI session API); {} API key(s) listed", conn.endpoint, listed.len()))
     } else {
@@ -144,7 +145,10 @@ impl Connection {
     fn client(&self, ctx: &Context, pair: &ApiCredentials) -> Result<Arc<CiscoClient>, Error> {
         let key = self.cache_key(b"cisco", &[pair.api_key().as_bytes(), pair.api_secret().expose().as_bytes()]);
         let limiter = ctx.limiters.for_endpoint(&self.endpoint);
-        ctx.cached_client(&key, || Ok(CiscoClient::new(&self.endpoint, pair.clone(), &self.tls, limiter)?))
+        ctx.cached_client(&key, || {
+            Ok(CiscoClient::new(&self.endpoint, pair.clone(), &self.tls, limiter)?
+                .with_timeout(ctx.settings.vendor_timeout))
+        })
     }
 }
 
@@ -384,7 +388,9 @@ where
             Some(s) => s,
             None => {
                 let limiter = ctx.limiters.for_endpoint(&conn.endpoint);
-                let s = Arc::new(UiSession::sign_in(&conn.endpoint, &login, &conn.tls, limiter).await?);
+                let s = Arc::new(
+                    UiSession::sign_in(&conn.endpoint, &login, &conn.tls, limiter, ctx.settings.vendor_timeout).await?,
+                );
                 ctx.cache(&key, s.clone());
                 fresh = true;
                 s

@@ -110,7 +110,9 @@ async fn vendor_for(provider: &Provider, ctx: &Context) -> Result<Vendor, Error>
         auth_material.as_bytes(),
     ]);
     let limiter = ctx.limiters.for_endpoint(&endpoint);
-    let client = ctx.cached_client(&key, || Ok(TrendClient::new(&endpoint, auth, &tls, limiter)?))?;
+    let timeout = ctx.settings.vendor_timeout;
+    let client =
+        ctx.cached_client(&key, || Ok(TrendClient::new(&endpoint, auth, &tls, limiter)?.with_timeout(timeout)))?;
     Ok(Vendor { client, endpoint, identity: key })
 }
 
