@@ -10,6 +10,9 @@ pub const FINALIZER: &str = "workloadkeys.io/revoke";
 pub const ANNOTATION_ROTATE: &str = "workloadkeys.io/rotate";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "workload-key-operator";
+/// On a Secret the operator reads but does not own (a provider's credential, an imported key pair): its changes
+/// reach the operator through a watch selected by this label, not a watch of every Secret.
+pub const LABEL_REFERENCED: &str = "workloadkeys.io/referenced";
 
 /// A key of a Secret. A resource's or `KeyProvider`'s Secrets are in its own namespace; a `ClusterKeyProvider`'s are
 /// in the operator's cluster-resource namespace.

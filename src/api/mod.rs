@@ -7,8 +7,8 @@ mod secure_workload_credential;
 mod workload_api_key;
 
 pub use common::{
-    ANNOTATION_ROTATE, API_GROUP, DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, MANAGED_BY, SecretKeySelector,
-    SecretReference, SecretTemplate, parse_duration,
+    ANNOTATION_ROTATE, API_GROUP, DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY,
+    SecretKeySelector, SecretReference, SecretTemplate, parse_duration,
 };
 pub use provider::{
     AllowedNamespaces, CiscoEndpoint, ClusterKeyProvider, ClusterKeyProviderSpec, IssuePolicy, KeyProvider,

@@ -33,8 +33,8 @@ pub use context::{Context, Settings};
 pub use error::Error;
 
 use crate::api::{
-    ClusterKeyProvider, KeyProvider, KeyProviderStatus, ProviderKind, SecureWorkloadCredential, WorkloadApiKey,
-    conditions,
+    ClusterKeyProvider, KeyProvider, KeyProviderStatus, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, ProviderKind,
+    SecureWorkloadCredential, WorkloadApiKey, conditions,
 };
 use reconcile::Managed;
 
@@ -130,18 +130,17 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
     let client = ctx.client.clone();
     let cfg = || watcher::Config::default().any_semantic();
 
-    // One metadata-only watch of Secrets, fanned out: owned Secrets (drift), imported key pairs, and the Secrets
-    // providers name (their credential is checked again). Providers' Secrets may live in the cluster-resource
-    // namespace, outside the watched ones.
+    // Metadata-only watches of the Secrets that concern the operator, never of every Secret: those it owns (drift),
+    // selected by its managed-by label, and those it reads (a provider's credential, an imported key pair), which
+    // it labels `workloadkeys.io/referenced`. Fanned out to every controller. Providers' Secrets may live in the
+    // cluster-resource namespace, outside the watched ones.
     let secret_scope = scope.with(&ctx.settings.cluster_resource_namespace);
     let (secret_txs, [wak_secrets, swc_secrets, ckp_secrets, kp_secrets]) = channels::<SecretMeta, 4>();
+    let owned = secret_scope.watch::<SecretMeta>(&client, cfg().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")));
+    let referenced = secret_scope.watch::<SecretMeta>(&client, cfg().labels(LABEL_REFERENCED));
     let secrets = fan_out(
         "Secret",
-        secret_scope
-            .watch::<SecretMeta>(&client, cfg())
-            .default_backoff()
-            .touched_objects()
-            .take_until(shutdown.clone()),
+        futures::stream::select(owned, referenced).default_backoff().touched_objects().take_until(shutdown.clone()),
         secret_txs,
     );
     // Provider changes that matter to resources (spec, readiness, deletion), and namespace labels (allowlists).

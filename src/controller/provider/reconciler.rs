@@ -24,8 +24,8 @@ use serde_json::json;
 use super::Provider;
 use crate::{
     api::{
-        ClusterKeyProvider, KeyProvider, KeyProviderStatus, PROVIDER_FINALIZER, ProviderKind, SECRET_FINALIZER,
-        SecureWorkloadCredential, WorkloadApiKey,
+        ClusterKeyProvider, KeyProvider, KeyProviderStatus, LABEL_REFERENCED, PROVIDER_FINALIZER, ProviderKind,
+        SECRET_FINALIZER, SecureWorkloadCredential, WorkloadApiKey,
         conditions::{self, READY, reason},
     },
     controller::{
@@ -283,21 +283,28 @@ async fn add_finalizer<P: ProviderObject>(obj: &P, ctx: &Context) -> Result<(), 
     Ok(())
 }
 
-/// Puts the Secret finalizer on every Secret the provider names, and releases those it named before but no
-/// longer does (when no other provider names them).
+/// Puts the Secret finalizer (and the label the operator's Secret watch selects) on every Secret the provider
+/// names, and releases those it named before but no longer does (when no other provider names them).
 async fn hold_secrets(ctx: &Context, provider: &Provider, status: &mut KeyProviderStatus) -> Result<(), Error> {
     let named = named_secrets(provider);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &provider.secret_namespace);
     for name in &named {
-        if let Some(secret) = api.get_metadata_opt(name).await?
-            && !secret.finalizers().iter().any(|f| f == SECRET_FINALIZER)
-            && secret.metadata.deletion_timestamp.is_none()
-        {
-            let mut finalizers = secret.finalizers().to_vec();
-            finalizers.push(SECRET_FINALIZER.to_owned());
-            let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let Some(secret) = api.get_metadata_opt(name).await? else { continue };
+        let held = secret.finalizers().iter().any(|f| f == SECRET_FINALIZER);
+        let labelled = secret.labels().contains_key(LABEL_REFERENCED);
+        if (held && labelled) || secret.metadata.deletion_timestamp.is_some() {
+            continue;
         }
+        let mut finalizers = secret.finalizers().to_vec();
+        if !held {
+            finalizers.push(SECRET_FINALIZER.to_owned());
+        }
+        let patch = json!({"metadata": {
+            "finalizers": finalizers,
+            "labels": {LABEL_REFERENCED: "true"},
+            "resourceVersion": secret.resource_version(),
+        }});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
     let dropped: Vec<String> = status.held_secrets.iter().filter(|s| !named.contains(*s)).cloned().collect();
     for name in dropped {
@@ -307,18 +314,22 @@ async fn hold_secrets(ctx: &Context, provider: &Provider, status: &mut KeyProvid
     Ok(())
 }
 
-/// Removes the Secret finalizer from `name` unless another live provider names it.
+/// Removes the Secret finalizer and label from `name` unless another live provider names it.
 async fn release_secret(ctx: &Context, provider: &Provider, name: &str) -> Result<(), Error> {
     if named_elsewhere(ctx, provider, name).await? {
         return Ok(());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &provider.secret_namespace);
     let Some(secret) = api.get_metadata_opt(name).await? else { return Ok(()) };
-    if !secret.finalizers().iter().any(|f| f == SECRET_FINALIZER) {
+    if !secret.finalizers().iter().any(|f| f == SECRET_FINALIZER) && !secret.labels().contains_key(LABEL_REFERENCED) {
         return Ok(());
     }
     let finalizers: Vec<&String> = secret.finalizers().iter().filter(|f| *f != SECRET_FINALIZER).collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": secret.resource_version()}});
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "labels": {LABEL_REFERENCED: null},
+        "resourceVersion": secret.resource_version(),
+    }});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }

@@ -16,11 +16,14 @@ pub mod verification;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    ResourceExt,
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{controller::Action, events::EventType, finalizer},
 };
+use serde_json::json;
 
 use plan::{Mode, Observed, Retire, SecretState, Step};
 
@@ -36,8 +39,8 @@ use super::{
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DeletionPolicy, ProviderRef, RetiringCredential, SecretReference, SecretTemplate,
-        SecureWorkloadCredential, SecureWorkloadCredentialStatus,
+        ANNOTATION_ROTATE, DeletionPolicy, LABEL_REFERENCED, ProviderRef, RetiringCredential, SecretReference,
+        SecretTemplate, SecureWorkloadCredential, SecureWorkloadCredentialStatus,
     },
     clients::{
         ErrorKind, TlsOptions, VendorError,
@@ -159,6 +162,20 @@ async fn pair_in(ctx: &Context, namespace: &str, name: &str) -> Result<ApiCreden
         .map_err(|problem| Error::InvalidSecret { name: name.to_owned(), problem })
 }
 
+/// Existing mode: the imported pair's Secret gets the label the operator's Secret watch selects, so a new pair
+/// put there is picked up at once (its data is never written).
+async fn watch_source(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Some(s) = api.get_metadata_opt(name).await?
+        && !s.labels().contains_key(LABEL_REFERENCED)
+        && s.metadata.deletion_timestamp.is_none()
+    {
+        let patch = json!({"metadata": {"labels": {LABEL_REFERENCED: "true"}}});
+        api.patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    Ok(())
+}
+
 /// Existing mode: the source pair and the Secret data it yields, read on every pass (Kubernetes reads only).
 struct Source {
     pair: ApiCredentials,
@@ -194,6 +211,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
         Some(existing) => {
             let ns = obj.namespace().unwrap_or_default();
             let pair = pair_in(ctx, &ns, &existing.secret_ref.name).await?;
+            watch_source(ctx, &ns, &existing.secret_ref.name).await?;
             let data = source::secret_data(&pair, &conn.endpoint, conn.tls.ca_pem.as_deref());
             let hash = secret::io::hash_of(ctx, &obj, &data)?;
             Some(Source { pair, data, hash })
