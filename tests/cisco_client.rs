@@ -449,3 +449,90 @@ async fn debug_output_of_secret_bearing_types_has_no_secret() {
     }
     assert!(printed[3].contains("_h4_session"), "cookie names are shown, values are not: {}", printed[3]);
 }
+
+/// A plain TCP listener on loopback that counts connections (a redirect target that must stay untouched).
+async fn counting_listener() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn redirects_off_the_origin_are_refused_and_not_retried() {
+    let sim = start().await;
+    let (other, hits) = counting_listener().await;
+    let c = client(&sim, seeded(&sim));
+    for status in [302, 307] {
+        sim.faults
+            .add(fault(serde_json::json!({"vendor": "cisco", "pathPrefix": "/openapi/v1/users", "status": status,
+                "location": format!("https://{other}/openapi/v1/users")})))
+            .unwrap();
+        let before = sim.counts.total("cisco", "");
+        let err = c.get("/users", &[]).await.unwrap_err();
+        assert_eq!((err.kind.clone(), err.status), (ErrorKind::Invalid, Some(status)));
+        assert!(err.message.contains(&format!("redirect to https://{other} not followed")), "{err}");
+        assert_eq!(sim.counts.total("cisco", "") - before, 1, "a refused redirect is not retried");
+        sim.faults.clear();
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the other origin received nothing");
+}
+
+#[tokio::test]
+async fn bodies_over_a_mebibyte_are_refused() {
+    let sim = start().await;
+    let c = client(&sim, seeded(&sim));
+    sim.faults
+        .add(fault(serde_json::json!({"vendor": "cisco", "pathPrefix": "/openapi/v1/users", "status": 200,
+            "bodyBytes": 10_485_760})))
+        .unwrap();
+    let err = c.get("/users", &[]).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Invalid);
+    assert!(err.to_string().ends_with("response body larger than 1 MiB"), "{err}");
+    sim.faults.clear();
+    // An error body is bounded too, and the answer keeps its status's meaning (a 503 is retried).
+    sim.faults
+        .add(fault(serde_json::json!({"vendor": "cisco", "pathPrefix": "/openapi/v1/users", "status": 503,
+            "bodyBytes": 2_097_152, "count": 1})))
+        .unwrap();
+    c.get("/users", &[]).await.expect("the retry after a 503 with a huge body succeeds");
+}
+
+#[tokio::test]
+async fn error_bodies_echoing_the_key_pair_are_redacted() {
+    let sim = start().await;
+    let c = client(&sim, seeded(&sim)).with_retry_policy(RetryPolicy::none());
+    for header in ["Id", "Authorization"] {
+        sim.faults
+            .add(fault(serde_json::json!({"vendor": "cisco", "pathPrefix": "/openapi/v1/users", "status": 400,
+                "echoHeader": header, "count": 1})))
+            .unwrap();
+        let err = c.get("/users", &[]).await.unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains(&sim.info.cisco_api_key()), "{text}");
+        assert!(!text.contains(&sim.info.cisco_api_secret()), "{text}");
+        if header == "Id" {
+            assert!(text.contains(&format!("it carried {header}: <redacted>")), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_timeout_bounds_each_request() {
+    let sim = start().await;
+    let c = client(&sim, seeded(&sim)).with_retry_policy(RetryPolicy::none()).with_timeout(Duration::from_millis(500));
+    sim.faults
+        .add(fault(serde_json::json!({"vendor": "cisco", "pathPrefix": "/openapi/v1/users", "latencyMs": 3000})))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = c.get("/users", &[]).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "timed out after {:?}", started.elapsed());
+}

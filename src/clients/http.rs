@@ -103,6 +103,7 @@ fn origin(url: &Url) -> String {
 
 /// Reads a response body of at most `limit` bytes, chunk by chunk; a longer body is an error as soon as the
 /// limit is passed (nothing beyond it is buffered). A declared `Content-Length` over the limit fails at once.
+/// Errors: [`body_too_large`] (with the answer's status), or a transport error (no status) when the body was cut off.
 pub async fn read_body(response: reqwest::Response, operation: &str, limit: usize) -> Result<Bytes, VendorError> {
     let status = response.status().as_u16();
     if response.content_length().is_some_and(|n| n > limit as u64) {
@@ -119,9 +120,15 @@ pub async fn read_body(response: reqwest::Response, operation: &str, limit: usiz
     Ok(body.freeze())
 }
 
-/// The error for a body over the limit.
+/// The error for a body over the limit: `Invalid` for a success answer; an error answer keeps the kind of its
+/// status (a 503 with a huge page is still the vendor being unavailable).
 pub fn body_too_large(operation: &str, status: u16, limit: usize) -> VendorError {
-    VendorError::new(ErrorKind::Invalid, operation, Some(status), format!("response body larger than {}", size(limit)))
+    let message = format!("response body larger than {}", size(limit));
+    if (200..300).contains(&status) {
+        VendorError::new(ErrorKind::Invalid, operation, Some(status), message)
+    } else {
+        VendorError::from_status(operation, status, None, message)
+    }
 }
 
 fn size(bytes: usize) -> String {
@@ -202,6 +209,8 @@ mod tests {
             body_too_large("search roles", 200, MAX_BODY_BYTES).to_string(),
             "search roles failed (HTTP 200): response body larger than 1 MiB"
         );
+        assert_eq!(body_too_large("op", 503, MAX_BODY_BYTES).kind, ErrorKind::Transient);
+        assert_eq!(body_too_large("op", 404, MAX_BODY_BYTES).kind, ErrorKind::NotFound);
         assert_eq!(size(1536), "1536 bytes");
         assert_eq!(size(64 * 1024), "64 KiB");
     }

@@ -364,9 +364,14 @@ impl CiscoClient {
         if (300..400).contains(&status) {
             // Only a redirect off the endpoint's origin (or a loop) gets here; see `same_origin_redirects`.
             let location = headers.get(header::LOCATION).and_then(|v| v.to_str().ok());
-            return Err((refused_redirect(operation, status, response.url(), location), None));
+            // With the answer's headers: a 3xx is not a retryable status, so the call is not repeated.
+            return Err((refused_redirect(operation, status, response.url(), location), Some(headers)));
         }
-        let body = read_body(response, operation, MAX_BODY_BYTES).await.map_err(|e| (e, None))?;
+        let body = read_body(response, operation, MAX_BODY_BYTES).await.map_err(|e| {
+            // A body over the limit was an answer (retried only for a retryable status); a cut-off one was not.
+            let answered = e.status.is_some().then(|| headers.clone());
+            (e, answered)
+        })?;
         if (200..300).contains(&status) {
             return Ok(ApiResponse { status, body });
         }
