@@ -59,6 +59,9 @@ struct RunArgs {
     /// Client-side limit of vendor requests per minute, per vendor endpoint.
     #[arg(long, env = "WKO_VENDOR_RATE_LIMIT", default_value_t = clients::DEFAULT_REQUESTS_PER_MINUTE)]
     vendor_rate_limit: u32,
+    /// How many reconciles of each kind run at once (at least 1). Bounds the sockets and memory a burst takes.
+    #[arg(long, env = "WKO_MAX_CONCURRENT_RECONCILES", default_value_t = controller::context::DEFAULT_MAX_CONCURRENT_RECONCILES, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
     /// Timeout of one vendor request, in seconds.
     #[arg(long, env = "WKO_VENDOR_TIMEOUT_SECONDS", default_value_t = 30)]
     vendor_timeout_seconds: u64,
@@ -123,6 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         vendor_requests_per_minute: args.vendor_rate_limit,
         vendor_timeout: Duration::from_secs(args.vendor_timeout_seconds),
         hash_key: args.secret_hash_key.clone().into_bytes(),
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
         cluster_resource_namespace: args
             .cluster_resource_namespace
             .clone()

@@ -19,6 +19,9 @@ use crate::{
     clients::{RateLimiters, SecretString, TlsOptions},
 };
 
+/// Default of `--max-concurrent-reconciles`.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 8;
+
 /// Operator-wide settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -30,6 +33,8 @@ pub struct Settings {
     pub hash_key: Vec<u8>,
     /// Where the Secrets named by `ClusterKeyProvider`s live (default: the operator's own namespace).
     pub cluster_resource_namespace: String,
+    /// How many reconciles of one kind run at once; bounds connections and memory under a burst (e.g. a restart).
+    pub max_concurrent_reconciles: u16,
 }
 
 impl Default for Settings {
@@ -39,6 +44,7 @@ impl Default for Settings {
             vendor_timeout: Duration::from_secs(30),
             hash_key: b"workload-key-operator/secret-hash/v1".to_vec(),
             cluster_resource_namespace: "default".to_owned(),
+            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
         }
     }
 }

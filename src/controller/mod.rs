@@ -287,6 +287,8 @@ async fn controller<K, R, RF>(
     let events = scope
         .watch::<K>(&ctx.client, watcher::Config::default().any_semantic())
         .default_backoff()
+        // The cache never needs who-wrote-what; it is most of an object's size.
+        .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(move |e| {
             if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) = e {
@@ -297,6 +299,7 @@ async fn controller<K, R, RF>(
         .predicate_filter(spec_or_intent_changed(), Default::default());
     let (by_secret, by_ckp, by_kp, by_ns) = (store.clone(), store.clone(), store.clone(), store.clone());
     Controller::for_stream(events, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles))
         .watches_stream(triggers.secrets.map(Ok::<_, watcher::Error>), move |secret| {
             let ns = secret.metadata.namespace.clone().unwrap_or_default();
             let name = secret.metadata.name.clone().unwrap_or_default();
@@ -378,6 +381,7 @@ async fn provider_controller<P>(
     let (store, writer) = reflector::store();
     let events = events
         .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_intent_changed(), Default::default());
