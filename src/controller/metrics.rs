@@ -45,6 +45,29 @@ pub struct Metrics {
     pub expiry_timestamp: Family<ResourceLabels, Gauge>,
     pub renewal_timestamp: Family<ResourceLabels, Gauge>,
     pub ready: Family<ResourceLabels, Gauge>,
+    /// Reconciles running now, and the most that ever ran at once, by kind.
+    pub in_flight: Family<ReconcileLabels, Gauge>,
+    pub in_flight_max: Family<ReconcileLabels, Gauge>,
+}
+
+/// Counts one running reconcile while alive (and raises the high-water mark).
+pub struct InFlight {
+    gauge: Gauge,
+}
+
+impl InFlight {
+    pub fn start(metrics: &Metrics, labels: &ReconcileLabels) -> Self {
+        let gauge = metrics.in_flight.get_or_create(labels).clone();
+        let now = gauge.inc() + 1;
+        metrics.in_flight_max.get_or_create(labels).inner().fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        Self { gauge }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -59,6 +82,14 @@ impl Default for Metrics {
         let expiry_timestamp = Family::<ResourceLabels, Gauge>::default();
         let renewal_timestamp = Family::<ResourceLabels, Gauge>::default();
         let ready = Family::<ResourceLabels, Gauge>::default();
+        let in_flight = Family::<ReconcileLabels, Gauge>::default();
+        let in_flight_max = Family::<ReconcileLabels, Gauge>::default();
+        registry.register("reconciles_in_flight", "Reconciles running now, by kind", in_flight.clone());
+        registry.register(
+            "reconciles_in_flight_max",
+            "The most reconciles that ran at once since start, by kind (bounded by --max-concurrent-reconciles)",
+            in_flight_max.clone(),
+        );
         registry.register("reconciles", "Reconciliations by resource kind", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -91,6 +122,8 @@ impl Default for Metrics {
             expiry_timestamp,
             renewal_timestamp,
             ready,
+            in_flight,
+            in_flight_max,
         }
     }
 }
@@ -137,5 +170,19 @@ mod tests {
         assert!(text.contains("workload_key_operator_reconciles_total{kind=\"WorkloadApiKey\"} 1"), "{text}");
         assert!(text.contains("status=\"200\""), "{text}");
         assert!(text.contains("status=\"error\""), "{text}");
+    }
+
+    #[test]
+    fn in_flight_counts_and_keeps_the_high_water_mark() {
+        let m = Metrics::default();
+        let labels = ReconcileLabels { kind: "WorkloadApiKey".into() };
+        let a = InFlight::start(&m, &labels);
+        let b = InFlight::start(&m, &labels);
+        assert_eq!(m.in_flight.get_or_create(&labels).get(), 2);
+        drop(a);
+        drop(b);
+        let _c = InFlight::start(&m, &labels);
+        assert_eq!(m.in_flight.get_or_create(&labels).get(), 1);
+        assert_eq!(m.in_flight_max.get_or_create(&labels).get(), 2);
     }
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::{
     context::{Context, display_name},
     error::{Error, backoff},
-    metrics::{ErrorLabels, ReconcileLabels, ResourceLabels},
+    metrics::{ErrorLabels, InFlight, ReconcileLabels, ResourceLabels},
     secret::{FIELD_MANAGER, SecretState, io as secret},
 };
 use crate::api::{
@@ -122,6 +122,7 @@ where
 {
     let labels = ReconcileLabels { kind: kind::<K>() };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let _running = InFlight::start(&ctx.metrics, &labels);
     let started = std::time::Instant::now();
     let resources = api(&ctx, obj.as_ref());
     // Decide on the object as the API server has it now, not as the watch cache last saw it: under load the cache
