@@ -20,8 +20,8 @@ pub struct Case {
 }
 
 pub const DEFAULT: Case = Case { name: "default", args: &[] };
-pub const ONE_NAMESPACE: Case =
-    Case { name: "one namespace", args: &["--set", "watchNamespaces={apps}", "--set", "logFormat=text"] };
+pub const TWO_NAMESPACES: Case =
+    Case { name: "two namespaces", args: &["--set", "watchNamespaces={apps,billing}", "--set", "logFormat=text"] };
 pub const SERVICE_MONITOR: Case = Case {
     name: "service monitor",
     args: &["--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.labels.release=prometheus"],
@@ -61,6 +61,8 @@ pub const HARDENED: Case = Case {
         "--set",
         "logLevel=debug",
         "--set",
+        "clusterResourceNamespace=platform-keys",
+        "--set",
         "leaderElection.leaseName=wko-leader",
         "--set",
         "leaderElection.leaseDurationSeconds=30",
@@ -86,7 +88,7 @@ pub const HARDENED: Case = Case {
 };
 
 pub const VALID_CASES: &[&Case] =
-    &[&DEFAULT, &ONE_NAMESPACE, &SERVICE_MONITOR, &NO_LEADER_ELECTION, &BRING_YOUR_OWN, &HARDENED];
+    &[&DEFAULT, &TWO_NAMESPACES, &SERVICE_MONITOR, &NO_LEADER_ELECTION, &BRING_YOUR_OWN, &HARDENED];
 
 pub fn template_output(args: &[&str]) -> Output {
     let chart = chart_dir();

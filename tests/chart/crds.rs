@@ -32,7 +32,7 @@ fn numbers_as_floats(v: &mut Value) {
 fn rendered_crds_are_the_source_crds_and_kept_on_uninstall() {
     let source: Vec<Value> =
         parse_docs(&std::fs::read_to_string(repo_root().join("crds/workloadkeys.io.yaml")).unwrap());
-    assert_eq!(source.len(), 2);
+    assert_eq!(source.len(), 4, "WorkloadApiKey, SecureWorkloadCredential, KeyProvider, ClusterKeyProvider");
     let docs = render(&DEFAULT);
     let rendered = all_of(&docs, "CustomResourceDefinition");
     assert_eq!(rendered.len(), source.len());

@@ -2,7 +2,8 @@
 //! rendered chart and the Dockerfile, hadolint), RBAC without wildcards and exactly the rules the operator needs,
 //! the chart's CRD copy, and `helm install` into the real control plane, after which the operator binary, run out of
 //! cluster as the chart's ServiceAccount (kubeconfig `as:`), brings one resource of each kind to Ready: the chart's
-//! RBAC is sufficient, cluster-wide and for one namespace. Only the install needs the `sim` feature.
+//! RBAC is sufficient, cluster-wide and for two namespaces, and an app-team user bound to `edit` gets a key but no
+//! provider or admin Secret. Only the install needs the `sim` feature.
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::{
     cases::{
-        BRING_YOUR_OWN, DEFAULT, DIGEST, FULLNAME, HARDENED, NAMESPACE, NO_LEADER_ELECTION, ONE_NAMESPACE,
-        SERVICE_MONITOR, VALID_CASES, all_of, chart_app_version, container, deployment, env_of, find, kinds, render,
+        BRING_YOUR_OWN, DEFAULT, DIGEST, FULLNAME, HARDENED, NAMESPACE, NO_LEADER_ELECTION, SERVICE_MONITOR,
+        TWO_NAMESPACES, VALID_CASES, all_of, chart_app_version, container, deployment, env_of, find, kinds, render,
         template_output,
     },
     chart_dir, helm, run, text,
@@ -81,6 +81,7 @@ fn default_values_render_a_restricted_cluster_wide_operator_with_leader_election
     assert_eq!(env["WKO_LEASE_NAMESPACE"], json!({"fieldRef": {"fieldPath": "metadata.namespace"}}));
     assert_eq!(env["POD_NAME"], json!({"fieldRef": {"fieldPath": "metadata.name"}}));
     assert!(!env.contains_key("WKO_WATCH_NAMESPACE"), "all namespaces by default");
+    assert_eq!(env["WKO_CLUSTER_RESOURCE_NAMESPACE"], NAMESPACE, "the release namespace by default");
     assert!(!env.contains_key("WKO_SECRET_HASH_KEY"));
 
     let svc = find(&docs, "Service", &format!("{FULLNAME}-metrics")).expect("metrics Service");
@@ -106,18 +107,28 @@ fn every_env_var_the_chart_sets_is_a_flag_of_the_operator() {
 
 #[test]
 fn non_default_values_render_as_asked() {
-    // One namespace: Role + RoleBinding there, no cluster-wide grant to the operator.
-    let docs = render(&ONE_NAMESPACE);
+    // Two namespaces: comma-joined, a Role + RoleBinding in each; cluster-wide only the cluster-scoped ClusterRole.
+    let docs = render(&TWO_NAMESPACES);
     let env = env_of(container(&docs));
-    assert_eq!(env["WKO_WATCH_NAMESPACE"], "apps");
+    assert_eq!(env["WKO_WATCH_NAMESPACE"], "apps,billing");
+    assert_eq!(env["WKO_CLUSTER_RESOURCE_NAMESPACE"], NAMESPACE);
     assert_eq!(env["WKO_LOG_FORMAT"], "text");
-    let role = find(&docs, "Role", FULLNAME).expect("operator Role");
-    assert_eq!(role["metadata"]["namespace"], "apps");
-    let binding = find(&docs, "RoleBinding", FULLNAME).expect("operator RoleBinding");
-    assert_eq!(binding["metadata"]["namespace"], "apps");
+    for ns in ["apps", "billing"] {
+        let in_ns = |kind: &str| {
+            all_of(&docs, kind)
+                .into_iter()
+                .any(|d| d["metadata"]["name"] == FULLNAME && d["metadata"]["namespace"] == ns)
+        };
+        assert!(in_ns("Role") && in_ns("RoleBinding"), "Role and RoleBinding in {ns}");
+    }
+    let binding = all_of(&docs, "RoleBinding").into_iter().find(|b| b["metadata"]["name"] == FULLNAME).unwrap();
     assert_eq!(binding["subjects"][0], json!({"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}));
-    assert!(all_of(&docs, "ClusterRoleBinding").is_empty(), "no cluster-wide binding with one namespace");
-    assert!(find(&docs, "ClusterRole", FULLNAME).is_none());
+    assert!(find(&docs, "ClusterRole", FULLNAME).is_none(), "no cluster-wide namespaced rules");
+    assert!(find(&docs, "ClusterRoleBinding", &format!("{FULLNAME}-cluster")).is_some());
+    // Duplicates and empty entries are dropped.
+    let docs = render(&crate::cases::Case { name: "duplicates", args: &["--set", "watchNamespaces={apps,,apps,b}"] });
+    assert_eq!(env_of(container(&docs))["WKO_WATCH_NAMESPACE"], "apps,b");
+    assert_eq!(all_of(&docs, "Role").iter().filter(|r| r["metadata"]["name"] == FULLNAME).count(), 2);
 
     // ServiceMonitor.
     let docs = render(&SERVICE_MONITOR);
@@ -160,6 +171,7 @@ fn non_default_values_render_as_asked() {
     assert_eq!(env["WKO_LOG_LEVEL"], "debug");
     assert_eq!(env["WKO_LEASE_NAME"], "wko-leader");
     assert_eq!(env["WKO_LEASE_DURATION_SECONDS"], "30");
+    assert_eq!(env["WKO_CLUSTER_RESOURCE_NAMESPACE"], "platform-keys");
     assert_eq!(env["WKO_SECRET_HASH_KEY"], json!({"secretKeyRef": {"name": "wko-hash-key", "key": "hash-key"}}));
     assert_eq!(env["HTTPS_PROXY"], "http://proxy:3128");
     let lease_role = find(&docs, "Role", &format!("{FULLNAME}-leader-election")).unwrap();
@@ -181,7 +193,6 @@ fn non_default_values_render_as_asked() {
 #[test]
 fn invalid_values_are_refused_with_a_reason() {
     for (args, reason) in [
-        (&["--set", "watchNamespaces={a,b}"][..], "install one release per namespace"),
         (&["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"][..], "needs leaderElection.enabled"),
         (&["--set", "logFormat=xml"][..], "logFormat must be text or json"),
         (&["--set", "serviceMonitor.enabled=true", "--set", "service.enabled=false"][..], "needs service.enabled"),
