@@ -57,13 +57,18 @@ app.kubernetes.io/component: operator
 {{- default (include "wko.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
-{{/* The one watched namespace, or "" for all. The operator serves one namespace or all of them. */}}
-{{- define "wko.watchNamespace" -}}
-{{- $ns := .Values.watchNamespaces | default list }}
-{{- if gt (len $ns) 1 }}
-{{- fail "watchNamespaces takes at most one namespace (the operator watches one namespace or all): install one release per namespace, or leave it empty for all" }}
+{{/* The watched namespaces, comma-joined (WKO_WATCH_NAMESPACE), or "" for all. Duplicates and empty entries dropped. */}}
+{{- define "wko.watchNamespaces" -}}
+{{- $ns := list }}
+{{- range (.Values.watchNamespaces | default list) }}
+{{- if and . (not (has . $ns)) }}{{ $ns = append $ns . }}{{ end }}
 {{- end }}
-{{- if $ns }}{{ first $ns }}{{ end }}
+{{- join "," $ns }}
+{{- end }}
+
+{{/* Where the Secrets named by ClusterKeyProviders live (WKO_CLUSTER_RESOURCE_NAMESPACE). */}}
+{{- define "wko.clusterResourceNamespace" -}}
+{{- default .Release.Namespace .Values.clusterResourceNamespace }}
 {{- end }}
 
 {{- define "wko.validate" -}}
@@ -75,31 +80,68 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* What the controllers need in every namespace they serve. No wildcards. */}}
-{{- define "wko.operatorRules" -}}
-# The custom resources: watch them, add and remove the finalizer, write status.
+{{/*
+The operator's rules, exactly what the code calls (src/controller), no wildcards. Three sets:
+- wko.namespacedRules: in every namespace it serves (a ClusterRole for all, else a Role in each);
+- wko.clusterRules: what is cluster-scoped (always a ClusterRole);
+- wko.clusterResourceRules: in the cluster-resource namespace, whose Secrets ClusterKeyProviders name.
+*/}}
+{{- define "wko.namespacedRules" -}}
+# The resources and KeyProviders: watch them (list, watch), read them fresh before deciding (get), add and remove
+# their finalizers (patch: a JSON patch on the resources, a merge patch on providers).
 - apiGroups: ["workloadkeys.io"]
-  resources: ["workloadapikeys", "secureworkloadcredentials"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  resources: ["workloadapikeys", "secureworkloadcredentials", "keyproviders"]
+  verbs: ["get", "list", "watch", "patch"]
+# Conditions, key IDs, fingerprints; a provider's readiness and users (server-side apply).
 - apiGroups: ["workloadkeys.io"]
-  resources: ["workloadapikeys/status", "secureworkloadcredentials/status"]
-  verbs: ["get", "patch", "update"]
+  resources: ["workloadapikeys/status", "secureworkloadcredentials/status", "keyproviders/status"]
+  verbs: ["patch"]
+# The Secrets it writes carry a controller owner reference with blockOwnerDeletion, which the
+# OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) allows only with this.
 - apiGroups: ["workloadkeys.io"]
   resources: ["workloadapikeys/finalizers", "secureworkloadcredentials/finalizers"]
   verbs: ["update"]
-# Read the referenced credentials (admin key, login, CA); write, repair and remove the Secrets it owns.
+# Secrets: watched by metadata (list, watch); read the ones KeyProviders name and imported key pairs (get); write
+# and repair its own (server-side apply: patch, and create, which the API server also checks when an apply creates);
+# delete the ones it owns when a resource renames its target; hold the ones a KeyProvider names with a finalizer.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Events on the resources (events.k8s.io/v1; core events for older tooling).
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Events on the resources and KeyProviders (events.k8s.io/v1; a repeated Event is patched as a series).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-# Whether the resource's namespace is terminating (cleanup then does not wait for Secrets).
+{{- end }}
+
+{{- define "wko.clusterRules" -}}
+# ClusterKeyProviders: watch them, read them fresh, their finalizer (patch), their readiness and users (status).
+- apiGroups: ["workloadkeys.io"]
+  resources: ["clusterkeyproviders"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["workloadkeys.io"]
+  resources: ["clusterkeyproviders/status"]
+  verbs: ["patch"]
+# Namespace labels (a ClusterKeyProvider's allowedNamespaces.selector, watched by metadata) and whether a
+# resource's namespace is terminating.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+
+{{- define "wko.clusterResourceRules" -}}
+# The Secrets ClusterKeyProviders name: watched by metadata, read, held with a finalizer (patch). Never written.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "patch"]
+# Before releasing a Secret's finalizer: whether a KeyProvider here names it too.
+- apiGroups: ["workloadkeys.io"]
+  resources: ["keyproviders"]
+  verbs: ["list"]
+{{- end }}
+
+{{/* Events on cluster-scoped objects (ClusterKeyProviders) go to the `default` namespace, as kubectl looks for them. */}}
+{{- define "wko.clusterEventRules" -}}
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
 {{- end }}
