@@ -74,7 +74,7 @@ fn helm(args: &[&str]) -> String {
 
 /// Every YAML document of a stream, as JSON values (empty documents dropped).
 fn parse_docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|d| {
             use serde::Deserialize;
             Value::deserialize(d).expect("valid YAML")
@@ -219,7 +219,8 @@ fn env_of(container: &Value) -> BTreeMap<String, Value> {
 }
 
 fn chart_app_version() -> String {
-    let chart: Value = serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap()).unwrap();
+    let chart: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap()).unwrap();
     chart["appVersion"].as_str().unwrap().to_owned()
 }
 
@@ -751,12 +752,12 @@ impl Release {
 /// A copy of the admin kubeconfig whose user impersonates `user` (kubeconfig `as:`, honoured by kube-rs).
 fn impersonating_kubeconfig(dir: &Path, user: &str) -> PathBuf {
     let admin = std::fs::read_to_string(&support::control_plane().kubeconfig).unwrap();
-    let mut kc: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
+    let mut kc: serde_norway::Value = serde_norway::from_str(&admin).unwrap();
     for u in kc["users"].as_sequence_mut().unwrap() {
-        u["user"]["as"] = serde_yaml::Value::String(user.to_owned());
+        u["user"]["as"] = serde_norway::Value::String(user.to_owned());
     }
     let path = dir.join(format!("{}.kubeconfig", user.replace(':', "_")));
-    std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&kc).unwrap()).unwrap();
     path
 }
 

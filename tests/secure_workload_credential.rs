@@ -6,53 +6,32 @@ mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use support::{TestNamespace, eventually, merge, operator::Operator, put_secret};
+use support::{
+    eventually, merge, put_secret,
+    sim_env::{self, Env},
+};
 use workload_key_operator::{
     api::{Capability, SecureWorkloadCredential},
     clients::cisco::credentials::key_fingerprint,
-    sim::{self, RunningSim, SimOptions, cisco::SimKey},
+    sim::{SimOptions, cisco::SimKey},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Env {
-    ns: TestNamespace,
-    sim: RunningSim,
-    op: Operator,
-}
-
 impl Env {
-    async fn start(prefix: &str) -> Self {
-        Self::start_with(prefix, &[]).await
-    }
-
-    async fn start_with(prefix: &str, env: &[(&str, &str)]) -> Self {
-        let ns = TestNamespace::new(prefix).await;
-        support::operator::install_crds(&ns.client).await;
-        let sim = sim::start(SimOptions::default()).await.expect("start vendor simulator");
-        put_secret(&ns, "sim-ca", &[("ca.crt", sim.ca_pem.as_str())]).await;
-        let op = Operator::start_with_env(&ns.name, env);
-        Env { ns, sim, op }
-    }
-
     fn swcs(&self) -> Api<SecureWorkloadCredential> {
-        self.ns.api()
-    }
-
-    fn secrets(&self) -> Api<Secret> {
         self.ns.api()
     }
 
     /// A spec against the simulator (CA from a Secret), merged with `extra`.
     fn spec(&self, extra: serde_json::Value) -> serde_json::Value {
         let mut spec = json!({
-            "connection": {"url": self.sim.info.cisco_url(), "caSecretRef": {"name": "sim-ca"}},
+            "connection": {"url": self.sim.info.cisco_url(), "caSecretRef": {"name": sim_env::CA_SECRET}},
             "capabilities": ["flow_inventory_query", "user_role_scope_management"],
         });
         merge(&mut spec, &extra);
@@ -439,7 +418,8 @@ async fn provision_mints_rotates_and_deletes() {
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_crash_after_mint_repair_annotation_and_retain() {
-    let mut env = Env::start_with("swc-crash", &[("WKO_FAILPOINT", "after-vendor-create")]).await;
+    let mut env =
+        Env::start_with("swc-crash", SimOptions::default(), &[("WKO_FAILPOINT", "after-vendor-create")]).await;
     let spec = env.provision(json!({})).await;
     env.apply("crashy", spec.clone()).await;
     assert_eq!(env.op.wait_exit(WAIT).await, Some(97), "the operator exited at the fail-point");
@@ -569,7 +549,7 @@ async fn runtime_faults_get_specific_reasons_and_recover() {
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_crash_after_secret_write_adopts_the_credential() {
-    let mut env = Env::start_with("swc-adopt", &[("WKO_FAILPOINT", "after-secret-write")]).await;
+    let mut env = Env::start_with("swc-adopt", SimOptions::default(), &[("WKO_FAILPOINT", "after-secret-write")]).await;
     let spec = env.provision(json!({})).await;
     env.apply("adopted", spec).await;
     assert_eq!(env.op.wait_exit(WAIT).await, Some(97), "the operator exited at the fail-point");
@@ -599,14 +579,7 @@ async fn provision_survives_random_crashes_without_orphans() {
         let spec = env.provision(json!({"rotation": {"every": "10s", "gracePeriod": "3s"}})).await;
         env.apply(name, spec).await;
     }
-    let mut kills = 0;
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(25) {
-        tokio::time::sleep(Duration::from_millis(300 + rand::random::<u64>() % 2_500)).await;
-        env.op.kill();
-        kills += 1;
-        env.op.restart_with_env(&[]);
-    }
+    let kills = env.op.crash_repeatedly(Duration::from_secs(25)).await;
     for name in names.iter().take(3) {
         env.swcs().delete(name, &DeleteParams::default()).await.unwrap();
     }

@@ -5,79 +5,43 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use support::{TestNamespace, eventually, merge, operator::Operator, put_secret};
+use support::{
+    eventually, merge,
+    operator::Operator,
+    put_secret,
+    sim_env::{self, Env},
+};
 use workload_key_operator::{
     api::WorkloadApiKey,
     clients::{
         ErrorKind, SecretString, TlsOptions,
         trend::{Auth, TrendClient},
     },
-    sim::{self, RunningSim, SimOptions},
+    sim::{self, SimOptions},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Env {
-    ns: TestNamespace,
-    sim: RunningSim,
-    op: Operator,
-}
-
 impl Env {
-    async fn start(prefix: &str) -> Self {
-        Self::start_with(prefix, SimOptions::default(), &[]).await
-    }
-
-    async fn start_with(prefix: &str, opts: SimOptions, env: &[(&str, &str)]) -> Self {
-        let ns = TestNamespace::new(prefix).await;
-        support::operator::install_crds(&ns.client).await;
-        let sim = sim::start(opts).await.expect("start vendor simulator");
-        let admin_key = sim.info.trend_admin_api_key();
-        put_secret(&ns, "tm-admin", &[("api-secret-key", admin_key.as_str())]).await;
-        put_secret(&ns, "sim-ca", &[("ca.crt", sim.ca_pem.as_str())]).await;
-        let op = Operator::start_with_env(&ns.name, env);
-        Env { ns, sim, op }
-    }
-
     fn waks(&self) -> Api<WorkloadApiKey> {
-        self.ns.api()
-    }
-
-    fn secrets(&self) -> Api<Secret> {
         self.ns.api()
     }
 
     /// A spec against the simulator, with the admin key, merged with `extra`.
     fn spec(&self, extra: serde_json::Value) -> serde_json::Value {
-        let mut spec = json!({
-            "connection": {
-                "url": self.sim.info.trend_url(),
-                "caSecretRef": {"name": "sim-ca"},
-                "apiKeySecretRef": {"name": "tm-admin"}
-            },
-            "role": {"name": "Auditor"},
-            "locale": "ja-JP",
-            "timeZone": "Asia/Tokyo",
-            "expiresAfter": "336h",
-            "description": "Read-only access"
-        });
+        let mut spec = sim_env::wak_spec(&self.sim, "Read-only access");
         merge(&mut spec, &extra);
         spec
     }
 
     async fn apply(&self, name: &str, spec: serde_json::Value) -> WorkloadApiKey {
-        let obj: WorkloadApiKey =
-            serde_json::from_value(json!({"apiVersion": "workloadkeys.io/v1alpha1", "kind": "WorkloadApiKey",
-                "metadata": {"name": name}, "spec": spec}))
-            .unwrap();
         self.waks()
-            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&sim_env::wak(name, spec)))
             .await
             .expect("apply WorkloadApiKey")
     }
@@ -569,15 +533,7 @@ async fn crashes_at_any_point_leave_no_orphaned_keys() {
         )
         .await;
     }
-    let mut kills = 0;
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        let wait = 300 + rand::random::<u64>() % 2_500;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        env.op.kill();
-        kills += 1;
-        env.op.restart_with_env(&[]);
-    }
+    let kills = env.op.crash_repeatedly(Duration::from_secs(30)).await;
     // Delete half while the operator is being killed, too.
     for name in names.iter().take(4) {
         env.waks().delete(name, &DeleteParams::default()).await.unwrap();

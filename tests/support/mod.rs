@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod operator;
+#[cfg(feature = "sim")]
+pub mod sim_env;
 
 use std::{
     path::{Path, PathBuf},

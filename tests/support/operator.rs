@@ -135,6 +135,20 @@ impl Operator {
         None
     }
 
+    /// SIGKILL and restart (with no extra env) at random intervals of 0.3 to 2.8 s for `period`, as a chaos test
+    /// does; returns how many times it was killed.
+    pub async fn crash_repeatedly(&mut self, period: Duration) -> usize {
+        let mut kills = 0;
+        let started = std::time::Instant::now();
+        while started.elapsed() < period {
+            tokio::time::sleep(Duration::from_millis(300 + rand::random::<u64>() % 2_500)).await;
+            self.kill();
+            kills += 1;
+            self.restart_with_env(&[]);
+        }
+        kills
+    }
+
     pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         self.kill();
         self.extra_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
