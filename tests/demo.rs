@@ -20,11 +20,13 @@ struct Demo {
 
 impl Demo {
     fn run(&self, action: &str) -> Output {
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_workload-key-operator")).parent().unwrap();
+        // A private copy of the binaries when WKO_TEST_BIN_DIR is set (see support::operator::operator_bin).
+        let built = Path::new(env!("CARGO_BIN_EXE_workload-key-operator")).parent().unwrap().to_owned();
+        let bin_dir = std::env::var_os("WKO_TEST_BIN_DIR").map(PathBuf::from).unwrap_or(built);
         Command::new(repo_root().join("scripts/demo"))
             .arg(action)
             .env("DEMO_DIR", &self.dir)
-            .env("DEMO_BIN_DIR", bin_dir)
+            .env("DEMO_BIN_DIR", &bin_dir)
             .output()
             .expect("run scripts/demo")
     }

@@ -155,6 +155,11 @@ where
 
 /// Creates or replaces a Secret holding these string values (server-side apply, so a key left out is removed).
 pub async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
+    put_secret_in(&ns.client, &ns.name, name, data).await;
+}
+
+/// The same in namespace `ns`.
+pub async fn put_secret_in(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
     let secret = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
         data: Some(
@@ -164,7 +169,7 @@ pub async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
         ),
         ..Default::default()
     };
-    let api: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
     api.patch(name, &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&secret))
         .await
         .expect("put Secret");
