@@ -160,7 +160,7 @@ async fn allowlist_and_policy_refuse_without_vendor_calls() {
 
     // Refusals: none of them reaches the vendor.
     let before = env.sim.counts.total("trend", "");
-    env.apply_wak(labelled, "outsider", via(json!({}))).await;
+    env.apply_wak(labelled, "outsider", via(json!({"expiresAfter": "24h"}))).await;
     let message = wait_reason(&env.waks(labelled), "outsider", "NamespaceNotAllowed").await;
     assert!(message.contains(&env.apps[labelled].name) && message.contains(&label), "{message}");
     env.apply_wak(allowed, "admin", via(json!({"role": {"name": "Full Access"}}))).await;
