@@ -161,8 +161,11 @@ const HARDENED: Case = Case {
     ],
 };
 
+const HOST_NETWORK: Case =
+    Case { name: "host network", args: &["--set", "hostNetwork=true", "--set", "metricsPort=18080"] };
+
 const VALID_CASES: &[&Case] =
-    &[&DEFAULT, &ONE_NAMESPACE, &SERVICE_MONITOR, &NO_LEADER_ELECTION, &BRING_YOUR_OWN, &HARDENED];
+    &[&DEFAULT, &ONE_NAMESPACE, &SERVICE_MONITOR, &NO_LEADER_ELECTION, &BRING_YOUR_OWN, &HARDENED, &HOST_NETWORK];
 
 fn template_output(args: &[&str]) -> Output {
     let chart = chart_dir();
@@ -389,6 +392,23 @@ fn non_default_values_render_as_asked() {
         netpol["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "monitoring"
     );
+
+    // Host network (a node without a pod network): probes on 127.0.0.1, the metrics port on the node.
+    let docs = render(&HOST_NETWORK);
+    let pod = &deployment(&docs)["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    let c = container(&docs);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["host"], "127.0.0.1", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "http-metrics", "{probe}");
+    }
+    assert_eq!(c["ports"][0]["containerPort"], 18080);
+    assert_eq!(env_of(c)["WKO_METRICS_ADDR"], "0.0.0.0:18080");
+    // Off by default: no host network, probes on the pod IP.
+    let docs = render(&DEFAULT);
+    assert!(deployment(&docs)["spec"]["template"]["spec"].get("hostNetwork").is_none());
+    assert!(container(&docs)["readinessProbe"]["httpGet"].get("host").is_none());
 }
 
 #[test]
