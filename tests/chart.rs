@@ -161,8 +161,10 @@ const HARDENED: Case = Case {
     ],
 };
 
-const HOST_NETWORK: Case =
-    Case { name: "host network", args: &["--set", "hostNetwork=true", "--set", "metricsPort=18080"] };
+const HOST_NETWORK: Case = Case {
+    name: "host network",
+    args: &["--set", "hostNetwork=true", "--set", "metricsPort=18080", "--set", "metricsBindAddress=127.0.0.1"],
+};
 
 const VALID_CASES: &[&Case] =
     &[&DEFAULT, &ONE_NAMESPACE, &SERVICE_MONITOR, &NO_LEADER_ELECTION, &BRING_YOUR_OWN, &HARDENED, &HOST_NETWORK];
@@ -404,7 +406,7 @@ fn non_default_values_render_as_asked() {
         assert_eq!(c[probe]["httpGet"]["port"], "http-metrics", "{probe}");
     }
     assert_eq!(c["ports"][0]["containerPort"], 18080);
-    assert_eq!(env_of(c)["WKO_METRICS_ADDR"], "0.0.0.0:18080");
+    assert_eq!(env_of(c)["WKO_METRICS_ADDR"], "127.0.0.1:18080");
     // Off by default: no host network, probes on the pod IP.
     let docs = render(&DEFAULT);
     assert!(deployment(&docs)["spec"]["template"]["spec"].get("hostNetwork").is_none());

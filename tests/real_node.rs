@@ -206,13 +206,16 @@ async fn operator_chart_runs_on_a_real_node() {
     let api_port = std::fs::read_to_string(cluster_dir.join("port")).unwrap().trim().to_owned();
 
     let ns = TestNamespace::new("real-node").await;
+    let metrics_port = support::operator::free_port();
     let values = json!({
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "hostNetwork": true,
-        "metricsPort": support::operator::free_port(),
+        "metricsPort": metrics_port,
+        // In the host's network namespace: listen on loopback only (the probes target 127.0.0.1).
+        "metricsBindAddress": "127.0.0.1",
         "logFormat": "json",
-        // No kube-proxy: the API server's own address instead of the kubernetes Service's.
         "extraEnv": [
+            // No kube-proxy: the API server's own address instead of the kubernetes Service's.
             {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
             {"name": "KUBERNETES_SERVICE_PORT", "value": api_port},
         ],
