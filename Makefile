@@ -55,9 +55,10 @@ bench: k8s-binaries
 bench-quick: k8s-binaries
 	$(CARGO) bench --features sim --bench scale -- --quick
 
-## kube-apiserver, etcd, kube-controller-manager, kubectl, helm (cached outside the repo).
+## kube-apiserver, etcd, kube-controller-manager, kubectl, helm, and for the node tests kube-scheduler, kubelet,
+## kwok and pause (cached outside the repo).
 k8s-binaries:
-	@scripts/k8s-binaries >/dev/null
+	@scripts/k8s-binaries --all >/dev/null
 
 dev-cluster-up:
 	scripts/dev-cluster up
