@@ -140,6 +140,7 @@ impl Release {
         std::fs::write(&file, values.to_string()).unwrap();
         let chart = repo_root().join("charts/workload-key-operator");
         let out = release.helm(&["install", name, chart.to_str().unwrap(), "--values", file.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&file);
         assert!(out.contains("STATUS: deployed"), "{out}");
         release
     }
