@@ -271,9 +271,13 @@ async fn regenerate_rotation_and_the_rotate_annotation() {
         (v != s1).then_some(v)
     })
     .await;
-    let w = env.wait_ready("regen").await;
+    // The Secret is written before the status records the rotation: wait for the record, not just Ready.
+    let w = eventually(WAIT, "rotation recorded", || async {
+        let w = env.waks().get("regen").await.ok()?;
+        w.status.as_ref()?.last_rotated_at.is_some().then_some(w)
+    })
+    .await;
     assert_eq!(w.status.as_ref().unwrap().key_id, Some(id), "same key, new secret");
-    assert!(w.status.as_ref().unwrap().last_rotated_at.is_some());
     env.client_with(&s2).describe_current_api_key().await.expect("new secret works");
     assert_eq!(env.client_with(&s1).describe_current_api_key().await.unwrap_err().kind, ErrorKind::Unauthorized);
 
