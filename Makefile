@@ -80,8 +80,8 @@ clean:
 ## Copy crds/ into the chart (charts/workload-key-operator/files/crds/); a test fails when they differ.
 chart-crds: crds
 
-## The README's first command: a local control plane, vendor-sim, the operator, the examples and an app
-## using the Secrets. State in .demo/; `make demo-down` stops everything.
+## The README's first command: a local control plane, vendor-sim, the operator, the providers and resources of
+## examples/, an app using the Secrets, a request the policy refuses. State in .demo/; `make demo-down` stops everything.
 demo: k8s-binaries venv
 	scripts/demo up
 
