@@ -620,3 +620,47 @@ async fn crashes_at_any_point_leave_no_orphaned_keys() {
     let creates = env.sim.counts.snapshot()["trend"].get("POST /api/apikeys").map_or(0, |c| c.total);
     eprintln!("chaos: {kills} SIGKILLs, {creates} key creates for 8 resources, no orphans");
 }
+
+/// `--max-concurrent-reconciles` bounds how many reconciles run at once, and a low value still converges: 200
+/// resources created at once all become Ready with exactly one key each, while the operator's high-water mark of
+/// reconciles in flight never passes the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_reconcile_concurrency_still_converges() {
+    const BOUND: usize = 2;
+    const COUNT: usize = 200;
+    let env = Env::start_with("wak-bound", SimOptions::default(), &[("WKO_MAX_CONCURRENT_RECONCILES", "2")]).await;
+    let names: Vec<String> = (0..COUNT).map(|i| format!("bounded-{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| env.apply(n, env.spec(json!({}))))).await;
+    eventually(Duration::from_secs(240), "200 resources Ready", || async {
+        let list = env.waks().list(&ListParams::default()).await.ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|w| {
+                w.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") && s.key_id.is_some()
+                })
+            })
+            .count();
+        (ready == COUNT).then_some(())
+    })
+    .await;
+    let metrics = env.op.metrics().await;
+    let max = metric_value(&metrics, "workload_key_operator_reconciles_in_flight_max{kind=\"WorkloadApiKey\"}");
+    eprintln!("{COUNT} resources Ready with at most {max} reconciles in flight (bound {BOUND})");
+    assert!((1..=BOUND as i64).contains(&max), "high-water mark {max} within the bound {BOUND}");
+    // Exactly one vendor key per resource.
+    let keys = env.sim.trend.keys();
+    for name in &names {
+        let uid = env.waks().get(name).await.unwrap().uid().unwrap();
+        let ours = keys.iter().filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&uid))).count();
+        assert_eq!(ours, 1, "{name}: one key");
+    }
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly as exposed).
+fn metric_value(text: &str, series: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().expect("a number") as i64))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
