@@ -113,6 +113,7 @@ fn non_default_values_render_as_asked() {
     assert_eq!(env["WKO_WATCH_NAMESPACE"], "apps,billing");
     assert_eq!(env["WKO_CLUSTER_RESOURCE_NAMESPACE"], NAMESPACE);
     assert_eq!(env["WKO_LOG_FORMAT"], "text");
+    assert_eq!(env["WKO_MAX_CONCURRENT_RECONCILES"], "8", "the default bound");
     for ns in ["apps", "billing"] {
         let in_ns = |kind: &str| {
             all_of(&docs, kind)
