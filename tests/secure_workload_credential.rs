@@ -45,17 +45,6 @@ impl Env {
         self.apply_key_provider(name, spec).await;
     }
 
-    /// Waits until the provider's Ready condition is False with `reason` and a message containing `needle`.
-    async fn wait_provider_not_ready(&self, name: &str, reason: &str, needle: &str) -> String {
-        let what = format!("provider {name} Ready=False reason={reason} message containing {needle:?}");
-        eventually(WAIT, &what, || async {
-            let p = self.key_providers().get(name).await.ok()?;
-            let c = p.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-            (c.status == "False" && c.reason == reason && c.message.contains(needle)).then_some(c.message)
-        })
-        .await
-    }
-
     fn existing(&self, source: &str, extra: serde_json::Value) -> serde_json::Value {
         let mut spec = self.spec(json!({"source": {"existing": {"secretRef": {"name": source}}}}));
         merge(&mut spec, &extra);

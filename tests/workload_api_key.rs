@@ -53,17 +53,6 @@ impl Env {
         self.apply_key_provider(name, spec).await;
     }
 
-    /// Waits until the provider's Ready condition is False with `reason` and a message containing `needle`.
-    async fn wait_provider_not_ready(&self, name: &str, reason: &str, needle: &str) -> String {
-        let what = format!("provider {name} Ready=False reason={reason} message containing {needle:?}");
-        eventually(WAIT, &what, || async {
-            let p = self.key_providers().get(name).await.ok()?;
-            let c = p.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-            (c.status == "False" && c.reason == reason && c.message.contains(needle)).then_some(c.message)
-        })
-        .await
-    }
-
     /// Waits until the resource waits for its provider, with a message containing `needle`; returns the message.
     async fn wait_provider_not_ready_on(&self, name: &str, needle: &str) -> String {
         let what = format!("{name} Ready=False reason=ProviderNotReady message containing {needle:?}");

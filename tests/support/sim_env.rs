@@ -76,6 +76,17 @@ impl Env {
     pub async fn wait_key_provider_ready(&self, name: &str) -> KeyProvider {
         wait_provider_ready(&self.key_providers(), name).await
     }
+
+    /// Waits until the `KeyProvider`'s Ready condition is False with `reason` and a message containing `needle`.
+    pub async fn wait_provider_not_ready(&self, name: &str, reason: &str, needle: &str) -> String {
+        let what = format!("provider {name} Ready=False reason={reason} message containing {needle:?}");
+        super::eventually(PROVIDER_WAIT, &what, || async {
+            let p = self.key_providers().get(name).await.ok()?;
+            let c = p.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (c.status == "False" && c.reason == reason && c.message.contains(needle)).then_some(c.message)
+        })
+        .await
+    }
 }
 
 /// The Trend admin key as [`ADMIN_SECRET`], the simulator's CA as [`CA_SECRET`] and the Cisco UI sign-in as
