@@ -170,7 +170,10 @@ impl Release {
 
     async fn pods(&self, ns: &TestNamespace) -> Vec<Pod> {
         ns.api::<Pod>()
-            .list(&ListParams::default().labels("app.kubernetes.io/name=workload-key-operator"))
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/name=workload-key-operator,app.kubernetes.io/instance={}",
+                self.name
+            )))
             .await
             .unwrap()
             .items
@@ -535,12 +538,68 @@ async fn operator_chart_runs_on_a_real_node() {
     assert!(old_logs.contains("lease released"), "the old pod released the Lease on SIGTERM:\n{old_logs}");
     assert_no_secret(&old_logs, &secret_values);
 
-    // helm uninstall: no pod left, the CRDs kept (helm.sh/resource-policy: keep).
-    release.helm(&["uninstall", &release.name, "--wait", "--timeout", "90s"]);
-    eventually(Duration::from_secs(60), "no operator pod left", || async {
-        release.pods(&ns).await.is_empty().then_some(())
+    // A standby. Two replicas of one Deployment cannot share one node's network namespace (the same metrics port),
+    // so a second release of the chart in the same namespace, on the same Lease, on another port: Running but not
+    // Ready while the first leads; when the first stops, it takes the Lease and reconciles.
+    let mut standby_values = values.clone();
+    let standby_port = support::operator::free_port();
+    standby_values["metricsPort"] = json!(standby_port);
+    standby_values["leaderElection"] = json!({"leaseName": lease});
+    standby_values["crds"] = json!({"install": false});
+    let standby = Release::install("wko-standby", &ns.name, &kubeconfig, &standby_values);
+    let standby_pod = eventually(Duration::from_secs(60), "the standby waiting for leadership", || async {
+        let pods = standby.pods(&ns).await;
+        let [pod] = &pods[..] else { return None };
+        let name = pod.metadata.name.clone()?;
+        pod_logs(&kubeconfig, &ns.name, &name)?.contains("waiting for leadership").then_some(name)
     })
     .await;
+    // Its /readyz (on the host's loopback) answers 503 while another replica holds the Lease, so the pod stays
+    // not Ready through several readiness probes.
+    let readyz = format!("http://127.0.0.1:{standby_port}/readyz");
+    let code = eventually(Duration::from_secs(30), "the standby's /readyz answers", || async {
+        reqwest::get(&readyz).await.ok().map(|r| r.status().as_u16())
+    })
+    .await;
+    assert_eq!(code, 503, "a standby is not ready");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pod = ns.api::<Pod>().get(&standby_pod).await.unwrap();
+    let status = pod.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    let ready = status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(!ready, "a standby is not Ready");
+    assert_eq!(lease_holder(&leases, &lease).await.as_deref(), Some(next_name.as_str()), "the first release leads");
+    let t_stop = Instant::now();
+    Command::new(support::kubectl())
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["scale", "-n", &ns.name, "deployment", &release.deployment_name(), "--replicas=0"])
+        .status()
+        .unwrap();
+    eventually(Duration::from_secs(30), "the leader lets go of the Lease", || async {
+        (lease_holder(&leases, &lease).await.as_deref() != Some(next_name.as_str())).then_some(())
+    })
+    .await;
+    waks.patch("standby", &pp, &Patch::Apply(&wak_on("standby", &trend))).await.unwrap();
+    let took_over = standby.ready_pod(&ns, None).await;
+    assert_eq!(took_over.metadata.name.as_deref(), Some(standby_pod.as_str()), "the standby itself, not a new pod");
+    assert_eq!(lease_holder(&leases, &lease).await.as_deref(), Some(standby_pod.as_str()), "the standby leads");
+    wait_ready(&waks, "standby", current_logs(&standby_pod)).await;
+    let t_takeover = t_stop.elapsed();
+    eprintln!("real node: leader scaled to 0 -> standby Ready and a resource created meanwhile Ready {t_takeover:.1?}");
+    assert!(t_takeover < lease_duration, "a standby takes over within the lease duration: {t_takeover:.1?}");
+    let standby_logs = pod_logs(&kubeconfig, &ns.name, &standby_pod).unwrap();
+    assert_json_lines(&standby_logs);
+    assert_no_secret(&standby_logs, &secret_values);
+
+    // helm uninstall: no pod left, the CRDs kept (helm.sh/resource-policy: keep).
+    for r in [&standby, &release] {
+        r.helm(&["uninstall", &r.name, "--wait", "--timeout", "90s"]);
+        eventually(Duration::from_secs(60), "no operator pod left", || async {
+            r.pods(&ns).await.is_empty().then_some(())
+        })
+        .await;
+    }
     let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
     for crd in ["workloadapikeys.workloadkeys.io", "secureworkloadcredentials.workloadkeys.io"] {
         assert!(crds.get_opt(crd).await.unwrap().is_some(), "CRD {crd} kept after uninstall");
