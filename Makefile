@@ -55,9 +55,10 @@ bench: k8s-binaries
 bench-quick: k8s-binaries
 	$(CARGO) bench --features sim --bench scale -- --quick
 
-## kube-apiserver, etcd, kube-controller-manager, kubectl, helm (cached outside the repo).
+## kube-apiserver, etcd, kube-controller-manager, kubectl, helm, and for the node tests kube-scheduler, kubelet,
+## kwok and pause (cached outside the repo).
 k8s-binaries:
-	@scripts/k8s-binaries >/dev/null
+	@scripts/k8s-binaries --all >/dev/null
 
 dev-cluster-up:
 	scripts/dev-cluster up
@@ -79,8 +80,8 @@ clean:
 ## Copy crds/ into the chart (charts/workload-key-operator/files/crds/); a test fails when they differ.
 chart-crds: crds
 
-## The README's first command: a local control plane, vendor-sim, the operator, the examples and an app
-## using the Secrets. State in .demo/; `make demo-down` stops everything.
+## The README's first command: a local control plane, vendor-sim, the operator, the providers and resources of
+## examples/, an app using the Secrets, a request the policy refuses. State in .demo/; `make demo-down` stops everything.
 demo: k8s-binaries venv
 	scripts/demo up
 

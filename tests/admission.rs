@@ -13,7 +13,7 @@ use support::TestNamespace;
 
 fn valid_wak() -> Value {
     json!({
-        "connection": {"url": "https://dsm.example.com:4119/api", "apiKeySecretRef": {"name": "tm-admin"}},
+        "providerRef": {"kind": "ClusterKeyProvider", "name": "platform-trend"},
         "role": {"name": "Auditor"},
         "expiresAfter": "336h",
         "rotation": {"renewBefore": "112h", "strategy": "Replace", "gracePeriod": "10m"}
@@ -22,7 +22,7 @@ fn valid_wak() -> Value {
 
 fn valid_swc() -> Value {
     json!({
-        "connection": {"url": "https://acme.tetrationcloud.com"},
+        "providerRef": {"name": "team-cisco"},
         "source": {"existing": {"secretRef": {"name": "sw-ui-key"}}},
         "capabilities": ["flow_inventory_query"],
         "verifyInterval": "1h"
@@ -56,34 +56,18 @@ async fn invalid_workload_api_keys_are_refused_with_field_names() {
     assert_eq!(refusal(&api, &ar, "ok", valid_wak(), json!({})).await, None, "the valid spec is accepted");
 
     let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "both credentials",
-            json!({"connection": {"loginSecretRef": {"name": "login"}}}),
-            "spec.connection.apiKeySecretRef",
-        ),
-        ("no credential", json!({"connection": {"apiKeySecretRef": null}}), "spec.connection.apiKeySecretRef"),
+        ("no providerRef", json!({"providerRef": null}), "spec.providerRef"),
+        ("unknown provider kind", json!({"providerRef": {"kind": "SecretStore"}}), "spec.providerRef.kind"),
+        ("bad provider name", json!({"providerRef": {"name": "Not_A_Name"}}), "spec.providerRef.name"),
         ("role name and id", json!({"role": {"id": 2}}), "spec.role"),
         ("no role", json!({"role": {"name": null}}), "spec.role"),
         ("renewBefore >= expiresAfter", json!({"rotation": {"renewBefore": "400h"}}), "spec.rotation.renewBefore"),
         ("renewBefore without expiresAfter", json!({"expiresAfter": null}), "spec.rotation.renewBefore"),
-        ("plain http", json!({"connection": {"url": "http://dsm.example.com/api"}}), "spec.connection.url"),
-        ("not a URL", json!({"connection": {"url": "dsm.example.com"}}), "spec.connection.url"),
         ("bad duration", json!({"expiresAfter": "two weeks"}), "spec.expiresAfter"),
         ("too short expiry", json!({"expiresAfter": "5s", "rotation": null}), "spec.expiresAfter"),
         ("unknown locale", json!({"locale": "fr-FR"}), "spec.locale"),
         ("unknown strategy", json!({"rotation": {"strategy": "Recreate"}}), "spec.rotation.strategy"),
         ("grace with RegenerateSecret", json!({"rotation": {"strategy": "RegenerateSecret"}}), "spec.rotation"),
-        (
-            "CA twice",
-            json!({"connection": {"caBundle": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----", "caSecretRef": {"name": "ca"}}}),
-            "spec.connection.caBundle",
-        ),
-        ("CA not PEM", json!({"connection": {"caBundle": "hello"}}), "spec.connection.caBundle"),
-        (
-            "insecure with CA",
-            json!({"connection": {"insecureSkipTlsVerify": true, "caSecretRef": {"name": "ca"}}}),
-            "spec.connection.insecureSkipTlsVerify",
-        ),
         ("bad secret name", json!({"secret": {"name": "Not_A_Name"}}), "spec.secret.name"),
         ("bad deletion policy", json!({"deletionPolicy": "Orphan"}), "spec.deletionPolicy"),
         ("negative role id", json!({"role": {"name": null, "id": 0}}), "spec.role.id"),
@@ -109,12 +93,13 @@ async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
     );
     let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
     assert_eq!(refusal(&api, &ar, "ok", valid_swc(), json!({})).await, None, "the valid spec is accepted");
-    let provision = json!({"source": {"existing": null, "provision": {"loginSecretRef": {"name": "sw-login"}}},
+    let provision = json!({"source": {"existing": null, "provision": {"description": "payments reporting"}},
                            "rotation": {"every": "720h"}, "deletionPolicy": "Delete"});
     assert_eq!(refusal(&api, &ar, "ok2", valid_swc(), provision).await, None, "a valid provision spec is accepted");
 
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("both sources", json!({"source": {"provision": {"loginSecretRef": {"name": "l"}}}}), "spec.source"),
+        ("both sources", json!({"source": {"provision": {"description": "d"}}}), "spec.source"),
+        ("no providerRef", json!({"providerRef": null}), "spec.providerRef"),
         ("no source", json!({"source": {"existing": null}}), "spec.source"),
         ("rotation with existing", json!({"rotation": {"every": "720h"}}), "spec.rotation"),
         ("deletionPolicy with existing", json!({"deletionPolicy": "Delete"}), "spec.deletionPolicy"),
@@ -124,15 +109,8 @@ async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
             json!({"capabilities": ["sensor_management", "sensor_management"]}),
             "spec.capabilities",
         ),
-        ("plain http", json!({"connection": {"url": "http://acme.tetrationcloud.com"}}), "spec.connection.url"),
-        (
-            "URL with a path",
-            json!({"connection": {"url": "https://acme.tetrationcloud.com/openapi/v1"}}),
-            "spec.connection.url",
-        ),
         ("bad verifyInterval", json!({"verifyInterval": "hourly"}), "spec.verifyInterval"),
         ("zero verifyInterval", json!({"verifyInterval": "0s"}), "spec.verifyInterval"),
-        ("CA not PEM", json!({"connection": {"caBundle": "hello"}}), "spec.connection.caBundle"),
         (
             "missing secretRef name",
             json!({"source": {"existing": {"secretRef": {"name": null}}}}),
@@ -145,5 +123,134 @@ async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
             .await
             .unwrap_or_else(|| panic!("{what}: accepted, expected a refusal naming {field}"));
         assert!(msg.contains(field), "{what}: message does not name {field}: {msg}");
+    }
+}
+
+fn valid_trend_provider() -> Value {
+    json!({
+        "trend": {"url": "https://dsm.example.com:4119/api", "caSecretRef": {"name": "dsm-ca"}, "apiKeySecretRef": {"name": "tm-admin"}},
+        "allowedNamespaces": {"names": ["team-a"], "selector": {"matchLabels": {"workloadkeys.io/trend": "allowed"}}},
+        "policy": {"roles": [{"name": "Auditor"}, {"id": 7}], "maxExpiresAfter": "720h"}
+    })
+}
+
+fn valid_cisco_provider() -> Value {
+    json!({
+        "cisco": {"url": "https://acme.tetrationcloud.com", "loginSecretRef": {"name": "sw-login"}},
+        "allowedNamespaces": {"names": ["team-a"]},
+        "policy": {"capabilities": ["flow_inventory_query", "sensor_management"]}
+    })
+}
+
+/// The provider CEL rules, for both kinds (a `KeyProvider` has no `allowedNamespaces`).
+#[tokio::test]
+async fn invalid_providers_are_refused_with_field_names() {
+    let ns = TestNamespace::new("adm-prov").await;
+    support::operator::install_crds(&ns.client).await;
+    for (kind, plural, namespaced) in
+        [("ClusterKeyProvider", "clusterkeyproviders", false), ("KeyProvider", "keyproviders", true)]
+    {
+        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("workloadkeys.io", "v1alpha1", kind), plural);
+        let api: Api<DynamicObject> = if namespaced {
+            Api::namespaced_with(ns.client.clone(), &ns.name, &ar)
+        } else {
+            Api::all_with(ns.client.clone(), &ar)
+        };
+        let (mut trend, mut cisco) = (valid_trend_provider(), valid_cisco_provider());
+        if namespaced {
+            trend.as_object_mut().unwrap().remove("allowedNamespaces");
+            cisco.as_object_mut().unwrap().remove("allowedNamespaces");
+        }
+        let name = |what: &str| format!("{}-{what}", ns.name);
+        assert_eq!(refusal(&api, &ar, &name("t"), trend.clone(), json!({})).await, None, "{kind}: valid Trend spec");
+        assert_eq!(refusal(&api, &ar, &name("c"), cisco.clone(), json!({})).await, None, "{kind}: valid Cisco spec");
+        let cisco_endpoint = valid_cisco_provider()["cisco"].clone();
+        let pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----";
+        let trend_cases: Vec<(&str, Value, &str)> = vec![
+            ("both vendors", json!({"cisco": cisco_endpoint}), "exactly one of spec.trend and spec.cisco"),
+            ("no vendor", json!({"trend": null, "policy": null}), "exactly one of spec.trend and spec.cisco"),
+            ("both credentials", json!({"trend": {"loginSecretRef": {"name": "l"}}}), "spec.trend.apiKeySecretRef"),
+            ("no credential", json!({"trend": {"apiKeySecretRef": null}}), "spec.trend.apiKeySecretRef"),
+            ("plain http", json!({"trend": {"url": "http://dsm.example.com/api"}}), "spec.trend.url"),
+            (
+                "http with allowInsecureHttp false",
+                json!({"trend": {"url": "http://dsm.example.com/api", "allowInsecureHttp": false}}),
+                "spec.trend.url",
+            ),
+            ("not a URL", json!({"trend": {"url": "dsm.example.com"}}), "spec.trend.url"),
+            ("CA twice", json!({"trend": {"caBundle": pem}}), "spec.trend.caBundle"),
+            ("CA not PEM", json!({"trend": {"caSecretRef": null, "caBundle": "hello"}}), "spec.trend.caBundle"),
+            ("insecure with CA", json!({"trend": {"insecureSkipTlsVerify": true}}), "spec.trend.insecureSkipTlsVerify"),
+            (
+                "capabilities on Trend",
+                json!({"policy": {"capabilities": ["sensor_management"]}}),
+                "spec.policy.capabilities applies to Cisco providers only",
+            ),
+            ("role name and id", json!({"policy": {"roles": [{"name": "Auditor", "id": 2}]}}), "spec.policy.roles"),
+            ("bad maxExpiresAfter", json!({"policy": {"maxExpiresAfter": "a month"}}), "spec.policy.maxExpiresAfter"),
+            ("too short maxExpiresAfter", json!({"policy": {"maxExpiresAfter": "5s"}}), "spec.policy.maxExpiresAfter"),
+        ];
+        let cisco_cases: Vec<(&str, Value, &str)> = vec![
+            ("plain http", json!({"cisco": {"url": "http://acme.tetrationcloud.com"}}), "spec.cisco.url"),
+            (
+                "URL with a path",
+                json!({"cisco": {"url": "https://acme.tetrationcloud.com/openapi/v1"}}),
+                "spec.cisco.url",
+            ),
+            ("CA not PEM", json!({"cisco": {"caBundle": "hello"}}), "spec.cisco.caBundle"),
+            ("CA twice", json!({"cisco": {"caBundle": pem, "caSecretRef": {"name": "ca"}}}), "spec.cisco.caBundle"),
+            (
+                "roles on Cisco",
+                json!({"policy": {"roles": [{"name": "Auditor"}]}}),
+                "spec.policy.roles and spec.policy.maxExpiresAfter apply to Trend providers only",
+            ),
+            (
+                "maxExpiresAfter on Cisco",
+                json!({"policy": {"maxExpiresAfter": "720h"}}),
+                "spec.policy.roles and spec.policy.maxExpiresAfter apply to Trend providers only",
+            ),
+            ("unknown capability", json!({"policy": {"capabilities": ["root_access"]}}), "spec.policy.capabilities"),
+        ];
+        for (base, cases) in [(&trend, trend_cases), (&cisco, cisco_cases)] {
+            for (i, (what, patch, field)) in cases.into_iter().enumerate() {
+                let msg = refusal(&api, &ar, &name(&format!("bad-{i}")), base.clone(), patch)
+                    .await
+                    .unwrap_or_else(|| panic!("{kind} {what}: accepted, expected a refusal naming {field}"));
+                assert!(msg.contains(field), "{kind} {what}: message does not name {field}: {msg}");
+            }
+        }
+    }
+}
+
+/// `spec.providerRef` cannot be changed on either resource: keys are bound to the provider that issued them.
+#[tokio::test]
+async fn provider_ref_is_immutable() {
+    let ns = TestNamespace::new("adm-ref").await;
+    support::operator::install_crds(&ns.client).await;
+    for (kind, plural, spec) in [
+        ("WorkloadApiKey", "workloadapikeys", valid_wak()),
+        ("SecureWorkloadCredential", "secureworkloadcredentials", valid_swc()),
+    ] {
+        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("workloadkeys.io", "v1alpha1", kind), plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+        let obj = DynamicObject::new("fixed", &ar).data(json!({ "spec": spec }));
+        let created = api.create(&PostParams::default(), &obj).await.expect("create");
+        let mut changed = created.clone();
+        changed.data["spec"]["providerRef"] = json!({"kind": "KeyProvider", "name": "elsewhere"});
+        match api.replace("fixed", &PostParams::default(), &changed).await {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 422, "{kind}: {s:?}");
+                assert!(s.message.contains("spec.providerRef is immutable"), "{kind}: {}", s.message);
+            }
+            other => panic!("{kind}: providerRef changed: {other:?}"),
+        }
+        // Other fields stay editable.
+        let mut edited = api.get("fixed").await.unwrap();
+        edited.data["spec"]["capabilities"] = json!(["sensor_management"]);
+        if kind == "WorkloadApiKey" {
+            edited.data["spec"].as_object_mut().unwrap().remove("capabilities");
+            edited.data["spec"]["description"] = json!("edited");
+        }
+        api.replace("fixed", &PostParams::default(), &edited).await.expect("other fields stay editable");
     }
 }

@@ -1,7 +1,9 @@
 //! `make demo` end to end: `scripts/demo up` (what `make demo` runs once the control-plane binaries and the venv
 //! are there) in a state directory of its own, with the binaries this test run built, then `scripts/demo down`.
-//! The demo must end with every sample resource Ready and the consumer (the official vendor SDKs using the
-//! generated Secrets) succeeding, print no secret value, and leave no process or state behind.
+//! The demo must bring the providers (the ClusterKeyProviders, their admin Secrets in the operator's
+//! cluster-resource namespace) and every sample resource to Ready, run the consumer (the official vendor SDKs using
+//! the generated Secrets) successfully, show a request outside the provider's policy refused with
+//! `PolicyViolation` at no vendor call, print no secret value, and leave no process or state behind.
 #![cfg(feature = "sim")]
 
 mod support;
@@ -13,6 +15,10 @@ use std::{
 
 use support::repo_root;
 
+/// The app team's namespace and the operator's cluster-resource namespace, as scripts/demo names them by default.
+const APP_NS: &str = "demo";
+const OPERATOR_NS: &str = "workload-key-operator";
+
 /// Runs `scripts/demo down` when dropped, so that a failed assertion leaves nothing running.
 struct Demo {
     dir: PathBuf,
@@ -20,11 +26,13 @@ struct Demo {
 
 impl Demo {
     fn run(&self, action: &str) -> Output {
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_workload-key-operator")).parent().unwrap();
+        // A private copy of the binaries when WKO_TEST_BIN_DIR is set (see support::operator::operator_bin).
+        let built = Path::new(env!("CARGO_BIN_EXE_workload-key-operator")).parent().unwrap().to_owned();
+        let bin_dir = std::env::var_os("WKO_TEST_BIN_DIR").map(PathBuf::from).unwrap_or(built);
         Command::new(repo_root().join("scripts/demo"))
             .arg(action)
             .env("DEMO_DIR", &self.dir)
-            .env("DEMO_BIN_DIR", bin_dir)
+            .env("DEMO_BIN_DIR", &bin_dir)
             .output()
             .expect("run scripts/demo")
     }
@@ -38,13 +46,33 @@ impl Demo {
         pids
     }
 
-    /// Values of every Secret in the demo namespace (the seeded vendor credentials and the generated ones).
-    fn secret_values(&self) -> Vec<String> {
-        let out = Command::new(support::kubectl())
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(support::kubectl())
             .args(["--kubeconfig", self.dir.join("cluster/kubeconfig").to_str().unwrap()])
-            .args(["-n", "demo", "get", "secrets", "-o", "json"])
+            .args(args)
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Names of the Secrets in a namespace.
+    fn secret_names(&self, namespace: &str) -> Vec<String> {
+        let out = self.kubectl(&["-n", namespace, "get", "secrets", "-o", "jsonpath={.items[*].metadata.name}"]);
+        assert!(out.status.success(), "kubectl get secrets: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+    }
+
+    /// Values of every Secret in the app namespace and the operator's cluster-resource namespace (the seeded
+    /// vendor credentials and the generated ones).
+    fn secret_values(&self) -> Vec<String> {
+        let mut values = vec![];
+        for namespace in [APP_NS, OPERATOR_NS] {
+            values.extend(self.secret_values_in(namespace));
+        }
+        values
+    }
+
+    fn secret_values_in(&self, namespace: &str) -> Vec<String> {
+        let out = self.kubectl(&["-n", namespace, "get", "secrets", "-o", "json"]);
         assert!(out.status.success(), "kubectl get secrets: {}", String::from_utf8_lossy(&out.stderr));
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let mut values = vec![];
@@ -76,7 +104,8 @@ fn text(out: &Output) -> String {
 }
 
 #[test]
-fn make_demo_ends_with_both_kinds_ready_and_the_consumer_succeeding_then_demo_down_stops_everything() {
+fn make_demo_ends_with_providers_and_resources_ready_the_consumer_succeeding_and_one_request_refused_then_demo_down_stops_everything()
+ {
     let parent = tempfile::Builder::new().prefix("wko-demo-test-").tempdir().unwrap();
     let demo = Demo { dir: parent.path().join("demo") };
 
@@ -87,6 +116,9 @@ fn make_demo_ends_with_both_kinds_ready_and_the_consumer_succeeding_then_demo_do
     eprintln!("scripts/demo up took {:?}", started.elapsed());
 
     for resource in [
+        "clusterkeyprovider.workloadkeys.io/platform-trend condition met",
+        "clusterkeyprovider.workloadkeys.io/platform-cisco condition met",
+        "keyprovider.workloadkeys.io/team-trend-login condition met",
         "workloadapikey.workloadkeys.io/reporting-auditor condition met",
         "workloadapikey.workloadkeys.io/platform-admin condition met",
         "secureworkloadcredential.workloadkeys.io/flow-reporting condition met",
@@ -96,9 +128,38 @@ fn make_demo_ends_with_both_kinds_ready_and_the_consumer_succeeding_then_demo_do
     assert!(output.contains("trend: GET /api/apikeys/current -> key"), "{output}");
     assert!(output.contains("cisco: GET /openapi/v1/sensors -> 200"), "{output}");
     assert!(output.contains("consumer: OK"), "{output}");
-    assert!(output.contains("done: both resources Ready, consumer OK"), "{output}");
+    // `kubectl get ckp`: both providers Ready, each used by one resource of the demo.
+    for (name, vendor) in [("platform-trend", "Trend"), ("platform-cisco", "Cisco")] {
+        let row = output.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{output}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&cols[1..3], ["True", vendor], "kubectl get ckp row: {row}");
+        assert_eq!(cols[4], "1", "IN USE: {row}");
+    }
+    assert!(output.contains(&format!("WKO_CLUSTER_RESOURCE_NAMESPACE={OPERATOR_NS}")), "{output}");
+    // The request outside the policy: refused, with the reason and the provider's explanation, at no vendor call.
+    assert!(output.contains("workloadapikey.workloadkeys.io/reporting-admin condition met"), "{output}");
+    assert!(
+        output.contains(
+            r#"Ready=False PolicyViolation: ClusterKeyProvider/platform-trend refuses this request: role "Full Access" is not allowed; allowed roles: "Auditor""#
+        ),
+        "{output}"
+    );
+    assert!(output.contains("the refusal cost no vendor call"), "{output}");
+    assert!(
+        output.contains("done: providers and resources Ready, consumer OK, the request outside the policy refused"),
+        "{output}"
+    );
     assert!(output.contains("make demo-down"), "tells how to stop: {output}");
     assert!(output.contains("<redacted, "), "shows the Secrets' keys: {output}");
+
+    // The platform team's admin key is in the operator's namespace only; the refused resource got no Secret.
+    let (app, operator) = (demo.secret_names(APP_NS), demo.secret_names(OPERATOR_NS));
+    assert!(operator.contains(&"tm-admin".to_owned()) && operator.contains(&"vendor-ca".to_owned()), "{operator:?}");
+    assert!(!app.contains(&"tm-admin".to_owned()), "the app namespace holds no cluster admin key: {app:?}");
+    for secret in ["reporting-auditor", "platform-admin", "flow-reporting"] {
+        assert!(app.contains(&secret.to_owned()), "Secret {secret} in {app:?}");
+    }
+    assert!(!app.contains(&"reporting-admin".to_owned()), "nothing issued for the refused request: {app:?}");
 
     let secrets = demo.secret_values();
     assert!(secrets.len() >= 7, "seeded and generated secret values: {}", secrets.len());

@@ -28,14 +28,32 @@ impl Env {
         self.ns.api()
     }
 
-    /// A spec against the simulator (CA from a Secret), merged with `extra`.
+    /// A spec against the simulator through the namespace's Cisco provider (CA from a Secret), merged with `extra`.
     fn spec(&self, extra: serde_json::Value) -> serde_json::Value {
         let mut spec = json!({
-            "connection": {"url": self.sim.info.cisco_url(), "caSecretRef": {"name": sim_env::CA_SECRET}},
+            "providerRef": sim_env::key_provider_ref(sim_env::CISCO_PROVIDER),
             "capabilities": ["flow_inventory_query", "user_role_scope_management"],
         });
         merge(&mut spec, &extra);
         spec
+    }
+
+    /// A Cisco `KeyProvider` `name` against the simulator, merged with `extra`.
+    async fn cisco_provider(&self, name: &str, login: Option<&str>, extra: serde_json::Value) {
+        let mut spec = sim_env::cisco_provider_spec(&self.sim, login);
+        merge(&mut spec, &extra);
+        self.apply_key_provider(name, spec).await;
+    }
+
+    /// Waits until the provider's Ready condition is False with `reason` and a message containing `needle`.
+    async fn wait_provider_not_ready(&self, name: &str, reason: &str, needle: &str) -> String {
+        let what = format!("provider {name} Ready=False reason={reason} message containing {needle:?}");
+        eventually(WAIT, &what, || async {
+            let p = self.key_providers().get(name).await.ok()?;
+            let c = p.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (c.status == "False" && c.reason == reason && c.message.contains(needle)).then_some(c.message)
+        })
+        .await
     }
 
     fn existing(&self, source: &str, extra: serde_json::Value) -> serde_json::Value {
@@ -44,12 +62,10 @@ impl Env {
         spec
     }
 
-    /// Provision mode with the simulator's UI user (its login Secret is created here).
+    /// Provision mode with the simulator's UI user (the sign-in is the provider's `cisco.loginSecretRef`).
     async fn provision(&self, extra: serde_json::Value) -> serde_json::Value {
-        let email = self.sim.info.cisco["uiEmail"].as_str().unwrap().to_owned();
-        put_secret(&self.ns, "sw-login", &[("email", email.as_str()), ("password", &self.ui_password())]).await;
         let mut spec = self.spec(json!({
-            "source": {"provision": {"loginSecretRef": {"name": "sw-login"}, "description": "payments reporting"}},
+            "source": {"provision": {"description": "payments reporting"}},
         }));
         merge(&mut spec, &extra);
         spec
@@ -516,23 +532,30 @@ async fn runtime_faults_get_specific_reasons_and_recover() {
     put_secret(&env.ns, "broken", &[("credentials.json", fixed.as_str())]).await;
     env.wait_ready("malformed").await;
 
-    // A CA that did not sign the vendor's certificate: TLSError; the CA Secret fixed: Ready.
+    // A provider whose CA did not sign the vendor's certificate: its check fails with a TLS error and the resource
+    // waits for it; the CA Secret fixed: Ready.
     put_secret(&env.ns, "bad-ca", &[("ca.crt", include_str!("support/other-ca.pem"))]).await;
-    env.apply("tls", env.existing("later", json!({"connection": {"caSecretRef": {"name": "bad-ca"}}}))).await;
-    env.wait_condition("tls", "False", "TLSError").await;
+    env.cisco_provider("p-tls", None, json!({"cisco": {"caSecretRef": {"name": "bad-ca"}}})).await;
+    env.apply("tls", env.existing("later", json!({"providerRef": sim_env::key_provider_ref("p-tls")}))).await;
+    let message = env.wait_provider_not_ready("p-tls", "CredentialCheckFailed", "").await;
+    assert!(message.to_lowercase().contains("tls") || message.contains("certificate"), "{message}");
+    let swc = env.wait_condition("tls", "False", "ProviderNotReady").await;
+    assert!(ready_message(&swc).contains("KeyProvider/p-tls"), "{}", ready_message(&swc));
     put_secret(&env.ns, "bad-ca", &[("ca.crt", env.sim.ca_pem.as_str())]).await;
     env.wait_ready("tls").await;
 
-    // Provision mode with a wrong UI password: Unauthorized, nothing minted.
-    let mut spec = env.provision(json!({})).await;
-    merge(&mut spec, &json!({"source": {"provision": {"loginSecretRef": {"name": "wrong-login"}}}}));
+    // Provision mode through a provider with a wrong UI password: its sign-in is refused, nothing minted.
     put_secret(&env.ns, "wrong-login", &[("email", "site-admin@example.com"), ("password", "not-the-password")]).await;
+    env.cisco_provider("p-badlogin", Some("wrong-login"), json!({})).await;
+    let mut spec = env.provision(json!({})).await;
+    merge(&mut spec, &json!({"providerRef": sim_env::key_provider_ref("p-badlogin")}));
     env.apply("badlogin", spec).await;
-    let swc = env.wait_condition("badlogin", "False", "Unauthorized").await;
+    env.wait_provider_not_ready("p-badlogin", "CredentialCheckFailed", "").await;
+    let swc = env.wait_condition("badlogin", "False", "ProviderNotReady").await;
     assert!(env.live_credentials_of(&swc).is_empty());
 
     let metrics = env.op.metrics().await;
-    for reason in ["SecretNotFound", "InvalidSecret", "TLSError", "Unauthorized"] {
+    for reason in ["SecretNotFound", "InvalidSecret", "ProviderNotReady"] {
         assert!(metrics.contains(&format!("reason=\"{reason}\"")), "reconcile_errors for {reason} missing");
     }
     let attempts = env.op.logs().matches("not ready").count();

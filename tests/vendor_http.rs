@@ -19,13 +19,13 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use serde_json::json;
-use support::{TestNamespace, eventually, merge, operator::Operator, put_secret};
+use support::{TestNamespace, eventually, merge, operator::Operator, put_secret, sim_env};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 use workload_key_operator::{
-    api::WorkloadApiKey,
+    api::{KeyProvider, WorkloadApiKey},
     sim::{self, RunningSim, SimOptions, faults::FaultRule},
 };
 
@@ -38,7 +38,8 @@ struct Env {
 }
 
 impl Env {
-    /// A namespace, the simulator, the admin Secrets, and the operator with `env(&sim)` added to its environment.
+    /// A namespace, the simulator, the admin Secrets, a Trend `KeyProvider` naming them (Ready), and the operator
+    /// with `env(&sim)` added to its environment.
     async fn start(prefix: &str, env: impl FnOnce(&RunningSim) -> Vec<(String, String)>) -> Self {
         let ns = TestNamespace::new(prefix).await;
         support::operator::install_crds(&ns.client).await;
@@ -47,7 +48,15 @@ impl Env {
         put_secret(&ns, "sim-ca", &[("ca.crt", sim.ca_pem.as_str())]).await;
         let vars = env(&sim);
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        sim_env::apply_key_provider(
+            &ns.client,
+            &ns.name,
+            sim_env::TREND_PROVIDER,
+            sim_env::trend_provider_spec(&sim, sim_env::ADMIN_SECRET),
+        )
+        .await;
         let op = Operator::start_with_env(&ns.name, &vars);
+        sim_env::wait_provider_ready(&ns.api::<KeyProvider>(), sim_env::TREND_PROVIDER).await;
         Env { ns, sim, op }
     }
 
@@ -98,17 +107,13 @@ impl Env {
     }
 }
 
-/// The one place a test resource is built (the connection moves to a provider resource soon).
-fn workload_api_key(sim: &RunningSim, name: &str) -> WorkloadApiKey {
+/// The one place a test resource is built: through the namespace's Trend provider.
+fn workload_api_key(_sim: &RunningSim, name: &str) -> WorkloadApiKey {
     serde_json::from_value(json!({
         "apiVersion": "workloadkeys.io/v1alpha1", "kind": "WorkloadApiKey",
         "metadata": {"name": name},
         "spec": {
-            "connection": {
-                "url": sim.info.trend_url(),
-                "caSecretRef": {"name": "sim-ca"},
-                "apiKeySecretRef": {"name": "tm-admin"}
-            },
+            "providerRef": sim_env::key_provider_ref(sim_env::TREND_PROVIDER),
             "role": {"name": "Auditor"},
             "expiresAfter": "336h",
             "description": "vendor HTTP test"

@@ -32,11 +32,47 @@ impl Env {
         self.ns.api()
     }
 
-    /// A spec against the simulator, with the admin key, merged with `extra`.
+    /// A spec against the simulator through the namespace's Trend provider, merged with `extra`.
     fn spec(&self, extra: serde_json::Value) -> serde_json::Value {
-        let mut spec = sim_env::wak_spec(&self.sim, "Read-only access");
+        let mut spec = sim_env::wak_spec("Read-only access");
         merge(&mut spec, &extra);
         spec
+    }
+
+    /// The same through the `KeyProvider` `provider` of the namespace.
+    fn via(&self, provider: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = self.spec(json!({"providerRef": sim_env::key_provider_ref(provider)}));
+        merge(&mut spec, &extra);
+        spec
+    }
+
+    /// A Trend `KeyProvider` `name` against the simulator whose admin key is in Secret `admin`, merged with `extra`.
+    async fn trend_provider(&self, name: &str, admin: &str, extra: serde_json::Value) {
+        let mut spec = sim_env::trend_provider_spec(&self.sim, admin);
+        merge(&mut spec, &extra);
+        self.apply_key_provider(name, spec).await;
+    }
+
+    /// Waits until the provider's Ready condition is False with `reason` and a message containing `needle`.
+    async fn wait_provider_not_ready(&self, name: &str, reason: &str, needle: &str) -> String {
+        let what = format!("provider {name} Ready=False reason={reason} message containing {needle:?}");
+        eventually(WAIT, &what, || async {
+            let p = self.key_providers().get(name).await.ok()?;
+            let c = p.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (c.status == "False" && c.reason == reason && c.message.contains(needle)).then_some(c.message)
+        })
+        .await
+    }
+
+    /// Waits until the resource waits for its provider, with a message containing `needle`; returns the message.
+    async fn wait_provider_not_ready_on(&self, name: &str, needle: &str) -> String {
+        let what = format!("{name} Ready=False reason=ProviderNotReady message containing {needle:?}");
+        eventually(WAIT, &what, || async {
+            let w = self.waks().get(name).await.ok()?;
+            let c = w.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (c.status == "False" && c.reason == "ProviderNotReady" && c.message.contains(needle)).then_some(c.message)
+        })
+        .await
     }
 
     async fn apply(&self, name: &str, spec: serde_json::Value) -> WorkloadApiKey {
@@ -235,9 +271,13 @@ async fn regenerate_rotation_and_the_rotate_annotation() {
         (v != s1).then_some(v)
     })
     .await;
-    let w = env.wait_ready("regen").await;
+    // The Secret is written before the status records the rotation: wait for the record, not just Ready.
+    let w = eventually(WAIT, "rotation recorded", || async {
+        let w = env.waks().get("regen").await.ok()?;
+        w.status.as_ref()?.last_rotated_at.is_some().then_some(w)
+    })
+    .await;
     assert_eq!(w.status.as_ref().unwrap().key_id, Some(id), "same key, new secret");
-    assert!(w.status.as_ref().unwrap().last_rotated_at.is_some());
     env.client_with(&s2).describe_current_api_key().await.expect("new secret works");
     assert_eq!(env.client_with(&s1).describe_current_api_key().await.unwrap_err().kind, ErrorKind::Unauthorized);
 
@@ -339,31 +379,41 @@ async fn retain_keeps_the_vendor_key_and_foreign_secrets_are_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_faults_get_specific_reasons_and_recover() {
     let env = Env::start("wak-faults").await;
-    // Admin Secret missing, then created.
-    env.apply("nosecret", env.spec(json!({"connection": {"apiKeySecretRef": {"name": "later"}}}))).await;
-    env.wait_condition("nosecret", "False", "SecretNotFound").await;
+    // The provider's admin Secret missing, then created: the provider says SecretNotFound, the resource waits for
+    // it (ProviderNotReady, naming the cause) and is Ready once the Secret exists.
+    env.trend_provider("p-later", "later", json!({})).await;
+    env.apply("nosecret", env.via("p-later", json!({}))).await;
+    env.wait_provider_not_ready("p-later", "SecretNotFound", "later").await;
+    env.wait_provider_not_ready_on("nosecret", "SecretNotFound").await;
     put_secret(&env.ns, "later", &[("api-secret-key", env.sim.info.trend_admin_api_key().as_str())]).await;
     env.wait_ready("nosecret").await;
 
-    // Wrong admin key: Unauthorized; fixed: Ready.
+    // Wrong admin key: the provider's check is refused (401); fixed: Ready.
     put_secret(&env.ns, "wrong", &[("api-secret-key", "99:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")]).await;
-    env.apply("badkey", env.spec(json!({"connection": {"apiKeySecretRef": {"name": "wrong"}}}))).await;
-    env.wait_condition("badkey", "False", "Unauthorized").await;
+    env.trend_provider("p-wrong", "wrong", json!({})).await;
+    env.apply("badkey", env.via("p-wrong", json!({}))).await;
+    env.wait_provider_not_ready("p-wrong", "CredentialCheckFailed", "401").await;
+    env.wait_provider_not_ready_on("badkey", "401").await;
     put_secret(&env.ns, "wrong", &[("api-secret-key", env.sim.info.trend_admin_api_key().as_str())]).await;
     env.wait_ready("badkey").await;
 
-    // An Auditor key may not create keys: Forbidden.
+    // An Auditor key may describe itself (the provider is Ready) but not create keys: Forbidden.
     let auditor = env.secret_value("badkey").await;
     put_secret(&env.ns, "auditor", &[("api-secret-key", auditor.as_str())]).await;
-    env.apply("weak", env.spec(json!({"connection": {"apiKeySecretRef": {"name": "auditor"}}}))).await;
+    env.trend_provider("p-auditor", "auditor", json!({})).await;
+    env.wait_key_provider_ready("p-auditor").await;
+    env.apply("weak", env.via("p-auditor", json!({}))).await;
     let w = env.wait_condition("weak", "False", "Forbidden").await;
     assert!(w.status.unwrap().conditions[0].message.contains("403"));
 
-    // Bad CA: TLSError; fixed: Ready.
+    // Bad CA on the provider: its check fails with a TLS error; the provider fixed: Ready.
     put_secret(&env.ns, "bad-ca", &[("ca.crt", include_str!("support/other-ca.pem"))]).await;
-    env.apply("tls", env.spec(json!({"connection": {"caSecretRef": {"name": "bad-ca"}}}))).await;
-    env.wait_condition("tls", "False", "TLSError").await;
-    env.apply("tls", env.spec(json!({}))).await;
+    env.trend_provider("p-tls", sim_env::ADMIN_SECRET, json!({"trend": {"caSecretRef": {"name": "bad-ca"}}})).await;
+    env.apply("tls", env.via("p-tls", json!({}))).await;
+    let message = env.wait_provider_not_ready("p-tls", "CredentialCheckFailed", "").await;
+    assert!(message.to_lowercase().contains("tls") || message.contains("certificate"), "{message}");
+    env.wait_provider_not_ready_on("tls", "CredentialCheckFailed").await;
+    env.trend_provider("p-tls", sim_env::ADMIN_SECRET, json!({})).await;
     env.wait_ready("tls").await;
 
     // 503s on create: VendorUnavailable, then Ready when they stop.
@@ -383,7 +433,7 @@ async fn runtime_faults_get_specific_reasons_and_recover() {
 
     // Errors are counted by reason.
     let metrics = env.op.metrics().await;
-    for reason in ["SecretNotFound", "Unauthorized", "Forbidden", "TLSError", "VendorUnavailable", "RateLimited"] {
+    for reason in ["ProviderNotReady", "Forbidden", "VendorUnavailable", "RateLimited"] {
         assert!(metrics.contains(&format!("reason=\"{reason}\"")), "reconcile_errors for {reason} missing");
     }
     // Failures back off instead of spinning: a handful of attempts per resource, not hundreds.
@@ -437,17 +487,19 @@ async fn bootstrap_with_username_and_password_then_keys_only() {
     let user = env.sim.info.trend["adminUser"].as_str().unwrap().to_owned();
     let password = env.sim.info.trend["adminPassword"].as_str().unwrap().to_owned();
     put_secret(&env.ns, "tm-login", &[("userName", user.as_str()), ("password", password.as_str())]).await;
-    env.apply(
-        "first",
-        env.spec(json!({"connection": {"apiKeySecretRef": null, "loginSecretRef": {"name": "tm-login"}},
-                        "role": {"name": "Full Access"}})),
+    env.trend_provider(
+        "p-login",
+        "unused",
+        json!({"trend": {"apiKeySecretRef": null, "loginSecretRef": {"name": "tm-login"}}}),
     )
     .await;
+    env.apply("first", env.via("p-login", json!({"role": {"name": "Full Access"}}))).await;
     let first = env.wait_ready("first").await;
     assert_eq!(first.status.unwrap().role_id, Some(1), "a Full Access key");
     assert!(env.sim.counts.total("trend", "POST /api/sessions") >= 1, "a session was opened");
 
-    env.apply("second", env.spec(json!({"connection": {"apiKeySecretRef": {"name": "first"}}}))).await;
+    env.trend_provider("p-first", "first", json!({})).await;
+    env.apply("second", env.via("p-first", json!({}))).await;
     let second = env.wait_ready("second").await;
     assert_eq!(second.status.unwrap().role_id, Some(2));
     let v = env.secret_value("second").await;
@@ -567,4 +619,48 @@ async fn crashes_at_any_point_leave_no_orphaned_keys() {
     assert!(ours.is_empty(), "orphaned vendor keys after {kills} crashes: {ours:?}");
     let creates = env.sim.counts.snapshot()["trend"].get("POST /api/apikeys").map_or(0, |c| c.total);
     eprintln!("chaos: {kills} SIGKILLs, {creates} key creates for 8 resources, no orphans");
+}
+
+/// `--max-concurrent-reconciles` bounds how many reconciles run at once, and a low value still converges: 200
+/// resources created at once all become Ready with exactly one key each, while the operator's high-water mark of
+/// reconciles in flight never passes the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_reconcile_concurrency_still_converges() {
+    const BOUND: usize = 2;
+    const COUNT: usize = 200;
+    let env = Env::start_with("wak-bound", SimOptions::default(), &[("WKO_MAX_CONCURRENT_RECONCILES", "2")]).await;
+    let names: Vec<String> = (0..COUNT).map(|i| format!("bounded-{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| env.apply(n, env.spec(json!({}))))).await;
+    eventually(Duration::from_secs(240), "200 resources Ready", || async {
+        let list = env.waks().list(&ListParams::default()).await.ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|w| {
+                w.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") && s.key_id.is_some()
+                })
+            })
+            .count();
+        (ready == COUNT).then_some(())
+    })
+    .await;
+    let metrics = env.op.metrics().await;
+    let max = metric_value(&metrics, "workload_key_operator_reconciles_in_flight_max{kind=\"WorkloadApiKey\"}");
+    eprintln!("{COUNT} resources Ready with at most {max} reconciles in flight (bound {BOUND})");
+    assert!((1..=BOUND as i64).contains(&max), "high-water mark {max} within the bound {BOUND}");
+    // Exactly one vendor key per resource.
+    let keys = env.sim.trend.keys();
+    for name in &names {
+        let uid = env.waks().get(name).await.unwrap().uid().unwrap();
+        let ours = keys.iter().filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&uid))).count();
+        assert_eq!(ours, 1, "{name}: one key");
+    }
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly as exposed).
+fn metric_value(text: &str, series: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().expect("a number") as i64))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }

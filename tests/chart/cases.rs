@@ -87,8 +87,13 @@ pub const HARDENED: Case = Case {
     ],
 };
 
+pub const HOST_NETWORK: Case = Case {
+    name: "host network",
+    args: &["--set", "hostNetwork=true", "--set", "metricsPort=18080", "--set", "metricsBindAddress=127.0.0.1"],
+};
+
 pub const VALID_CASES: &[&Case] =
-    &[&DEFAULT, &TWO_NAMESPACES, &SERVICE_MONITOR, &NO_LEADER_ELECTION, &BRING_YOUR_OWN, &HARDENED];
+    &[&DEFAULT, &TWO_NAMESPACES, &SERVICE_MONITOR, &NO_LEADER_ELECTION, &BRING_YOUR_OWN, &HARDENED, &HOST_NETWORK];
 
 pub fn template_output(args: &[&str]) -> Output {
     let chart = chart_dir();

@@ -6,9 +6,9 @@ use serde_json::json;
 
 use crate::{
     cases::{
-        BRING_YOUR_OWN, DEFAULT, DIGEST, FULLNAME, HARDENED, NAMESPACE, NO_LEADER_ELECTION, SERVICE_MONITOR,
-        TWO_NAMESPACES, VALID_CASES, all_of, chart_app_version, container, deployment, env_of, find, kinds, render,
-        template_output,
+        BRING_YOUR_OWN, DEFAULT, DIGEST, FULLNAME, HARDENED, HOST_NETWORK, NAMESPACE, NO_LEADER_ELECTION,
+        SERVICE_MONITOR, TWO_NAMESPACES, VALID_CASES, all_of, chart_app_version, container, deployment, env_of, find,
+        kinds, render, template_output,
     },
     chart_dir, helm, run, text,
 };
@@ -113,6 +113,7 @@ fn non_default_values_render_as_asked() {
     assert_eq!(env["WKO_WATCH_NAMESPACE"], "apps,billing");
     assert_eq!(env["WKO_CLUSTER_RESOURCE_NAMESPACE"], NAMESPACE);
     assert_eq!(env["WKO_LOG_FORMAT"], "text");
+    assert_eq!(env["WKO_MAX_CONCURRENT_RECONCILES"], "8", "the default bound");
     for ns in ["apps", "billing"] {
         let in_ns = |kind: &str| {
             all_of(&docs, kind)
@@ -188,6 +189,23 @@ fn non_default_values_render_as_asked() {
         netpol["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "monitoring"
     );
+
+    // Host network (a node without a pod network): probes on 127.0.0.1, the metrics port on the node.
+    let docs = render(&HOST_NETWORK);
+    let pod = &deployment(&docs)["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    let c = container(&docs);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["host"], "127.0.0.1", "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "http-metrics", "{probe}");
+    }
+    assert_eq!(c["ports"][0]["containerPort"], 18080);
+    assert_eq!(env_of(c)["WKO_METRICS_ADDR"], "127.0.0.1:18080");
+    // Off by default: no host network, probes on the pod IP.
+    let docs = render(&DEFAULT);
+    assert!(deployment(&docs)["spec"]["template"]["spec"].get("hostNetwork").is_none());
+    assert!(container(&docs)["readinessProbe"]["httpGet"].get("host").is_none());
 }
 
 #[test]

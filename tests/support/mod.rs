@@ -1,6 +1,11 @@
 //! Test support: one real control plane (etcd + kube-apiserver + kube-controller-manager) per test binary,
 //! started through `scripts/dev-cluster`, and a fresh namespace per test.
 //!
+//! A test binary that needs nodes asks for them before anything else touches the cluster:
+//! [`control_plane_with_nodes`] (kube-scheduler + kwok simulating [`SIMULATED_NODES`] nodes) or
+//! [`control_plane_with_real_node`] (kube-scheduler + containerd + one kubelet); the helpers below then use that
+//! cluster. Tests that do not ask get the plain control plane, as before.
+//!
 //! Set `WKO_TEST_KUBECONFIG` to reuse a running cluster (e.g. the one `scripts/dev-cluster up` printed)
 //! instead of starting one. We use our own small harness rather than the `envtest` crate so that tests, the
 //! demo and humans share one start-up path (`scripts/dev-cluster`), including the controller manager that
@@ -8,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod operator;
+pub mod rollout;
 #[cfg(feature = "sim")]
 pub mod sim_env;
 
@@ -33,29 +39,105 @@ pub fn repo_root() -> PathBuf {
 pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     pub dir: Option<PathBuf>,
+    pub nodes: Nodes,
 }
+
+/// What runs pods in a test cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nodes {
+    /// The control plane only: pods are created but never scheduled.
+    None,
+    /// kube-scheduler and kwok simulating this many nodes (`kwok-node-0`, …): pods become Running and Ready.
+    Simulated(u32),
+    /// kube-scheduler, containerd and one kubelet (node `127.0.0.1`, host network only).
+    Real,
+}
+
+/// How many simulated nodes [`control_plane_with_nodes`] starts.
+pub const SIMULATED_NODES: u32 = 2;
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
 /// Starts the control plane on first use (blocking, ~10-30 s); later calls return the same one.
 /// It stops by itself when this test process exits (`dev-cluster --owner-pid`).
 pub fn control_plane() -> &'static ControlPlane {
-    CONTROL_PLANE.get_or_init(|| {
-        if let Ok(kc) = std::env::var("WKO_TEST_KUBECONFIG") {
-            return ControlPlane { kubeconfig: PathBuf::from(kc), dir: None };
-        }
-        let dir = std::env::temp_dir().join(format!("wko-test-cluster-{}", std::process::id()));
-        let kubeconfig = dev_cluster_up(&dir, Some(std::process::id()));
-        ControlPlane { kubeconfig, dir: Some(dir) }
-    })
+    CONTROL_PLANE.get_or_init(|| start_control_plane(Nodes::None))
+}
+
+/// The control plane with [`SIMULATED_NODES`] kwok nodes. Call it before anything else uses the cluster.
+pub fn control_plane_with_nodes() -> &'static ControlPlane {
+    control_plane_with(Nodes::Simulated(SIMULATED_NODES))
+}
+
+/// The control plane with one real node (containerd + kubelet). Call it before anything else uses the cluster;
+/// see [`real_node_unavailable`] for where it cannot run.
+pub fn control_plane_with_real_node() -> &'static ControlPlane {
+    control_plane_with(Nodes::Real)
+}
+
+fn control_plane_with(nodes: Nodes) -> &'static ControlPlane {
+    let cp = CONTROL_PLANE.get_or_init(|| start_control_plane(nodes));
+    assert_eq!(cp.nodes, nodes, "this test binary's cluster was started without the nodes asked for now");
+    cp
+}
+
+fn start_control_plane(nodes: Nodes) -> ControlPlane {
+    if nodes == Nodes::None
+        && let Ok(kc) = std::env::var("WKO_TEST_KUBECONFIG")
+    {
+        return ControlPlane { kubeconfig: PathBuf::from(kc), dir: None, nodes };
+    }
+    let dir = std::env::temp_dir().join(format!("wko-test-cluster-{}", std::process::id()));
+    let kubeconfig = dev_cluster_up_with(&dir, Some(std::process::id()), nodes);
+    ControlPlane { kubeconfig, dir: Some(dir), nodes }
+}
+
+/// Why a real node cannot run on this machine (the real-node tests skip then, saying so), or `None`.
+/// containerd, runc and the kubelet need root; the packages are installed by `dev-cluster` when missing.
+pub fn real_node_unavailable() -> Option<String> {
+    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
+    });
+    if uid.as_deref() != Some("0") {
+        return Some("containerd and the kubelet need root".into());
+    }
+    if !Path::new("/sys/fs/cgroup").is_dir() {
+        return Some("no /sys/fs/cgroup".into());
+    }
+    let have = |tool: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !have("containerd") && !have("apt-get") {
+        return Some("containerd is not installed and there is no apt-get to install it".into());
+    }
+    None
 }
 
 /// Runs `scripts/dev-cluster up` and returns the kubeconfig path from its last line.
 pub fn dev_cluster_up(dir: &Path, owner_pid: Option<u32>) -> PathBuf {
+    dev_cluster_up_with(dir, owner_pid, Nodes::None)
+}
+
+/// `scripts/dev-cluster up` with these nodes.
+pub fn dev_cluster_up_with(dir: &Path, owner_pid: Option<u32>, nodes: Nodes) -> PathBuf {
     let mut cmd = Command::new(repo_root().join("scripts/dev-cluster"));
     cmd.arg("up").arg("--dir").arg(dir);
     if let Some(pid) = owner_pid {
         cmd.arg("--owner-pid").arg(pid.to_string());
+    }
+    match nodes {
+        Nodes::None => {}
+        Nodes::Simulated(n) => {
+            cmd.arg("--nodes").arg(n.to_string());
+        }
+        Nodes::Real => {
+            cmd.arg("--real-node");
+        }
     }
     let out = cmd.output().expect("run scripts/dev-cluster");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -155,6 +237,11 @@ where
 
 /// Creates or replaces a Secret holding these string values (server-side apply, so a key left out is removed).
 pub async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
+    put_secret_in(&ns.client, &ns.name, name, data).await;
+}
+
+/// The same in namespace `ns`.
+pub async fn put_secret_in(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
     let secret = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
         data: Some(
@@ -164,7 +251,7 @@ pub async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) {
         ),
         ..Default::default()
     };
-    let api: Api<k8s_openapi::api::core::v1::Secret> = ns.api();
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
     api.patch(name, &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&secret))
         .await
         .expect("put Secret");

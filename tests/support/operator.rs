@@ -40,6 +40,15 @@ pub async fn install_crds(client: &kube::Client) {
     let _ = DONE.set(());
 }
 
+/// The operator binary: `$WKO_TEST_BIN_DIR/workload-key-operator` when set (a private copy, safe from other
+/// checkouts rebuilding a shared `CARGO_TARGET_DIR` mid-run), else the one Cargo built for this test.
+pub fn operator_bin() -> PathBuf {
+    match std::env::var_os("WKO_TEST_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join("workload-key-operator"),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_workload-key-operator")),
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -89,7 +98,7 @@ impl Operator {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_file).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_workload-key-operator"));
+        let mut cmd = Command::new(operator_bin());
         cmd.env("KUBECONFIG", self.kubeconfig.as_deref().unwrap_or(&control_plane().kubeconfig))
             .env("WKO_METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
             // Everything, at the most verbose level: the leak checks read these logs.

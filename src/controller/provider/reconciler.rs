@@ -53,21 +53,8 @@ pub struct Users {
 impl Users {
     /// The resources that reference `provider`, from the watch caches (cheap; used at rest).
     fn cached(&self, provider: &Provider, provider_ns: Option<&str>) -> Vec<String> {
-        let mut users: Vec<String> = Vec::new();
-        users.extend(
-            self.workload_api_keys
-                .state()
-                .iter()
-                .filter(|r| uses(r.as_ref(), provider, provider_ns))
-                .map(|r| format!("WorkloadApiKey {}", display_name(r.as_ref()))),
-        );
-        users.extend(
-            self.credentials
-                .state()
-                .iter()
-                .filter(|r| uses(r.as_ref(), provider, provider_ns))
-                .map(|r| format!("SecureWorkloadCredential {}", display_name(r.as_ref()))),
-        );
+        let mut users = names_in(&self.workload_api_keys, provider, provider_ns);
+        users.extend(names_in(&self.credentials, provider, provider_ns));
         users.sort();
         users
     }
@@ -87,6 +74,17 @@ impl Users {
         users.sort();
         Ok(users)
     }
+}
+
+/// `Kind namespace/name` of the resources in `store` that use `provider`.
+fn names_in<K: Managed>(store: &Store<K>, provider: &Provider, provider_ns: Option<&str>) -> Vec<String> {
+    let kind = K::kind(&());
+    store
+        .state()
+        .iter()
+        .filter(|r| uses(r.as_ref(), provider, provider_ns))
+        .map(|r| format!("{kind} {}", display_name(r.as_ref())))
+        .collect()
 }
 
 async fn list_users<K>(

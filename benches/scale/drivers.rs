@@ -1,0 +1,246 @@
+//! Running the operator and the simulator, creating the resources, and watching them become Ready.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, ResourceExt,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
+};
+use tokio::{sync::Semaphore, task::JoinSet};
+use workload_key_operator::{
+    api::{
+        WorkloadApiKey,
+        conditions::{self, READY},
+    },
+    sim::{self, RunningSim, SimOptions},
+};
+
+use crate::{
+    measure::Timing,
+    plain::PlainClient,
+    support::{TestNamespace, operator::Operator, sim_env},
+};
+
+/// Where the operators' logs are kept after a run (the runner deletes them when it stops the operator).
+pub fn log_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("wko-bench-logs-{}", std::process::id()))
+}
+
+/// Keeps a copy of the operator's log as `<name>.log` in [`log_dir`].
+pub fn keep_log(op: &Operator, name: &str) {
+    let dir = log_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::copy(&op.log_file, dir.join(format!("{name}.log")));
+}
+
+/// Unlimited vendor requests, for the runs that measure the operator rather than its client-side limit.
+pub const NO_CLIENT_LIMIT: u32 = 1_000_000;
+
+/// Starts the operator on `namespace` as deployed: the runner defaults to trace logging (for the leak checks)
+/// and 1200 vendor requests per minute; later settings win.
+pub fn start_operator(namespace: &str, rate_limit: u32) -> Operator {
+    let rate = rate_limit.to_string();
+    Operator::start_with_env(namespace, &[("WKO_LOG_LEVEL", "info"), ("WKO_VENDOR_RATE_LIMIT", &rate)])
+}
+
+pub fn restart_operator(op: &mut Operator, rate_limit: u32) {
+    let rate = rate_limit.to_string();
+    op.restart_with_env(&[("WKO_LOG_LEVEL", "info"), ("WKO_VENDOR_RATE_LIMIT", &rate)]);
+}
+
+pub async fn start_sim(per_key_limit: u32) -> RunningSim {
+    let mut opts = SimOptions::default();
+    opts.trend.rate_limit_per_minute = per_key_limit;
+    sim::start(opts).await.expect("start vendor simulator")
+}
+
+/// The simulator as shipped: DSM's default per-key limit (500 per minute).
+pub async fn sim_default() -> RunningSim {
+    sim::start(SimOptions::default()).await.expect("start vendor simulator")
+}
+
+pub fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("key-{i:05}")).collect()
+}
+
+/// A namespace with the admin key and the simulator's CA, as the integration tests set one up.
+pub async fn namespace_for(prefix: &str, sim: &RunningSim) -> TestNamespace {
+    let ns = TestNamespace::new(prefix).await;
+    sim_env::put_sim_secrets(&ns, sim).await;
+    // The resources issue through a KeyProvider of their namespace (the operator proves it Ready first).
+    let spec = sim_env::trend_provider_spec(sim, sim_env::ADMIN_SECRET);
+    sim_env::apply_key_provider(&ns.client, &ns.name, sim_env::TREND_PROVIDER, spec).await;
+    ns
+}
+
+/// The resource every phase creates: the spec of the integration tests, against the simulator.
+pub fn template(_sim: &RunningSim) -> WorkloadApiKey {
+    sim_env::wak("template", sim_env::wak_spec("benchmark key"))
+}
+
+/// Creates every resource with at most `concurrency` creates in flight; `then` runs right after each create,
+/// concurrently for all resources (the operator's controller has unbounded reconcile concurrency). Returns when
+/// each resource was created, and how many creates or `then`s failed.
+pub async fn create_all<F, Fut>(
+    ns: &TestNamespace,
+    sim: &RunningSim,
+    names: &[String],
+    concurrency: usize,
+    then: F,
+) -> (HashMap<String, Instant>, usize)
+where
+    F: Fn(WorkloadApiKey) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let api: Api<WorkloadApiKey> = ns.api();
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    for name in names {
+        let (api, gate, then, name) = (api.clone(), gate.clone(), then.clone(), name.clone());
+        let mut obj = template(sim);
+        obj.metadata.name = Some(name.clone());
+        tasks.spawn(async move {
+            let permit = gate.acquire_owned().await.expect("semaphore");
+            let created = api.create(&PostParams::default(), &obj).await.map_err(|e| format!("create {name}: {e}"))?;
+            let at = Instant::now();
+            drop(permit);
+            then(created).await?;
+            Ok::<_, String>((name, at))
+        });
+    }
+    let (mut created, mut failed) = (HashMap::new(), 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.expect("task") {
+            Ok((name, at)) => {
+                created.insert(name, at);
+            }
+            Err(e) => {
+                failed += 1;
+                if failed <= 5 {
+                    eprintln!("bench: {e}");
+                }
+            }
+        }
+    }
+    (created, failed)
+}
+
+pub async fn run_operator(ns: &TestNamespace, sim: &RunningSim, names: &[String], concurrency: usize) -> Timing {
+    run_operator_with_timeout(ns, sim, names, concurrency, Duration::from_secs(900)).await
+}
+
+/// Creates the resources for a running operator and waits until all are Ready (or `timeout`).
+pub async fn run_operator_with_timeout(
+    ns: &TestNamespace,
+    sim: &RunningSim,
+    names: &[String],
+    concurrency: usize,
+    timeout: Duration,
+) -> Timing {
+    let mut watch = ReadyWatch::start(ns.api(), names.len()).await;
+    let t0 = Instant::now();
+    let (created, failed) = create_all(ns, sim, names, concurrency, |_| async { Ok(()) }).await;
+    watch.wait(t0 + timeout).await;
+    Timing::of(names.len(), t0, &created, &watch.ready(), failed)
+}
+
+/// Creates the resources and makes the operator's API-server writes for each with a plain kube-rs client.
+pub async fn run_plain(
+    ns: &TestNamespace,
+    sim: &RunningSim,
+    names: &[String],
+    concurrency: usize,
+    reads: bool,
+) -> Timing {
+    let plain = PlainClient::new(ns.client.clone(), sim.info.trend_url(), reads);
+    let mut watch = ReadyWatch::start(ns.api(), names.len()).await;
+    let t0 = Instant::now();
+    let (created, failed) = create_all(ns, sim, names, concurrency, move |obj| {
+        let plain = plain.clone();
+        async move { plain.writes_for(obj).await }
+    })
+    .await;
+    watch.wait(t0 + Duration::from_secs(900)).await;
+    Timing::of(names.len(), t0, &created, &watch.ready(), failed)
+}
+
+/// Watches a namespace's WorkloadApiKeys and notes when each first shows `Ready=True`.
+pub struct ReadyWatch {
+    pub n: usize,
+    pub ready: Arc<Mutex<HashMap<String, Instant>>>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyWatch {
+    pub async fn start(api: Api<WorkloadApiKey>, n: usize) -> Self {
+        let ready = Arc::new(Mutex::new(HashMap::new()));
+        let seen = ready.clone();
+        let task = tokio::spawn(async move {
+            let mut events =
+                std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
+            while let Some(ev) = events.next().await {
+                let Ok(obj) = ev else { continue };
+                let is_ready = obj.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, READY));
+                if is_ready {
+                    seen.lock().unwrap().entry(obj.name_any()).or_insert_with(Instant::now);
+                }
+            }
+        });
+        // Let the watch start before anything is created.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Self { n, ready, task }
+    }
+
+    pub fn count(&self) -> usize {
+        self.ready.lock().unwrap().len()
+    }
+
+    /// Waits until all `n` are Ready or `deadline`, reporting progress every 15 s.
+    pub async fn wait(&mut self, deadline: Instant) {
+        let mut last_report = Instant::now();
+        while self.count() < self.n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if last_report.elapsed() > Duration::from_secs(15) {
+                eprintln!("bench:   {} of {} Ready", self.count(), self.n);
+                last_report = Instant::now();
+            }
+        }
+        self.task.abort();
+    }
+
+    pub fn ready(&self) -> HashMap<String, Instant> {
+        self.ready.lock().unwrap().clone()
+    }
+}
+
+pub async fn wait_operator_ready(op: &Operator) {
+    workload_key_operator::clients::install_crypto_provider();
+    let url = format!("http://127.0.0.1:{}/readyz", op.metrics_port);
+    for _ in 0..300 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+            // The watches start right after readiness; give them their initial list.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("operator not ready after 30 s; log: {}", op.logs());
+}
+
+/// How many resources of `namespace` the operator has settled since it started (its `resource_ready` series).
+pub async fn ready_gauges(op: &Operator, namespace: &str) -> usize {
+    let needle = format!("namespace=\"{namespace}\"");
+    op.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("workload_key_operator_resource_ready{") && l.contains(&needle))
+        .count()
+}

@@ -1,0 +1,139 @@
+//! Scale benchmarks for the targets of DESIGN §5, on a real control plane (`scripts/dev-cluster`), the operator
+//! binary as its own process (one namespace each) and the in-process vendor simulator. Method and recorded
+//! results: `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo bench --features sim --bench scale -- [--n 1000] [--rss-n 10000] [--rate-n 600] [--quick]
+//! ```
+//!
+//! - **throughput**: a plain kube-rs client makes, per resource, the API-server writes the operator makes (no
+//!   vendor calls), then the operator takes as many WorkloadApiKeys to Ready; same arrival, same machine, same run.
+//! - **restart**: the operator restarted with all of them Ready; vendor requests are counted for a while.
+//! - **rate**: the operator at the default client limit (400/min) on more keys than one minute's budget; the
+//!   largest number of vendor requests in any 60 s window.
+//! - **memory**: peak RSS (`VmHWM`) of the operator process while it takes `--rss-n` resources to Ready, and
+//!   after a restart with all of them Ready.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod drivers;
+mod measure;
+mod phases;
+mod plain;
+mod report;
+mod results;
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+use crate::{drivers::log_dir, phases::run, report::record};
+
+#[derive(Debug, Parser)]
+#[command(about = "Scale benchmarks for DESIGN §5 (method and results: docs/benchmarks.md)")]
+struct Args {
+    /// Resources of the throughput run (operator vs plain client) and of the restart run [default: 1000].
+    #[arg(long)]
+    n: Option<usize>,
+    /// Resources of the peak-RSS run [default: 10000].
+    #[arg(long)]
+    rss_n: Option<usize>,
+    /// Resources of the vendor-rate run at the default client limit; more than one minute's budget, or no
+    /// 60 s window can exceed it [default: 600].
+    #[arg(long)]
+    rate_n: Option<usize>,
+    /// Seconds to count vendor requests after restarting the operator with every resource Ready [default: 60].
+    #[arg(long)]
+    restart_secs: Option<u64>,
+    /// Rounds of the throughput comparison; the verdict is on the median ratio [default: 3, 1 with --quick].
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Creates in flight at once: how the resources arrive, the same in every phase.
+    #[arg(long, default_value_t = 64)]
+    create_concurrency: usize,
+    /// Small sizes (n 100, rss-n 1000, rate-n 150, restart 15 s, 1 round); printed, not recorded unless --record
+    /// is given.
+    #[arg(long)]
+    quick: bool,
+    /// Run only these phases (restart implies throughput).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Phase>,
+    /// Markdown file whose results section is replaced [default: docs/benchmarks.md for a full run; none with
+    /// --quick or --only].
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Throughput,
+    Restart,
+    Rate,
+    Memory,
+}
+
+/// Sizes after `--quick` and the defaults.
+struct Plan {
+    n: usize,
+    rss_n: usize,
+    rate_n: usize,
+    restart: Duration,
+    rounds: usize,
+    create_concurrency: usize,
+    phases: Vec<Phase>,
+    record: Option<PathBuf>,
+}
+
+impl Plan {
+    fn from(args: Args) -> Self {
+        let q = args.quick;
+        let mut phases = if args.only.is_empty() {
+            vec![Phase::Throughput, Phase::Restart, Phase::Rate, Phase::Memory]
+        } else {
+            args.only.clone()
+        };
+        if phases.contains(&Phase::Restart) && !phases.contains(&Phase::Throughput) {
+            phases.push(Phase::Throughput);
+        }
+        let record = match (args.record, q) {
+            (Some(p), _) => Some(p),
+            // Only a full run replaces the recorded results.
+            (None, false) if args.only.is_empty() => Some(support::repo_root().join("docs/benchmarks.md")),
+            (None, _) => None,
+        };
+        Plan {
+            n: args.n.unwrap_or(if q { 100 } else { 1000 }),
+            rss_n: args.rss_n.unwrap_or(if q { 1000 } else { 10_000 }),
+            rate_n: args.rate_n.unwrap_or(if q { 150 } else { 600 }),
+            restart: Duration::from_secs(args.restart_secs.unwrap_or(if q { 15 } else { 60 })),
+            rounds: args.rounds.unwrap_or(if q { 1 } else { 3 }).max(1),
+            create_concurrency: args.create_concurrency.max(1),
+            phases,
+            record,
+        }
+    }
+
+    fn runs(&self, p: Phase) -> bool {
+        self.phases.contains(&p)
+    }
+}
+
+fn main() {
+    let plan = Plan::from(Args::parse());
+    // Start the control plane before the runtime: it blocks for a while.
+    let cp = support::control_plane();
+    eprintln!("bench: control plane ready ({})", cp.kubeconfig.display());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let results = rt.block_on(run(&plan));
+    let table = results.markdown(&plan);
+    println!("{table}");
+    eprintln!("bench: operator logs kept in {}", log_dir().display());
+    if let Some(path) = &plan.record {
+        record(path, &table);
+        eprintln!("bench: results recorded in {}", path.display());
+    }
+}

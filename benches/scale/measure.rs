@@ -1,0 +1,221 @@
+//! Measurements: the operator process (peak RSS, sockets), vendor requests from the simulator's counters,
+//! API-server requests from its metrics, and timings.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use workload_key_operator::sim::{self, RunningSim};
+
+pub const MIB: f64 = 1024.0;
+
+/// `VmHWM` (peak resident set) or `VmRSS` of a process, in KiB.
+pub fn proc_status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Open sockets of a process (its connections to the API server and the vendor).
+pub fn sockets_of(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    fds.filter_map(Result::ok)
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")))
+        .count()
+}
+
+/// Samples a process's open sockets every 250 ms while a phase runs.
+pub struct ProcSampler {
+    pub max_sockets: Arc<AtomicUsize>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+pub struct ProcSample {
+    pub max_sockets: usize,
+}
+
+impl ProcSampler {
+    pub fn start(pid: Option<u32>) -> Self {
+        let max_sockets = Arc::new(AtomicUsize::new(0));
+        let max = max_sockets.clone();
+        let task = tokio::spawn(async move {
+            let Some(pid) = pid else { return };
+            loop {
+                max.fetch_max(sockets_of(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Self { max_sockets, task }
+    }
+
+    pub fn stop(self) -> ProcSample {
+        self.task.abort();
+        ProcSample { max_sockets: self.max_sockets.load(Ordering::Relaxed) }
+    }
+}
+
+pub type VendorCounts = BTreeMap<String, u64>;
+
+/// Requests the Trend simulator answered between two snapshots, by `"METHOD /path"` (and status when not 200).
+pub fn vendor_delta(
+    before: &BTreeMap<String, BTreeMap<String, sim::counts::EndpointCount>>,
+    after: &BTreeMap<String, BTreeMap<String, sim::counts::EndpointCount>>,
+) -> VendorCounts {
+    let empty = BTreeMap::new();
+    let b = before.get("trend").unwrap_or(&empty);
+    let mut out = BTreeMap::new();
+    for (endpoint, count) in after.get("trend").unwrap_or(&empty) {
+        for (status, total) in &count.by_status {
+            let prev = b.get(endpoint).and_then(|c| c.by_status.get(status)).copied().unwrap_or(0);
+            if *total > prev {
+                let key = if *status == 200 { endpoint.clone() } else { format!("{endpoint} → {status}") };
+                out.insert(key, total - prev);
+            }
+        }
+    }
+    out
+}
+
+pub fn total(v: &VendorCounts) -> u64 {
+    v.values().sum()
+}
+
+/// Keys at the vendor that can still authenticate, named for resources of `namespace` (default key names are
+/// `<namespace>-<name>`): one per resource when nothing leaked.
+pub fn live_keys_of(sim: &RunningSim, namespace: &str) -> usize {
+    let prefix = format!("{namespace}-");
+    let now = Timestamp::now().as_millisecond();
+    sim.trend.keys().iter().filter(|k| k.key_name.starts_with(&prefix) && k.is_live(now)).count()
+}
+
+/// Successful key creates.
+pub fn creates_of(v: &VendorCounts) -> u64 {
+    v.get("POST /api/apikeys").copied().unwrap_or(0)
+}
+
+pub type ApiRequests = BTreeMap<String, f64>;
+
+/// `apiserver_request_total` for WorkloadApiKeys, Secrets and Events, by `"VERB resource[/subresource]"`.
+pub async fn apiserver_requests(client: &Client) -> ApiRequests {
+    let req = http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let text = client.request_text(req).await.unwrap_or_default();
+    let mut out = ApiRequests::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        let labels = prometheus_labels(labels);
+        let resource = labels.get("resource").map(String::as_str).unwrap_or_default();
+        if !matches!(resource, "workloadapikeys" | "secrets" | "events") {
+            continue;
+        }
+        let sub = labels.get("subresource").map(String::as_str).unwrap_or_default();
+        let verb = labels.get("verb").map(String::as_str).unwrap_or_default();
+        let key = if sub.is_empty() { format!("{verb} {resource}") } else { format!("{verb} {resource}/{sub}") };
+        *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+pub fn prometheus_labels(s: &str) -> HashMap<String, String> {
+    let inner = s.split_once('{').map(|(_, r)| r.trim_end_matches('}')).unwrap_or_default();
+    let mut out = HashMap::new();
+    let mut rest = inner;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let end = after.find('"').unwrap_or(after.len());
+        out.insert(key.trim_start_matches(',').to_owned(), after[..end].to_owned());
+        rest = after.get(end + 1..).unwrap_or_default();
+    }
+    out
+}
+
+/// Requests between two snapshots, per resource (watches and lists of the whole run are left out).
+pub fn per_resource(before: &ApiRequests, after: &ApiRequests, n: usize) -> ApiRequests {
+    after
+        .iter()
+        .filter(|(k, _)| !k.starts_with("WATCH") && !k.starts_with("LIST"))
+        .map(|(k, v)| (k.clone(), (v - before.get(k).copied().unwrap_or(0.0)) / n.max(1) as f64))
+        .filter(|(_, v)| *v >= 0.005)
+        .collect()
+}
+
+/// Most timestamps (ms) in any half-open window of `window_ms`.
+pub fn max_in_window(sorted: &[i64], window_ms: i64) -> usize {
+    let (mut best, mut lo) = (0, 0);
+    for hi in 0..sorted.len() {
+        while sorted[hi] - sorted[lo] >= window_ms {
+            lo += 1;
+        }
+        best = best.max(hi + 1 - lo);
+    }
+    best
+}
+
+/// From (time, running total) samples: the most requests in any `window`, bracketed. Lower bound: sample pairs
+/// at most `window` apart; upper bound: pairs at most `window` plus twice the largest sampling gap apart.
+pub fn window_bounds(samples: &[(Instant, u64)], window: Duration) -> (u64, u64) {
+    let gap = samples.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or_default();
+    let best = |span: Duration| {
+        let (mut best, mut lo) = (0, 0);
+        for hi in 0..samples.len() {
+            while samples[hi].0 - samples[lo].0 > span {
+                lo += 1;
+            }
+            best = best.max(samples[hi].1 - samples[lo].1);
+        }
+        best
+    };
+    (best(window), best(window + 2 * gap))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Timing {
+    pub n: usize,
+    pub ready: usize,
+    pub failed: usize,
+    /// First create to last Ready.
+    pub elapsed: Duration,
+    /// Create to Ready, per resource.
+    pub p50: Duration,
+    pub p95: Duration,
+    pub max: Duration,
+}
+
+impl Timing {
+    pub fn of(
+        n: usize,
+        t0: Instant,
+        created: &HashMap<String, Instant>,
+        ready: &HashMap<String, Instant>,
+        failed: usize,
+    ) -> Self {
+        let last = ready.values().max().copied().unwrap_or(t0);
+        let mut lat: Vec<Duration> =
+            ready.iter().filter_map(|(k, r)| created.get(k).map(|c| r.saturating_duration_since(*c))).collect();
+        lat.sort_unstable();
+        let pct =
+            |p: f64| lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default();
+        Timing {
+            n,
+            ready: ready.len(),
+            failed,
+            elapsed: last - t0,
+            p50: pct(0.5),
+            p95: pct(0.95),
+            max: lat.last().copied().unwrap_or_default(),
+        }
+    }
+
+    pub fn complete(&self) -> bool {
+        self.ready >= self.n && self.failed == 0
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.ready as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}

@@ -1,0 +1,267 @@
+//! The results as a Markdown table, and the results section of `docs/benchmarks.md`.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    Plan,
+    measure::{MIB, VendorCounts, creates_of, total},
+    results::{Restart, Results, Round},
+};
+
+pub fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+pub fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "n/a".into(), |k| format!("{:.1} MiB", k as f64 / MIB))
+}
+
+pub fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+pub fn creates_row(n: usize, vendor: &VendorCounts, live_keys: usize, ready: usize) -> String {
+    let creates = creates_of(vendor);
+    format!(
+        "| Vendor creates per new key ({n} keys) | {creates} creates, {} vendor requests in all; {live_keys} live keys \
+         afterwards | exactly 1 per key | {} |",
+        total(vendor),
+        verdict(creates == n as u64 && live_keys == n && ready == n)
+    )
+}
+
+pub fn restart_row(r: &Restart) -> String {
+    format!(
+        "| Vendor calls on restart with {} Ready (first reconcile of each, then {} in all) | {} by then, {} in all \
+         ({} creates) | 0 | {} |",
+        r.n,
+        secs(r.observed),
+        r.vendor_at_settled,
+        total(&r.vendor),
+        creates_of(&r.vendor),
+        verdict(r.settled.is_some() && total(&r.vendor) == 0)
+    )
+}
+
+pub fn vendor_list(v: &VendorCounts) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter().map(|(k, n)| format!("`{k}` {n}")).collect::<Vec<_>>().join(", ")
+}
+
+impl Results {
+    pub fn markdown(&self, plan: &Plan) -> String {
+        let m = &self.machine;
+        let mut s = String::new();
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push('\n');
+        };
+        line(format!(
+            "Run {} on commit `{}`: {} CPUs ({}), {:.1} GiB, Linux {}, Kubernetes {}, {}. Release build \
+             (`cargo bench`), operator at log level `info`, resources created {} at a time.",
+            m.date,
+            m.commit,
+            m.cpus,
+            m.cpu_model,
+            m.memory_gib,
+            m.kernel,
+            m.kubernetes,
+            m.rustc,
+            plan.create_concurrency
+        ));
+        line(String::new());
+        line("| Target (DESIGN §5) | Measured | Limit | Result |".into());
+        line("| --- | --- | --- | --- |".into());
+        if let Some(t) = &self.throughput {
+            let ratio = t.median_ratio();
+            let ok = t.rounds.iter().all(Round::complete) && ratio <= 1.5;
+            let each: Vec<String> = t.rounds.iter().map(|r| format!("{:.2}", r.ratio())).collect();
+            let mut times: Vec<(Duration, Duration)> =
+                t.rounds.iter().map(|r| (r.operator.elapsed, r.baseline.elapsed)).collect();
+            times.sort_by(|a, b| {
+                (a.0.as_secs_f64() / a.1.as_secs_f64()).total_cmp(&(b.0.as_secs_f64() / b.1.as_secs_f64()))
+            });
+            let (op, base) = times[times.len() / 2];
+            line(format!(
+                "| {} WorkloadApiKeys to Ready, operator / plain client ({}) | **{ratio:.2}×** \
+                 (median round: operator {} vs plain {}; rounds {}) | ≤ 1.5× | {} |",
+                t.n,
+                match t.rounds.len() {
+                    1 => "1 round".to_owned(),
+                    r => format!("median of {r} rounds"),
+                },
+                secs(op),
+                secs(base),
+                each.join(", "),
+                verdict(ok)
+            ));
+            let live: usize = t.rounds.iter().map(|r| r.live_keys).sum();
+            let ready: usize = t.rounds.iter().map(|r| r.operator.ready).sum();
+            line(creates_row(t.n * t.rounds.len(), &t.creates(), live, ready));
+        }
+        if let Some(r) = &self.restart {
+            line(restart_row(r));
+        }
+        if let Some(r) = &self.rate {
+            let worst = r.creates_max_60s.max(r.total_max_60s.1 as usize);
+            line(format!(
+                "| Most vendor requests in any 60 s window, client limit {}/min ({} keys) | {} creates (exact); {}–{} requests in all | ≤ {} | {} |",
+                r.limit,
+                r.n,
+                r.creates_max_60s,
+                r.total_max_60s.0,
+                r.total_max_60s.1,
+                r.limit,
+                verdict(r.timing.complete() && worst <= r.limit as usize)
+            ));
+        }
+        if let Some(mem) = &self.memory {
+            line(creates_row(mem.n, &mem.vendor, mem.live_keys, mem.timing.ready));
+            line(restart_row(&mem.restart));
+            let peak = mem.hwm_create.max(mem.hwm_restart);
+            line(format!(
+                "| Operator peak RSS with {} resources | {} (`VmHWM`; {} while creating, {} after a restart) | ≤ 40 MiB | {} |",
+                mem.n,
+                mib(peak),
+                mib(mem.hwm_create),
+                mib(mem.hwm_restart),
+                verdict(mem.timing.complete() && peak.is_some_and(|k| k as f64 <= 40.0 * MIB))
+            ));
+        }
+
+        if let Some(t) = &self.throughput {
+            line(String::new());
+            line(format!("#### Throughput: {} resources, first create to last Ready", t.n));
+            line(String::new());
+            line("| Round | Run | Ready | Time | Resources/s | Create→Ready p50 | p95 | max |".into());
+            line("| --- | --- | --- | --- | --- | --- | --- | --- |".into());
+            for (i, r) in t.rounds.iter().enumerate() {
+                for (name, x) in [
+                    ("Plain client: the operator's writes", &r.baseline),
+                    ("Operator (vendor simulator, client limit off)", &r.operator),
+                    ("Plain client: writes and the operator's reads", &r.baseline_reads),
+                ] {
+                    line(format!(
+                        "| {} | {name} | {}/{}{} | {} | {:.1} | {} | {} | {} |",
+                        i + 1,
+                        x.ready,
+                        x.n,
+                        if x.failed > 0 { format!(" ({} failed)", x.failed) } else { String::new() },
+                        secs(x.elapsed),
+                        x.rate(),
+                        secs(x.p50),
+                        secs(x.p95),
+                        secs(x.max)
+                    ));
+                }
+            }
+            line(String::new());
+            for (i, r) in t.rounds.iter().enumerate() {
+                line(format!(
+                    "- Round {}: operator / plain writes **{:.2}×**, operator / plain writes + reads {:.2}×; operator \
+                     peak RSS {}, at most {} sockets open at once; vendor requests: {}; live keys afterwards: {}.",
+                    i + 1,
+                    r.ratio(),
+                    r.operator.elapsed.as_secs_f64() / r.baseline_reads.elapsed.as_secs_f64().max(1e-9),
+                    mib(r.hwm_kib),
+                    r.sockets,
+                    vendor_list(&r.vendor),
+                    r.live_keys
+                ));
+            }
+            line(String::new());
+            line(
+                "API-server requests per resource in round 1 (`apiserver_request_total` deltas; cluster-wide, so the \
+                  controller manager's share is in every column):"
+                    .into(),
+            );
+            line(String::new());
+            line("| Request | Operator | Plain: writes | Plain: writes + reads |".into());
+            line("| --- | --- | --- | --- |".into());
+            if let Some(r) = t.rounds.first() {
+                for (k, v) in &r.requests {
+                    line(format!("| `{k}` | {:.2} | {:.2} | {:.2} |", v[0], v[1], v[2]));
+                }
+            }
+        }
+        if let Some(r) = &self.restart {
+            line(String::new());
+            line(format!("#### Restart with {} resources Ready", r.n));
+            line(String::new());
+            line(format!(
+                "Every resource's first reconcile done after {} (at most {} sockets open at once); vendor requests \
+                 by then: {}; over {}: {}. API-server requests per resource over the period: {}.",
+                r.settled.map_or_else(|| "never (timed out)".into(), secs),
+                r.sockets,
+                r.vendor_at_settled,
+                secs(r.observed),
+                vendor_list(&r.vendor),
+                r.api_requests.iter().map(|(k, v)| format!("`{k}` {v:.2}")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let Some(r) = &self.rate {
+            line(String::new());
+            line(format!("#### Vendor rate: {} resources at the default client limit ({}/min)", r.n, r.limit));
+            line(String::new());
+            line(format!(
+                "{}/{} Ready in {} ({:.1} keys/min overall). Vendor requests: {}. Most in any 60 s window: {} key \
+                 creates (exact, from the simulator's creation stamps), {}–{} requests of any kind (from totals \
+                 sampled every 50 ms). The simulator's own per-key limit (DSM default, 500/min) refused {} \
+                 requests; 429s seen: {}.",
+                r.timing.ready,
+                r.n,
+                secs(r.timing.elapsed),
+                r.timing.ready as f64 * 60.0 / r.timing.elapsed.as_secs_f64().max(1e-9),
+                vendor_list(&r.vendor),
+                r.creates_max_60s,
+                r.total_max_60s.0,
+                r.total_max_60s.1,
+                r.throttled,
+                r.rejected_429
+            ));
+        }
+        if let Some(mem) = &self.memory {
+            line(String::new());
+            line(format!("#### Memory: {} resources", mem.n));
+            line(String::new());
+            line(format!(
+                "{}/{} Ready in {} ({:.1}/s; at most {} sockets open at once); vendor requests: {}. Operator \
+                 `VmHWM` after all were Ready: {}; `VmRSS` 10 s later: {}. Restarted with all Ready: first reconcile \
+                 of each done after {} (at most {} sockets open at once), `VmHWM` {}, `VmRSS` {}; vendor requests: {}.",
+                mem.timing.ready,
+                mem.n,
+                secs(mem.timing.elapsed),
+                mem.timing.rate(),
+                mem.sockets,
+                vendor_list(&mem.vendor),
+                mib(mem.hwm_create),
+                mib(mem.rss_idle),
+                mem.restart.settled.map_or_else(|| "never (timed out)".into(), secs),
+                mem.restart.sockets,
+                mib(mem.hwm_restart),
+                mib(mem.rss_restart),
+                vendor_list(&mem.restart.vendor)
+            ));
+        }
+        s
+    }
+}
+
+pub const BEGIN: &str = "<!-- BEGIN RESULTS (written by `cargo bench --bench scale`) -->";
+pub const END: &str = "<!-- END RESULTS -->";
+
+/// Replaces the results section of `path` (or writes a file that is only that section).
+pub fn record(path: &PathBuf, table: &str) {
+    let section = format!("{BEGIN}\n{table}{END}");
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &old[..b], &old[e + END.len()..]),
+        _ => format!("# Benchmarks\n\n{section}\n"),
+    };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(path, new).expect("write the results file");
+}

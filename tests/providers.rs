@@ -1,0 +1,408 @@
+//! Providers end to end (the providers issue's acceptance tests 2, 3, 4 and 6): a real API server, the operator as
+//! its own process, the simulator. `ClusterKeyProvider`s are watched cluster-wide by every operator of this
+//! binary, so the tests here run one at a time.
+#![cfg(feature = "sim")]
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+use serde_json::json;
+use support::{
+    TestNamespace, eventually, merge,
+    operator::{Operator, install_crds},
+    put_secret,
+    sim_env::{self, CA_SECRET},
+};
+use workload_key_operator::{
+    api::{Capability, ClusterKeyProvider, KeyProvider, SecureWorkloadCredential, WorkloadApiKey},
+    sim::{self, RunningSim, SimOptions},
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One test at a time: every operator watches every `ClusterKeyProvider`.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The operator's cluster-resource namespace (with the simulator's admin Secrets), app namespaces it watches, the
+/// simulator and the operator.
+struct Env {
+    system: TestNamespace,
+    apps: Vec<TestNamespace>,
+    sim: RunningSim,
+    op: Operator,
+    client: Client,
+}
+
+impl Env {
+    async fn start(prefix: &str, apps: usize) -> Self {
+        let system = TestNamespace::new(&format!("{prefix}-sys")).await;
+        install_crds(&system.client).await;
+        let mut namespaces = Vec::new();
+        for i in 0..apps {
+            namespaces.push(TestNamespace::new(&format!("{prefix}-app{i}")).await);
+        }
+        let sim = sim::start(SimOptions::default()).await.expect("start vendor simulator");
+        sim_env::put_sim_secrets(&system, &sim).await;
+        let watch: Vec<&str> = namespaces.iter().map(|n| n.name.as_str()).collect();
+        let op = Operator::start_with_env(&watch.join(","), &[("WKO_CLUSTER_RESOURCE_NAMESPACE", &system.name)]);
+        let client = system.client.clone();
+        Env { system, apps: namespaces, sim, op, client }
+    }
+
+    fn ckps(&self) -> Api<ClusterKeyProvider> {
+        Api::all(self.client.clone())
+    }
+
+    fn waks(&self, ns: usize) -> Api<WorkloadApiKey> {
+        self.apps[ns].api()
+    }
+
+    fn swcs(&self, ns: usize) -> Api<SecureWorkloadCredential> {
+        self.apps[ns].api()
+    }
+
+    /// A `ClusterKeyProvider` named after the test's system namespace and `suffix`; returns its name.
+    async fn cluster_provider(&self, suffix: &str, spec: serde_json::Value) -> String {
+        let name = format!("{}-{suffix}", self.system.name);
+        sim_env::apply_cluster_key_provider(&self.client, &name, spec).await;
+        sim_env::wait_provider_ready(&self.ckps(), &name).await;
+        name
+    }
+
+    async fn apply_wak(&self, ns: usize, name: &str, spec: serde_json::Value) {
+        let obj = sim_env::wak(name, spec);
+        self.waks(ns).patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj)).await.expect("apply");
+    }
+
+    async fn apply_swc(&self, ns: usize, name: &str, spec: serde_json::Value) {
+        let obj: SecureWorkloadCredential = serde_json::from_value(json!({
+            "apiVersion": "workloadkeys.io/v1alpha1", "kind": "SecureWorkloadCredential",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        self.swcs(ns).patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&obj)).await.expect("apply");
+    }
+
+    /// Deletes the `ClusterKeyProvider`s of this test and waits until they are gone (so no later test's operator
+    /// sees them).
+    async fn remove_cluster_providers(&self, names: &[&str]) {
+        for name in names {
+            let _ = self.ckps().delete(name, &DeleteParams::default()).await;
+        }
+        for name in names {
+            eventually(WAIT, &format!("{name} gone"), || async {
+                self.ckps().get_opt(name).await.ok()?.is_none().then_some(())
+            })
+            .await;
+        }
+    }
+
+    fn live_trend_keys(&self, uid: &str) -> Vec<workload_key_operator::sim::trend::SimApiKey> {
+        let marker = format!("[workloadkeys.io/uid={uid}]");
+        let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        self.sim
+            .trend
+            .keys()
+            .into_iter()
+            .filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now))
+            .collect()
+    }
+}
+
+/// The Ready condition's (status, reason, message) of `obj`.
+fn ready<K: serde::Serialize>(obj: &K) -> Option<(String, String, String)> {
+    let v = serde_json::to_value(obj).ok()?;
+    let c = v["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?.clone();
+    Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into(), c["message"].as_str()?.into()))
+}
+
+/// Waits until `name`'s Ready condition has `reason` (status False unless the reason is Ready); returns its message.
+async fn wait_reason<K>(api: &Api<K>, name: &str, reason: &str) -> String
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    eventually(WAIT, &format!("{name} reason={reason}"), || async {
+        let (status, r, message) = ready(&api.get(name).await.ok()?)?;
+        (r == reason && (status == "True") == (reason == "Ready")).then_some(message)
+    })
+    .await
+}
+
+/// Test 2: namespace allowlist (names and a label selector that follows label changes) and the Trend policy (roles,
+/// longest lifetime, the cap as default lifetime). Every refusal costs zero vendor requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlist_and_policy_refuse_without_vendor_calls() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start("prov-pol", 2).await;
+    let (allowed, labelled) = (0, 1);
+    let label = format!("team-{}", env.system.name);
+    let mut spec = sim_env::trend_provider_spec(&env.sim, sim_env::ADMIN_SECRET);
+    merge(
+        &mut spec,
+        &json!({
+            "allowedNamespaces": {"names": [env.apps[allowed].name], "selector": {"matchLabels": {label.clone(): "yes"}}},
+            "policy": {"roles": [{"name": "Auditor"}, {"id": 7}], "maxExpiresAfter": "48h"}
+        }),
+    );
+    let provider = env.cluster_provider("trend", spec).await;
+    let via = |extra: serde_json::Value| {
+        let mut s = sim_env::wak_spec("policy test");
+        merge(&mut s, &json!({"providerRef": sim_env::cluster_provider_ref(&provider)}));
+        merge(&mut s, &extra);
+        s
+    };
+
+    // Refusals: none of them reaches the vendor.
+    let before = env.sim.counts.total("trend", "");
+    env.apply_wak(labelled, "outsider", via(json!({"expiresAfter": "24h"}))).await;
+    let message = wait_reason(&env.waks(labelled), "outsider", "NamespaceNotAllowed").await;
+    assert!(message.contains(&env.apps[labelled].name) && message.contains(&label), "{message}");
+    env.apply_wak(allowed, "admin", via(json!({"role": {"name": "Full Access"}}))).await;
+    let message = wait_reason(&env.waks(allowed), "admin", "PolicyViolation").await;
+    assert!(message.contains("\"Full Access\"") && message.contains("allowed roles: \"Auditor\", ID 7"), "{message}");
+    env.apply_wak(allowed, "too-long", via(json!({"expiresAfter": "72h"}))).await;
+    let message = wait_reason(&env.waks(allowed), "too-long", "PolicyViolation").await;
+    assert!(message.contains("72h") && message.contains("maxExpiresAfter 48h"), "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.sim.counts.total("trend", ""), before, "refusals cost no vendor request");
+    assert!(env.sim.trend.keys().iter().all(|k| !k.description.as_deref().unwrap_or("").contains("policy test")));
+
+    // No expiresAfter: the key gets the cap, in status and at the vendor.
+    env.apply_wak(allowed, "capped", via(json!({"expiresAfter": null}))).await;
+    wait_reason(&env.waks(allowed), "capped", "Ready").await;
+    let capped = env.waks(allowed).get("capped").await.unwrap();
+    let expected = k8s_openapi::jiff::Timestamp::now().as_millisecond() + 48 * 3600 * 1000;
+    let expires_at = capped.status.as_ref().unwrap().expires_at.as_ref().expect("expiresAt").0.as_millisecond();
+    assert!((expires_at - expected).abs() < 120_000, "status.expiresAt is 48h out");
+    let keys = env.live_trend_keys(&capped.uid().unwrap());
+    assert_eq!(keys.len(), 1);
+    assert!((keys[0].expiry_date.expect("vendor expiry") - expected).abs() < 120_000, "vendor expiry is 48h out");
+
+    // Labelling the other namespace allows it promptly, without touching the resource; unlabelling refuses again.
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    let set_label = |value: serde_json::Value| {
+        let namespaces = namespaces.clone();
+        let (name, label) = (env.apps[labelled].name.clone(), label.clone());
+        async move {
+            let patch = json!({"metadata": {"labels": {label: value}}});
+            namespaces.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        }
+    };
+    let generation = env.waks(labelled).get("outsider").await.unwrap().metadata.generation;
+    set_label(json!("yes")).await;
+    let labelled_at = std::time::Instant::now();
+    eventually(Duration::from_secs(20), "outsider Ready after the label", || async {
+        let (status, _, _) = ready(&env.waks(labelled).get("outsider").await.ok()?)?;
+        (status == "True").then_some(())
+    })
+    .await;
+    eprintln!("namespace label took effect after {:?}", labelled_at.elapsed());
+    assert_eq!(env.waks(labelled).get("outsider").await.unwrap().metadata.generation, generation, "untouched");
+    set_label(serde_json::Value::Null).await;
+    let unlabelled_at = std::time::Instant::now();
+    eventually(Duration::from_secs(20), "outsider refused after the label goes", || async {
+        let (_, reason, _) = ready(&env.waks(labelled).get("outsider").await.ok()?)?;
+        (reason == "NamespaceNotAllowed").then_some(())
+    })
+    .await;
+    eprintln!("label removal took effect after {:?}", unlabelled_at.elapsed());
+
+    for (ns, name) in [(allowed, "admin"), (allowed, "too-long"), (allowed, "capped"), (labelled, "outsider")] {
+        env.waks(ns).delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    env.remove_cluster_providers(&[&provider]).await;
+    assert!(env.live_trend_keys(&capped.uid().unwrap()).is_empty());
+    support::assert_no_leaks(&env.apps[allowed], &env.op, &[env.sim.info.trend_admin_api_key()]).await;
+}
+
+/// Test 3: a `ClusterKeyProvider` deleted while in use stays, with an InUse condition naming its users, until the
+/// last of them is deleted and its key revoked; then it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_in_use_stays_until_its_last_user_is_revoked() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start("prov-inuse", 1).await;
+    let mut spec = sim_env::trend_provider_spec(&env.sim, sim_env::ADMIN_SECRET);
+    merge(&mut spec, &json!({"allowedNamespaces": {"names": [env.apps[0].name]}}));
+    let provider = env.cluster_provider("trend", spec).await;
+    let mut uids = Vec::new();
+    for name in ["user-1", "user-2"] {
+        let mut s = sim_env::wak_spec("in use");
+        merge(&mut s, &json!({"providerRef": sim_env::cluster_provider_ref(&provider)}));
+        env.apply_wak(0, name, s).await;
+        wait_reason(&env.waks(0), name, "Ready").await;
+        uids.push(env.waks(0).get(name).await.unwrap().uid().unwrap());
+    }
+    eventually(WAIT, "the provider counts 2 users", || async {
+        let p = env.ckps().get(&provider).await.ok()?;
+        let held = p.finalizers().iter().any(|f| f == "workloadkeys.io/in-use");
+        (held && p.status?.in_use == Some(2)).then_some(())
+    })
+    .await;
+
+    env.ckps().delete(&provider, &DeleteParams::default()).await.unwrap();
+    let in_use = |needle: String, absent: Option<String>| {
+        let ckps = env.ckps();
+        let provider = provider.clone();
+        async move {
+            eventually(WAIT, &format!("InUse naming {needle}"), || async {
+                let p = ckps.get(&provider).await.ok()?;
+                p.metadata.deletion_timestamp.as_ref()?;
+                let c = p.status?.conditions.into_iter().find(|c| c.type_ == "InUse")?;
+                let named = c.status == "True" && c.message.contains(&needle);
+                (named && absent.as_ref().is_none_or(|a| !c.message.contains(a))).then_some(c.message)
+            })
+            .await
+        }
+    };
+    let ns = env.apps[0].name.clone();
+    let message = in_use(format!("WorkloadApiKey {ns}/user-1"), None).await;
+    assert!(message.contains(&format!("WorkloadApiKey {ns}/user-2")), "{message}");
+
+    env.waks(0).delete("user-1", &DeleteParams::default()).await.unwrap();
+    in_use(format!("WorkloadApiKey {ns}/user-2"), Some(format!("{ns}/user-1"))).await;
+    assert!(env.live_trend_keys(&uids[0]).is_empty(), "user-1's key revoked through the deleting provider");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(env.ckps().get_opt(&provider).await.unwrap().is_some(), "still there while user-2 uses it");
+
+    env.waks(0).delete("user-2", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "provider gone", || async { env.ckps().get_opt(&provider).await.ok()?.is_none().then_some(()) })
+        .await;
+    assert!(env.waks(0).get_opt("user-2").await.unwrap().is_none(), "its last user went first");
+    assert!(env.live_trend_keys(&uids[1]).is_empty(), "user-2's key revoked before the provider went");
+    // Its Secrets are released.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = env.system.api();
+    eventually(WAIT, "Secret finalizers released", || async {
+        let s = secrets.get(sim_env::ADMIN_SECRET).await.ok()?;
+        (!s.finalizers().iter().any(|f| f == "workloadkeys.io/provider-credential")).then_some(())
+    })
+    .await;
+}
+
+/// Test 4: a namespace holding a `KeyProvider`, its admin Secret and 20 WorkloadApiKeys deleted at once: every key
+/// is revoked at the vendor and the namespace is gone within 2 minutes, nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_with_its_provider_revokes_every_key() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start("prov-nsdel", 1).await;
+    let doomed = &env.apps[0];
+    sim_env::put_sim_secrets(doomed, &env.sim).await;
+    sim_env::apply_key_provider(
+        &env.client,
+        &doomed.name,
+        "team-trend",
+        sim_env::trend_provider_spec(&env.sim, sim_env::ADMIN_SECRET),
+    )
+    .await;
+    sim_env::wait_provider_ready(&doomed.api::<KeyProvider>(), "team-trend").await;
+    let names: Vec<String> = (0..20).map(|i| format!("key-{i:02}")).collect();
+    for name in &names {
+        let mut s = sim_env::wak_spec("namespace deletion");
+        merge(&mut s, &json!({"providerRef": sim_env::key_provider_ref("team-trend")}));
+        env.apply_wak(0, name, s).await;
+    }
+    let mut uids = Vec::new();
+    for name in &names {
+        wait_reason(&env.waks(0), name, "Ready").await;
+        uids.push(env.waks(0).get(name).await.unwrap().uid().unwrap());
+    }
+    assert!(uids.iter().all(|u| env.live_trend_keys(u).len() == 1), "20 live keys");
+
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    namespaces.delete(&doomed.name, &DeleteParams::default()).await.unwrap();
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(120), "namespace gone", || async {
+        namespaces.get_opt(&doomed.name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    eprintln!("namespace with 20 keys gone after {:?}", started.elapsed());
+    let live: usize = uids.iter().map(|u| env.live_trend_keys(u).len()).sum();
+    assert_eq!(live, 0, "every key revoked at the vendor");
+    let ours = env.sim.trend.keys().into_iter().filter(|k| k.key_name.starts_with(&doomed.name)).count();
+    assert_eq!(ours, 0, "no key of the namespace left at the vendor");
+    let waks: Api<WorkloadApiKey> = Api::all(env.client.clone());
+    let left = waks.list(&ListParams::default()).await.unwrap().items;
+    assert!(left.iter().all(|w| w.namespace().as_deref() != Some(doomed.name.as_str())), "no resource left");
+}
+
+/// Test 6: Cisco through `ClusterKeyProvider`s: `existing` mode, provision mode, and a provision asking for a
+/// capability outside `policy.capabilities` refused with nothing minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cisco_existing_and_provision_through_cluster_providers() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start("prov-cisco", 1).await;
+    let allow = json!({"allowedNamespaces": {"names": [env.apps[0].name]}});
+    let mut spec = sim_env::cisco_provider_spec(&env.sim, None);
+    merge(&mut spec, &allow);
+    let import = env.cluster_provider("import", spec).await;
+    let mut spec = sim_env::cisco_provider_spec(&env.sim, Some(sim_env::LOGIN_SECRET));
+    merge(&mut spec, &allow);
+    merge(&mut spec, &json!({"policy": {"capabilities": ["flow_inventory_query", "user_role_scope_management"]}}));
+    let mint = env.cluster_provider("mint", spec).await;
+
+    // Existing: a pair made in the UI, in the app's namespace.
+    let caps = [Capability::FlowInventoryQuery, Capability::UserRoleScopeManagement];
+    let (key, secret) = env.sim.cisco.create_key("made in the UI", &caps);
+    put_secret(&env.apps[0], "sw-ui-key", &[("api_key", key.as_str()), ("api_secret", secret.expose())]).await;
+    env.apply_swc(
+        0,
+        "imported",
+        json!({
+            "providerRef": sim_env::cluster_provider_ref(&import),
+            "source": {"existing": {"secretRef": {"name": "sw-ui-key"}}},
+            "capabilities": ["flow_inventory_query", "user_role_scope_management"]
+        }),
+    )
+    .await;
+    wait_reason(&env.swcs(0), "imported", "Ready").await;
+    let data = env.apps[0].api::<k8s_openapi::api::core::v1::Secret>().get("imported").await.unwrap().data.unwrap();
+    assert_eq!(data["api_key"].0, key.as_bytes());
+    assert_eq!(String::from_utf8_lossy(&data["endpoint"].0), env.sim.info.cisco_url());
+    assert_eq!(String::from_utf8_lossy(&data["ca.crt"].0).trim_end(), env.sim.ca_pem.trim_end(), "the provider's CA");
+    let _ = CA_SECRET;
+
+    // Provision within the policy: one credential minted.
+    let provision = |caps: serde_json::Value| {
+        json!({
+            "providerRef": sim_env::cluster_provider_ref(&mint),
+            "source": {"provision": {"description": "through a ClusterKeyProvider"}},
+            "capabilities": caps
+        })
+    };
+    env.apply_swc(0, "minted", provision(json!(["flow_inventory_query"]))).await;
+    wait_reason(&env.swcs(0), "minted", "Ready").await;
+    let minted = env.swcs(0).get("minted").await.unwrap();
+    let marker = format!("[workloadkeys.io/uid={}]", minted.uid().unwrap());
+    let live = |marker: String| {
+        env.sim.cisco.keys().into_iter().filter(|k| !k.revoked && k.description.contains(&marker)).count()
+    };
+    assert_eq!(live(marker.clone()), 1, "one credential minted");
+
+    // Provision outside the policy: refused before any vendor request, nothing minted.
+    let mints = env.sim.counts.total("cisco", "POST /api/api_credentials");
+    let calls = env.sim.counts.total("cisco", "");
+    env.apply_swc(0, "greedy", provision(json!(["flow_inventory_query", "sensor_management"]))).await;
+    let message = wait_reason(&env.swcs(0), "greedy", "PolicyViolation").await;
+    assert!(message.contains("sensor_management"), "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let greedy = env.swcs(0).get("greedy").await.unwrap();
+    assert_eq!(live(format!("[workloadkeys.io/uid={}]", greedy.uid().unwrap())), 0, "nothing minted");
+    assert_eq!(env.sim.counts.total("cisco", "POST /api/api_credentials"), mints, "no mint request");
+    assert_eq!(env.sim.counts.total("cisco", ""), calls, "no vendor request at all");
+    assert!(greedy.status.as_ref().unwrap().credential_id.is_none());
+
+    for name in ["imported", "minted", "greedy"] {
+        env.swcs(0).delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    env.remove_cluster_providers(&[&import, &mint]).await;
+    assert_eq!(live(marker), 0, "the minted credential deleted with its resource");
+    assert!(env.sim.cisco.key_is_active(&key), "an imported key stays at the vendor");
+    let mut leaks = vec![secret.expose().to_owned(), env.sim.info.cisco["uiPassword"].as_str().unwrap().to_owned()];
+    leaks.extend(env.sim.cisco.issued_ui_secrets());
+    support::assert_no_leaks(&env.apps[0], &env.op, &leaks).await;
+}
