@@ -35,7 +35,7 @@ release-check:
 unit-and-integration: k8s-binaries
 	$(CARGO) test --features $(FEATURES) --no-fail-fast
 
-## The official vendor SDKs (deep-security-api, tetpyclient) against vendor-sim.
+## The official vendor SDKs (deep-security-api, pytmv1, tetpyclient) against vendor-sim.
 conformance: venv
 	$(CARGO) build --features $(FEATURES) --bin vendor-sim
 	$(VENV)/bin/python -m pytest -q tests/conformance

@@ -13,7 +13,7 @@ use super::{
     common::{SecretKeySelector, SecretReference},
     workload_api_key::RoleRef,
 };
-use crate::clients::cisco::Capability;
+use crate::clients::{cisco::Capability, trend::TrendApiKind};
 
 /// Finalizer on a provider while resources use it (their cleanup revokes keys through it).
 pub const PROVIDER_FINALIZER: &str = "workloadkeys.io/in-use";
@@ -105,13 +105,19 @@ pub struct KeyProviderSpec {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("has(self.apiKeySecretRef) != has(self.loginSecretRef)").message("exactly one of spec.trend.apiKeySecretRef and spec.trend.loginSecretRef must be set"))]
+#[x_kube(validation = Rule::new("!has(self.loginSecretRef) || !has(self.api) || self.api == 'DeepSecurity'").message("spec.trend.loginSecretRef applies to api DeepSecurity only: CloudOne and VisionOne take the admin API key in spec.trend.apiKeySecretRef"))]
 #[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.caSecretRef))").message("spec.trend.caBundle and spec.trend.caSecretRef are mutually exclusive"))]
 #[x_kube(validation = Rule::new("self.url.startsWith('https://') || (self.url.startsWith('http://') && has(self.allowInsecureHttp) && self.allowInsecureHttp)").message("spec.trend.url must start with https:// (http:// only with allowInsecureHttp: true)").field_path(".url"))]
 #[x_kube(validation = Rule::new("!(has(self.insecureSkipTlsVerify) && self.insecureSkipTlsVerify && (has(self.caBundle) || has(self.caSecretRef)))").message("spec.trend.insecureSkipTlsVerify cannot be combined with a CA"))]
 #[serde(rename_all = "camelCase")]
 pub struct TrendEndpoint {
-    /// Base URL including `/api`, e.g. `https://dsm.example.com:4119/api` or
-    /// `https://workload.us-1.cloudone.trendmicro.com/api`.
+    /// Which Trend API `url` serves: `DeepSecurity` (the default; Deep Security Manager / legacy Workload Security
+    /// `/api` keys), `CloudOne` (the Cloud One accounts API) or `VisionOne` (Vision One `/v3.0/iam/apiKeys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<TrendApiKind>,
+    /// DeepSecurity: the base URL including `/api`, e.g. `https://dsm.example.com:4119/api` or
+    /// `https://workload.us-1.cloudone.trendmicro.com/api`. CloudOne: `https://accounts.cloudone.trendmicro.com/api`.
+    /// VisionOne: the region's host root, e.g. `https://api.xdr.trendmicro.com` (the operator adds `/v3.0`).
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s/]+(/\S*)?$"))]
     pub url: String,
     /// PEM CA bundle to trust instead of the system roots.
@@ -127,12 +133,21 @@ pub struct TrendEndpoint {
     /// Allow a plain `http://` URL (test setups only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_insecure_http: Option<bool>,
-    /// An API key with rights to manage API keys (key defaults to `api-secret-key`).
+    /// An API key with rights to manage API keys (key defaults to `api-secret-key`), for every API: DeepSecurity's
+    /// `api-secret-key` value, Cloud One's `<id>:<secret>`, Vision One's bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeySelector>,
-    /// Username/password bootstrap: a Secret with `userName`, `password`, optional `tenantName`, `mfaCode`.
+    /// DeepSecurity only. Username/password bootstrap: a Secret with `userName`, `password`, optional `tenantName`,
+    /// `mfaCode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_secret_ref: Option<SecretReference>,
+}
+
+impl TrendEndpoint {
+    /// The API it speaks (`DeepSecurity` when unset).
+    pub fn api(&self) -> TrendApiKind {
+        self.api.unwrap_or_default()
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -181,7 +181,7 @@ pub async fn apply(State(state): State<VendorLayerState>, request: Request, next
                     (None, Some(n)) => FaultBody::Stream(n),
                     (None, None) => FaultBody::Text(rule.body.clone()),
                 };
-                let mut r = fault_response(state.vendor, status, body, rule.retry_after);
+                let mut r = fault_response(error_shape(state.vendor, &path), status, body, rule.retry_after);
                 if let Some(location) = rule.location.as_deref().and_then(|l| HeaderValue::from_str(l).ok()) {
                     r.headers_mut().insert(header::LOCATION, location);
                 }
@@ -227,6 +227,11 @@ fn streamed(n: u64) -> Body {
     Body::from_stream(stream)
 }
 
+/// Whose error body an injected fault imitates: Vision One (`/v3.0/...` on the Trend listener) has its own.
+fn error_shape<'a>(vendor: &'a str, path: &str) -> &'a str {
+    if vendor == "trend" && path.starts_with("/v3.0/") { "visionone" } else { vendor }
+}
+
 fn fault_response(vendor: &str, status: u16, body: FaultBody, retry_after: Option<u64>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let reason = code.canonical_reason().unwrap_or("Error");
@@ -244,6 +249,10 @@ fn fault_response(vendor: &str, status: u16, body: FaultBody, retry_after: Optio
         (_, Some(b)) => ("text/plain; charset=utf-8", b),
         ("trend", None) if status == 429 => ("application/json", r#"{"message":"Too many API requests"}"#.to_owned()),
         ("trend", None) => ("application/json", serde_json::json!({ "message": reason }).to_string()),
+        ("visionone", None) => {
+            let code = reason.replace(' ', "");
+            ("application/json", serde_json::json!({ "error": { "code": code, "message": reason } }).to_string())
+        }
         (_, None) => ("text/plain; charset=utf-8", reason.to_owned()),
     };
     let mut r = Response::new(Body::from(body));

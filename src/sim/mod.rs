@@ -24,7 +24,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub use cisco::{CiscoSim, CiscoSimOptions};
 use counts::RequestCounts;
 use faults::{FaultRule, Faults, VendorLayerState};
-pub use trend::{TrendSim, TrendSimOptions};
+pub use trend::{CloudOneSim, TrendSim, TrendSimOptions, VisionOneSim};
 
 /// Where and how to run the simulator.
 #[derive(Debug, Clone)]
@@ -60,6 +60,12 @@ pub struct StartupInfo {
     pub trend: serde_json::Value,
     /// `url` (host root), `apiKey`, `apiSecret`, `uiEmail`, `uiPassword`.
     pub cisco: serde_json::Value,
+    /// Trend Vision One: `url` (the region host root; clients add `/v3.0`), `adminApiKey`.
+    #[serde(default)]
+    pub vision_one: serde_json::Value,
+    /// Trend Cloud One accounts API: `url` (ends in `/api`), `adminApiKey` (`<id>:<secret>`).
+    #[serde(default)]
+    pub cloud_one: serde_json::Value,
     pub ca_file: PathBuf,
     pub control_url: String,
 }
@@ -73,6 +79,18 @@ impl StartupInfo {
     }
     pub fn trend_admin_api_key(&self) -> String {
         Self::str_field(&self.trend, "adminApiKey")
+    }
+    pub fn vision_one_url(&self) -> String {
+        Self::str_field(&self.vision_one, "url")
+    }
+    pub fn vision_one_admin_api_key(&self) -> String {
+        Self::str_field(&self.vision_one, "adminApiKey")
+    }
+    pub fn cloud_one_url(&self) -> String {
+        Self::str_field(&self.cloud_one, "url")
+    }
+    pub fn cloud_one_admin_api_key(&self) -> String {
+        Self::str_field(&self.cloud_one, "adminApiKey")
     }
     pub fn cisco_url(&self) -> String {
         Self::str_field(&self.cisco, "url")
@@ -92,6 +110,8 @@ impl StartupInfo {
 pub struct RunningSim {
     pub info: StartupInfo,
     pub trend: TrendSim,
+    pub vision_one: VisionOneSim,
+    pub cloud_one: CloudOneSim,
     pub cisco: CiscoSim,
     pub faults: Faults,
     pub counts: RequestCounts,
@@ -158,6 +178,8 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
     let counts = RequestCounts::default();
     let trend = TrendSim::new(opts.trend.clone());
     let cisco = CiscoSim::new(opts.cisco.clone());
+    let vision_one = VisionOneSim::new(None);
+    let cloud_one = CloudOneSim::new();
 
     let layered = |vendor: &'static str, router: Router| {
         router.layer(axum::middleware::from_fn_with_state(
@@ -165,10 +187,14 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
             faults::apply,
         ))
     };
-    let trend_router = layered("trend", trend.api_router());
+    // One Trend listener serves all three APIs: DSM `/api`, Vision One `/v3.0`, Cloud One `/cloudone/api`.
+    let trend_router =
+        layered("trend", trend.api_router().merge(vision_one.api_router()).merge(cloud_one.api_router()));
     let cisco_router = layered("cisco", cisco.api_router());
     let control = control_router(faults.clone(), counts.clone())
         .nest("/trend", trend.control_router())
+        .nest("/visionone", vision_one.control_router())
+        .nest("/cloudone", cloud_one.control_router())
         .nest("/cisco", cisco.control_router());
 
     let tasks = vec![
@@ -181,15 +207,32 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
 
     let mut trend_info = trend.seeded();
     trend_info["url"] = format!("https://{}/api", host_port(trend_addr)).into();
+    let mut vision_one_info = vision_one.seeded();
+    vision_one_info["url"] = format!("https://{}", host_port(trend_addr)).into();
+    let mut cloud_one_info = cloud_one.seeded();
+    cloud_one_info["url"] = format!("https://{}{}", host_port(trend_addr), trend::cloud_one::PREFIX).into();
     let mut cisco_info = cisco.seeded();
     cisco_info["url"] = format!("https://{}", host_port(cisco_addr)).into();
     let info = StartupInfo {
         trend: trend_info,
         cisco: cisco_info,
+        vision_one: vision_one_info,
+        cloud_one: cloud_one_info,
         ca_file,
         control_url: format!("http://{}", host_port(control_addr)),
     };
-    Ok(RunningSim { info, trend, cisco, faults, counts, ca_pem: tls.ca_pem, tasks, _ca_tempdir: ca_tempdir })
+    Ok(RunningSim {
+        info,
+        trend,
+        vision_one,
+        cloud_one,
+        cisco,
+        faults,
+        counts,
+        ca_pem: tls.ca_pem,
+        tasks,
+        _ca_tempdir: ca_tempdir,
+    })
 }
 
 /// `ip:port` (the certificate names 127.0.0.1, ::1 and localhost).

@@ -23,7 +23,8 @@ def _sim_binary() -> str:
 @pytest.fixture(scope="session")
 def sim():
     """The simulator's startup JSON: trend{url,adminApiKey,adminUser,adminPassword},
-    cisco{url,apiKey,apiSecret,uiEmail,uiPassword}, caFile, controlUrl."""
+    cisco{url,apiKey,apiSecret,uiEmail,uiPassword}, visionOne{url,adminApiKey}, cloudOne{url,adminApiKey},
+    caFile, controlUrl."""
     workdir = tempfile.mkdtemp(prefix="vendor-sim-py-")
     proc = subprocess.Popen(
         [_sim_binary(), "--ca-file", os.path.join(workdir, "ca.crt")],

@@ -530,7 +530,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<SecretString> {
 }
 
 /// Parses a 2xx body. The error text names only the position, never the content (it may hold a secret).
-fn decode<T: DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, VendorError> {
+pub(super) fn decode<T: DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, VendorError> {
     serde_json::from_slice(body).map_err(|e| {
         VendorError::new(
             ErrorKind::Invalid,

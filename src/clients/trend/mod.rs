@@ -1,21 +1,31 @@
-//! Trend Micro Workload Security / Deep Security Manager client (the `/api` with DSM-style API keys).
+//! Trend Micro clients: the Workload Security / Deep Security Manager `/api` with DSM-style API keys
+//! ([`TrendClient`], [`TrendApi`]), and the account-level APIs of Trend Cloud One ([`CloudOneClient`]) and Trend
+//! Vision One ([`VisionOneClient`]) behind one [`KeyApi`].
 //!
+//! DeepSecurity:
 //! Authenticates with an `api-secret-key` or, to bootstrap the first key, with a session opened by user
 //! name and password (`POST /sessions`, `sID` cookie and `rID` header). Every request waits for the
 //! per-endpoint [`RateLimiter`](crate::clients::RateLimiter); 429 and transient failures are retried
 //! within a [`RetryPolicy`], never repeating a create or regenerate the server may have processed.
 
 mod client;
+mod cloud_one;
+mod keys;
 mod model;
 mod retry;
+mod transport;
+mod vision_one;
 
 use futures::future::BoxFuture;
 
 pub use client::{Auth, LoginCredentials, SessionInfo, TrendClient};
+pub use cloud_one::{CloudOneClient, CloudOneKey, CloudOneRole};
+pub use keys::{ExpiryMonths, IssuedKey, KeyApi, KeyInfo, KeyRequest, TrendApiKind};
 pub use model::{
     ApiKey, ApiKeyChanges, Comparison, IssuedApiKey, Locale, NewApiKey, Role, SearchCriteria, SearchFilter, StringTest,
 };
 pub use retry::RetryPolicy;
+pub use vision_one::{VisionOneClient, VisionOneKey, VisionOneKeyChanges};
 
 use crate::clients::VendorError;
 

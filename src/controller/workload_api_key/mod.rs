@@ -29,7 +29,10 @@ use crate::{
     },
     clients::{
         ErrorKind,
-        trend::{ApiKeyChanges, Auth, IssuedApiKey, LoginCredentials, NewApiKey, TrendApi, TrendClient},
+        trend::{
+            ApiKeyChanges, Auth, CloudOneClient, IssuedApiKey, KeyApi, LoginCredentials, NewApiKey, TrendApi,
+            TrendApiKind, TrendClient, VisionOneClient,
+        },
     },
 };
 
@@ -116,6 +119,43 @@ async fn vendor_for(provider: &Provider, ctx: &Context) -> Result<Vendor, Error>
     Ok(Vendor { client, endpoint, identity: key })
 }
 
+/// The Cloud One or Vision One client for a provider with `spec.trend.api` other than DeepSecurity (the admin key
+/// from `apiKeySecretRef`; a `loginSecretRef` is DeepSecurity-only, which the CRD also enforces).
+async fn account_client(provider: &Provider, ctx: &Context) -> Result<Arc<dyn KeyApi>, Error> {
+    let conn = provider.trend()?;
+    let api = conn.api();
+    let Some(sel) = &conn.api_key_secret_ref else {
+        return Err(Error::InvalidSpec(format!(
+            "{} uses api {api}, which needs the admin API key in spec.trend.apiKeySecretRef (loginSecretRef is \
+             DeepSecurity only)",
+            provider.display()
+        )));
+    };
+    let tls = provider.tls(ctx).await?;
+    let key = ctx.secret_value(&provider.secret_namespace, &sel.name, sel.key.as_deref().unwrap_or(SECRET_KEY)).await?;
+    let endpoint = conn.url.trim_end_matches('/').to_owned();
+    let identity = digest(&[
+        api.as_str().as_bytes(),
+        endpoint.as_bytes(),
+        tls.ca_pem.as_deref().unwrap_or("").as_bytes(),
+        &[u8::from(tls.insecure_skip_verify)],
+        key.expose().as_bytes(),
+    ]);
+    let limiter = ctx.limiters.for_endpoint(&endpoint);
+    let timeout = ctx.settings.vendor_timeout;
+    Ok(match api {
+        TrendApiKind::VisionOne => ctx
+            .cached_client(&identity, || Ok(VisionOneClient::new(&endpoint, key, &tls, limiter, timeout)?))?
+            as Arc<dyn KeyApi>,
+        TrendApiKind::CloudOne => {
+            ctx.cached_client(&identity, || Ok(CloudOneClient::new(&endpoint, key, &tls, limiter, timeout)?))?
+        }
+        TrendApiKind::DeepSecurity => {
+            return Err(Error::InvalidSpec(format!("{} speaks DeepSecurity, not an account API", provider.display())));
+        }
+    })
+}
+
 async fn role_id(obj: &WorkloadApiKey, vendor: &Vendor, ctx: &Context) -> Result<i64, Error> {
     match &obj.spec.role {
         RoleRef { id: Some(id), .. } => Ok(*id),
@@ -148,6 +188,15 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     let ns = obj.namespace().unwrap_or_default();
     // Everything the provider decides comes before any vendor call: a refusal costs none.
     let provider = provider::admit(ctx, &ns, &obj.spec.provider_ref).await?;
+    let api = provider.trend()?.api();
+    if api != TrendApiKind::DeepSecurity {
+        // Refused before any vendor call: keys through these APIs are not issued by this version yet.
+        return Err(Error::InvalidSpec(format!(
+            "{} uses api {api}: issuing WorkloadApiKeys through Trend {api} is not implemented yet (only the \
+             provider's credential check is); use a DeepSecurity provider",
+            provider.display()
+        )));
+    }
     let expires_after = within_policy(&obj.spec, &provider)?;
     let obj = &with_expiry(obj.as_ref().clone(), &expires_after);
     reconcile::warn_on_first_reconcile(ctx, obj, provider.insecure_tls(), "InsecureTLS", reconcile::INSECURE_TLS_NOTE)
@@ -195,6 +244,10 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
 /// A Trend provider's read-only check: the admin API key describes itself (`GET /apikeys/current`); a sign-in
 /// (session) credential proves itself by reading the role list.
 pub(crate) async fn check_provider(provider: &Provider, ctx: &Context) -> Result<String, Error> {
+    if provider.trend()?.api() != TrendApiKind::DeepSecurity {
+        // Cloud One: describe the admin key itself; Vision One: the connectivity check. Both read-only.
+        return Ok(account_client(provider, ctx).await?.check_credential().await?);
+    }
     let vendor = vendor_for(provider, ctx).await?;
     let conn = provider.trend()?;
     if conn.api_key_secret_ref.is_some() {

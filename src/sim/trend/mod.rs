@@ -6,8 +6,10 @@
 //! (docs/vendor-apis.md §3-§4); what no public source shows (401 texts, the role URN layout, the status of a
 //! session calling `/apikeys/current`) is the simulator's own choice and marked so in `store.rs`.
 
+pub mod cloud_one;
 mod search;
 mod store;
+pub mod vision_one;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -27,8 +29,10 @@ use rand::Rng as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub use cloud_one::{CloudOneSim, CloudOneSimKey};
 pub use store::SimApiKey;
 use store::{ApiError, Caller, Presented, Store, now_ms};
+pub use vision_one::{VisionOneSim, VisionOneSimKey};
 
 /// How the Trend simulator behaves.
 #[derive(Clone)]
