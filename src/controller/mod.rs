@@ -40,7 +40,7 @@ use crate::api::{
     ClusterKeyProvider, KeyProvider, KeyProviderStatus, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, ProviderKind,
     RolloutTarget, SecureWorkloadCredential, WorkloadApiKey, WorkloadKind, conditions,
 };
-use reconcile::{Managed, ManagedStatus};
+use reconcile::Managed;
 
 /// Which namespaces the controllers watch.
 #[derive(Clone, Debug, Default)]
@@ -267,12 +267,13 @@ where
         .boxed()
 }
 
-/// The resources of `namespace` waiting for the rollout of `target` (they name it and their rollout is incomplete).
+/// The resources of `namespace` that name `target`. Not filtered by the cached status: the cache can lag behind
+/// the status write that began a rollout, and the workload's last change (rollout complete) would then be lost;
+/// the reconcile reads the resource fresh and costs Kubernetes reads only.
 fn waiting_on<K: Managed>(store: &[Arc<K>], namespace: &str, target: &RolloutTarget) -> Vec<ObjectRef<K>> {
     store
         .iter()
         .filter(|r| r.namespace().as_deref() == Some(namespace) && r.rollout_targets().contains(target))
-        .filter(|r| r.status().and_then(|s| s.rollout()).is_some_and(|rollout| !rollout.complete))
         .map(|r| ObjectRef::from_obj(r.as_ref()))
         .collect()
 }

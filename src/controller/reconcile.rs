@@ -321,7 +321,8 @@ where
 /// status to record when something was done or learnt. Kubernetes calls only, never a vendor one.
 async fn rollout_pass<K: Managed>(ctx: &Context, obj: &K, state: SecretState) -> Result<Option<K::Status>, Error> {
     let mut status = status_of(obj);
-    let now = Timestamp::now();
+    // Whole seconds: status times are RFC 3339 to the second, and the restart annotation matches them.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
     let ns = obj.namespace().unwrap_or_default();
     let next = rollout::next(obj.rollout_targets(), status.written_secret().1, state, status.rollout(), now);
     let record = match next {
