@@ -281,6 +281,9 @@ pub enum Pass<S> {
     Done(Action),
 }
 
+/// How often a resource looks at an incomplete rollout besides the workload watch.
+const ROLLOUT_POLL: Duration = Duration::from_secs(5);
+
 /// How many steps one reconcile takes before yielding (e.g. a rotation right after a repair).
 const MAX_STEPS: usize = 8;
 
@@ -309,6 +312,11 @@ where
         let timeout = obj.rollout_timeout().map_err(Error::InvalidSpec)?;
         let gate = Gate::of(obj.rollout_targets(), hash, status.rollout(), timeout);
         match step(obj.clone(), state, gate).await? {
+            // A rollout in progress: the workload watch wakes us as it progresses; this short requeue is the safety
+            // net for a change missed while this very reconcile ran (the gate keeps every revocation until then).
+            Pass::Done(_) if status_of(&obj).rollout().is_some_and(|r| !r.complete) => {
+                return Ok(Action::requeue(ROLLOUT_POLL));
+            }
             Pass::Done(action) => return Ok(action),
             Pass::Record(status) => obj = patch_status(ctx, &obj, &status).await?,
         }
@@ -321,8 +329,9 @@ where
 /// status to record when something was done or learnt. Kubernetes calls only, never a vendor one.
 async fn rollout_pass<K: Managed>(ctx: &Context, obj: &K, state: SecretState) -> Result<Option<K::Status>, Error> {
     let mut status = status_of(obj);
-    // Whole seconds: status times are RFC 3339 to the second, and the restart annotation matches them.
-    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
+    // The annotation keeps sub-second precision (status shows whole seconds): two restarts within one second
+    // must still change the pod template.
+    let now = Timestamp::now();
     let ns = obj.namespace().unwrap_or_default();
     let next = rollout::next(obj.rollout_targets(), status.written_secret().1, state, status.rollout(), now);
     let record = match next {
