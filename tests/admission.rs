@@ -16,8 +16,38 @@ fn valid_wak() -> Value {
         "providerRef": {"kind": "ClusterKeyProvider", "name": "platform-trend"},
         "role": {"name": "Auditor"},
         "expiresAfter": "336h",
-        "rotation": {"renewBefore": "112h", "strategy": "Replace", "gracePeriod": "10m"}
+        "rotation": {"renewBefore": "112h", "strategy": "Replace", "gracePeriod": "10m", "rolloutTimeout": "30m"},
+        "secret": {"rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}, {"kind": "StatefulSet", "name": "web"}]}
     })
+}
+
+/// The refusals of `spec.secret.rolloutRestartTargets`, the same on both kinds.
+fn rollout_target_cases() -> Vec<(&'static str, Value, &'static str)> {
+    let targets = |t: Value| json!({"secret": {"rolloutRestartTargets": t}});
+    let many: Vec<Value> = (0..17).map(|i| json!({"kind": "Deployment", "name": format!("w{i}")})).collect();
+    vec![
+        (
+            "unknown workload kind",
+            targets(json!([{"kind": "CronJob", "name": "x"}])),
+            "spec.secret.rolloutRestartTargets[0].kind",
+        ),
+        (
+            "bad workload name",
+            targets(json!([{"kind": "Deployment", "name": "Not_A_Name"}])),
+            "spec.secret.rolloutRestartTargets[0].name",
+        ),
+        (
+            "workload without name",
+            targets(json!([{"kind": "Deployment"}])),
+            "spec.secret.rolloutRestartTargets[0].name",
+        ),
+        (
+            "the same workload twice",
+            targets(json!([{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "web"}])),
+            "must not name a workload twice",
+        ),
+        ("more than 16 targets", targets(json!(many)), "spec.secret.rolloutRestartTargets"),
+    ]
 }
 
 fn valid_swc() -> Value {
@@ -73,7 +103,12 @@ async fn invalid_workload_api_keys_are_refused_with_field_names() {
         ("negative role id", json!({"role": {"name": null, "id": 0}}), "spec.role.id"),
         ("blank key name", json!({"keyName": " padded "}), "spec.keyName"),
         ("bad time zone", json!({"timeZone": "not a zone!"}), "spec.timeZone"),
-    ];
+        ("zero rolloutTimeout", json!({"rotation": {"rolloutTimeout": "0s"}}), "spec.rotation.rolloutTimeout"),
+        ("bad rolloutTimeout", json!({"rotation": {"rolloutTimeout": "soon"}}), "spec.rotation.rolloutTimeout"),
+    ]
+    .into_iter()
+    .chain(rollout_target_cases())
+    .collect();
     assert!(cases.len() >= 12);
     for (i, (what, patch, field)) in cases.into_iter().enumerate() {
         let msg = refusal(&api, &ar, &format!("bad-{i}"), valid_wak(), patch)
@@ -94,7 +129,8 @@ async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
     let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
     assert_eq!(refusal(&api, &ar, "ok", valid_swc(), json!({})).await, None, "the valid spec is accepted");
     let provision = json!({"source": {"existing": null, "provision": {"description": "payments reporting"}},
-                           "rotation": {"every": "720h"}, "deletionPolicy": "Delete"});
+                           "rotation": {"every": "720h", "rolloutTimeout": "15m"}, "deletionPolicy": "Delete",
+                           "secret": {"rolloutRestartTargets": [{"kind": "DaemonSet", "name": "agent"}]}});
     assert_eq!(refusal(&api, &ar, "ok2", valid_swc(), provision).await, None, "a valid provision spec is accepted");
 
     let cases: Vec<(&str, Value, &str)> = vec![
@@ -116,7 +152,10 @@ async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
             json!({"source": {"existing": {"secretRef": {"name": null}}}}),
             "spec.source.existing.secretRef.name",
         ),
-    ];
+    ]
+    .into_iter()
+    .chain(rollout_target_cases())
+    .collect();
     assert!(cases.len() >= 8);
     for (i, (what, patch, field)) in cases.into_iter().enumerate() {
         let msg = refusal(&api, &ar, &format!("bad-{i}"), valid_swc(), patch)

@@ -1,5 +1,6 @@
 use std::{collections::BTreeMap, time::Duration};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,11 @@ pub const MANAGED_BY: &str = "workload-key-operator";
 /// On a Secret the operator reads but does not own (a provider's credential, an imported key pair): its changes
 /// reach the operator through a watch selected by this label, not a watch of every Secret.
 pub const LABEL_REFERENCED: &str = "workloadkeys.io/referenced";
+/// The pod-template annotation the operator sets to restart a workload (as `kubectl rollout restart` does with its
+/// own): the time of the restart, RFC 3339.
+pub const ANNOTATION_RESTARTED_AT: &str = "workloadkeys.io/restartedAt";
+/// The default of `rotation.rolloutTimeout`.
+pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// A key of a Secret. A resource's or `KeyProvider`'s Secrets are in its own namespace; a `ClusterKeyProvider`'s are
 /// in the operator's cluster-resource namespace.
@@ -51,6 +57,81 @@ pub struct SecretTemplate {
     /// Extra annotations on the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Workloads of this namespace that use the Secret: each is restarted (as `kubectl rollout restart` does) once
+    /// whenever the Secret's data changes after its first write, and a replaced key is revoked only after their
+    /// rollouts complete (or `rotation.rolloutTimeout` passes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.kind == t.kind && u.name == t.name))").message("spec.secret.rolloutRestartTargets must not name a workload twice"))]
+    pub rollout_restart_targets: Vec<RolloutTarget>,
+}
+
+/// A workload restarted when the Secret's data changes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    pub kind: WorkloadKind,
+    /// Name of the workload, in the resource's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+impl std::fmt::Display for RolloutTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}/{}", self.kind, self.name)
+    }
+}
+
+/// The workload kinds (group `apps`) a rollout restart applies to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// The rollout that follows a change of the target Secret's data. Never holds secret material.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRollout {
+    /// Keyed hash of the Secret data the restarts are for: a resync with the same data restarts nothing.
+    pub secret_hash: String,
+    /// When the restarts began; absent for the first write (which restarts nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// Every target's rollout is complete (or the targets are gone, or `rolloutTimeout` passed).
+    #[serde(default)]
+    pub complete: bool,
+    /// `rolloutTimeout` passed before every rollout completed: replaced keys were revoked anyway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetRollout>,
+}
+
+/// One workload's restart and rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRollout {
+    pub kind: WorkloadKind,
+    pub name: String,
+    /// When the operator restarted it (the value of its `workloadkeys.io/restartedAt` pod-template annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Time>,
+    #[serde(default)]
+    pub complete: bool,
+    /// The workload does not exist (a Warning Event said so; the rotation proceeds by `gracePeriod`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_found: bool,
+    /// What the rollout still waits for, e.g. `replicas 3: updated 1, total 4, available 3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
+impl TargetRollout {
+    pub fn target(&self) -> RolloutTarget {
+        RolloutTarget { kind: self.kind, name: self.name.clone() }
+    }
 }
 
 /// What happens at the vendor when the resource is deleted.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::clients::cisco::Capability;
 
 use super::{
-    common::{DeletionPolicy, SecretReference, SecretTemplate},
+    common::{DeletionPolicy, SecretReference, SecretRollout, SecretTemplate},
     provider::ProviderRef,
 };
 
@@ -105,6 +105,13 @@ pub struct SecureWorkloadRotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub grace_period: Option<String>,
+    /// How long a replaced key pair waits for the rollouts of `spec.secret.rolloutRestartTargets` once its grace
+    /// period is over, counted from their restart; after it the pair is deleted anyway (Event `RolloutIncomplete`).
+    /// Default `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.rotation.rolloutTimeout must be at least 1s"))]
+    pub rollout_timeout: Option<String>,
 }
 
 /// Observed state. Never holds secret material: the key is shown only as a fingerprint.
@@ -156,6 +163,9 @@ pub struct SecureWorkloadCredentialStatus {
     /// Last value of the `workloadkeys.io/rotate` annotation acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_annotation: Option<String>,
+    /// The restarts of `spec.secret.rolloutRestartTargets` for the current Secret data, and their rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<SecretRollout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempts: Option<i32>,
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::clients::trend::Locale;
 
 use super::{
-    common::{DeletionPolicy, SecretTemplate},
+    common::{DeletionPolicy, SecretRollout, SecretTemplate},
     provider::ProviderRef,
 };
 
@@ -109,6 +109,13 @@ pub struct Rotation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub grace_period: Option<String>,
+    /// How long a replaced key waits for the rollouts of `spec.secret.rolloutRestartTargets` once its grace period
+    /// is over, counted from their restart; after it the key is revoked anyway (Event `RolloutIncomplete`).
+    /// Default `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.rotation.rolloutTimeout must be at least 1s"))]
+    pub rollout_timeout: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -162,6 +169,9 @@ pub struct WorkloadApiKeyStatus {
     /// Last value of the `workloadkeys.io/rotate` annotation acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_annotation: Option<String>,
+    /// The restarts of `spec.secret.rolloutRestartTargets` for the current Secret data, and their rollouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<SecretRollout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempts: Option<i32>,
 }

@@ -7,6 +7,7 @@ pub mod leader;
 pub mod metrics;
 pub mod provider;
 pub mod reconcile;
+pub mod rollout;
 pub mod secret;
 pub mod secure_workload_credential;
 pub mod server;
@@ -20,7 +21,10 @@ use std::fmt::Debug;
 use futures::{SinkExt, Stream, StreamExt, channel::mpsc, future::BoxFuture, stream::BoxStream};
 use k8s_openapi::{
     NamespaceResourceScope,
-    api::core::v1::{Namespace, Secret},
+    api::{
+        apps::v1::{DaemonSet, Deployment, StatefulSet},
+        core::v1::{Namespace, Secret},
+    },
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -34,7 +38,7 @@ pub use error::Error;
 
 use crate::api::{
     ClusterKeyProvider, KeyProvider, KeyProviderStatus, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, ProviderKind,
-    SecureWorkloadCredential, WorkloadApiKey, conditions,
+    RolloutTarget, SecureWorkloadCredential, WorkloadApiKey, WorkloadKind, conditions,
 };
 use reconcile::Managed;
 
@@ -99,6 +103,8 @@ impl Scope {
 
 type SecretMeta = PartialObjectMeta<Secret>;
 type NamespaceMeta = PartialObjectMeta<Namespace>;
+/// A workload that changed, and its namespace.
+type WorkloadChange = (RolloutTarget, String);
 
 /// Sends every item of `source` to each of `sinks` (bounded: a slow consumer slows the watch, nothing is lost).
 async fn fan_out<T: Clone + Send + 'static>(
@@ -175,6 +181,19 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
             .take_until(shutdown.clone()),
         ns_txs,
     );
+    // Rollouts progressing: metadata-only watches of the three workload kinds (every change bumps the resource
+    // version, status included); nothing is cached, each change only wakes the resources waiting for its rollout.
+    let (workload_txs, [wak_workloads, swc_workloads]) = channels::<WorkloadChange, 2>();
+    let workloads = fan_out(
+        "workload",
+        futures::stream::select_all([
+            workload_changes::<Deployment>(&scope, &client, WorkloadKind::Deployment),
+            workload_changes::<StatefulSet>(&scope, &client, WorkloadKind::StatefulSet),
+            workload_changes::<DaemonSet>(&scope, &client, WorkloadKind::DaemonSet),
+        ])
+        .take_until(shutdown.clone()),
+        workload_txs,
+    );
     // Resources tell the providers they use that their count of users may have changed.
     let (ckp_users_tx, ckp_users) = futures::channel::mpsc::unbounded::<ObjectRef<ClusterKeyProvider>>();
     let (kp_users_tx, kp_users) = futures::channel::mpsc::unbounded::<ObjectRef<KeyProvider>>();
@@ -182,12 +201,18 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
 
     let (wak_store, wak_writer) = reflector::store();
     let (swc_store, swc_writer) = reflector::store();
-    let triggers = |secrets, ckp, kp, ns| Triggers { secrets, cluster_providers: ckp, providers: kp, namespaces: ns };
+    let triggers = |secrets, ckp, kp, ns, workloads| Triggers {
+        secrets,
+        cluster_providers: ckp,
+        providers: kp,
+        namespaces: ns,
+        workloads,
+    };
     let wak = controller::<WorkloadApiKey, _, _>(
         &ctx,
         &scope,
         (wak_store.clone(), wak_writer),
-        triggers(wak_secrets, wak_ckp, wak_kp, wak_ns),
+        triggers(wak_secrets, wak_ckp, wak_kp, wak_ns, wak_workloads),
         tap.clone(),
         shutdown.clone(),
         workload_api_key::reconcile,
@@ -196,7 +221,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
         &ctx,
         &scope,
         (swc_store.clone(), swc_writer),
-        triggers(swc_secrets, swc_ckp, swc_kp, swc_ns),
+        triggers(swc_secrets, swc_ckp, swc_kp, swc_ns, swc_workloads),
         tap,
         shutdown.clone(),
         secure_workload_credential::reconcile,
@@ -222,7 +247,35 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
         users,
         shutdown.clone(),
     );
-    futures::join!(secrets, ckps, kps, namespaces, wak, swc, ckp, kp);
+    futures::join!(secrets, ckps, kps, namespaces, workloads, wak, swc, ckp, kp);
+}
+
+/// The changes of one workload kind in scope, as (target, namespace).
+fn workload_changes<W>(
+    scope: &Scope,
+    client: &Client,
+    kind: WorkloadKind,
+) -> BoxStream<'static, Result<WorkloadChange, watcher::Error>>
+where
+    W: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    scope
+        .watch::<PartialObjectMeta<W>>(client, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects()
+        .map(move |o| o.map(|o| (RolloutTarget { kind, name: o.name_any() }, o.namespace().unwrap_or_default())))
+        .boxed()
+}
+
+/// The resources of `namespace` that name `target`. Not filtered by the cached status: the cache can lag behind
+/// the status write that began a rollout, and the workload's last change (rollout complete) would then be lost;
+/// the reconcile reads the resource fresh and costs Kubernetes reads only.
+fn waiting_on<K: Managed>(store: &[Arc<K>], namespace: &str, target: &RolloutTarget) -> Vec<ObjectRef<K>> {
+    store
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(namespace) && r.rollout_targets().contains(target))
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
 }
 
 /// `N` bounded channels: the senders for a fan-out, the receivers for its consumers.
@@ -242,6 +295,8 @@ struct Triggers {
     cluster_providers: mpsc::Receiver<ClusterKeyProvider>,
     providers: mpsc::Receiver<KeyProvider>,
     namespaces: mpsc::Receiver<NamespaceMeta>,
+    /// Workloads whose rollout changed.
+    workloads: mpsc::Receiver<WorkloadChange>,
 }
 
 /// Tells a provider that a resource naming it changed (so it counts its users again).
@@ -298,6 +353,10 @@ async fn controller<K, R, RF>(
         .applied_objects()
         .predicate_filter(spec_or_intent_changed(), Default::default());
     let (by_secret, by_ckp, by_kp, by_ns) = (store.clone(), store.clone(), store.clone(), store.clone());
+    let by_workload = store.clone();
+    let rollouts = triggers
+        .workloads
+        .flat_map(move |(target, ns)| futures::stream::iter(waiting_on(&by_workload.state(), &ns, &target)));
     Controller::for_stream(events, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles))
         .watches_stream(triggers.secrets.map(Ok::<_, watcher::Error>), move |secret| {
@@ -324,6 +383,7 @@ async fn controller<K, R, RF>(
                 .map(|r| ObjectRef::from_obj(r.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(rollouts)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconcile::error_policy::<K>, ctx.clone())
         .for_each(|res| async move {

@@ -5,7 +5,10 @@
 use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    NamespaceResourceScope, api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp,
+    NamespaceResourceScope,
+    api::core::v1::Namespace,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -20,10 +23,12 @@ use super::{
     context::{Context, display_name},
     error::{Error, backoff},
     metrics::{ErrorLabels, InFlight, ReconcileLabels, ResourceLabels},
+    rollout::{self, Gate, Next},
     secret::{FIELD_MANAGER, SecretState, io as secret},
 };
 use crate::api::{
-    FINALIZER, SecretTemplate, SecureWorkloadCredentialStatus, WorkloadApiKeyStatus,
+    DEFAULT_ROLLOUT_TIMEOUT, FINALIZER, RolloutTarget, SecretRollout, SecretTemplate, SecureWorkloadCredentialStatus,
+    WorkloadApiKeyStatus,
     conditions::{self, READY, reason},
 };
 
@@ -36,11 +41,16 @@ pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
     fn observed_generation_mut(&mut self) -> &mut Option<i64>;
     /// The target Secret last written, and the keyed hash of its data.
     fn written_secret(&self) -> (Option<&str>, Option<&str>);
+    /// The restarts and rollouts for the Secret data written.
+    fn rollout(&self) -> Option<&SecretRollout>;
+    fn rollout_mut(&mut self) -> &mut Option<SecretRollout>;
+    /// How many replaced keys wait to be revoked.
+    fn retiring(&self) -> usize;
 }
 
 /// Both statuses name these fields alike.
 macro_rules! conventional_status {
-    ($($status:ty),*) => {$(
+    ($($status:ty: $retiring:ident),*) => {$(
         impl ManagedStatus for $status {
             fn conditions(&self) -> &[Condition] {
                 &self.conditions
@@ -60,11 +70,20 @@ macro_rules! conventional_status {
             fn written_secret(&self) -> (Option<&str>, Option<&str>) {
                 (self.secret_name.as_deref(), self.secret_hash.as_deref())
             }
+            fn rollout(&self) -> Option<&SecretRollout> {
+                self.rollout.as_ref()
+            }
+            fn rollout_mut(&mut self) -> &mut Option<SecretRollout> {
+                &mut self.rollout
+            }
+            fn retiring(&self) -> usize {
+                self.$retiring.len()
+            }
         }
     )*};
 }
 
-conventional_status!(WorkloadApiKeyStatus, SecureWorkloadCredentialStatus);
+conventional_status!(WorkloadApiKeyStatus: retiring_keys, SecureWorkloadCredentialStatus: retiring_credentials);
 
 /// A custom resource reconciled by this frame: namespaced, with a [`ManagedStatus`] and a target Secret.
 pub trait Managed:
@@ -86,6 +105,12 @@ pub trait Managed:
     fn provider_ref(&self) -> &crate::api::ProviderRef;
     /// The user's labels and annotations for the target Secret.
     fn secret_template(&self) -> Option<&SecretTemplate>;
+    /// `rotation.rolloutTimeout`: how long replaced keys wait for the rollouts of the restarted workloads.
+    fn rollout_timeout(&self) -> Result<Duration, String>;
+    /// The workloads restarted when the target Secret's data changes.
+    fn rollout_targets(&self) -> &[RolloutTarget] {
+        self.secret_template().map(|t| t.rollout_restart_targets.as_slice()).unwrap_or_default()
+    }
 }
 
 /// The status of a resource, or an empty one.
@@ -220,8 +245,12 @@ pub async fn settle<K: Managed>(
     mut status: K::Status,
     ready: bool,
     reason: &str,
-    message: String,
+    mut message: String,
 ) -> Result<(), Error> {
+    let timeout = obj.rollout_timeout().unwrap_or(DEFAULT_ROLLOUT_TIMEOUT);
+    if let Some(waiting) = rollout::waiting_message(status.rollout(), status.retiring(), timeout) {
+        message = format!("{message}; {waiting}");
+    }
     let changed = conditions::set_condition(
         status.conditions_mut(),
         READY,
@@ -252,15 +281,20 @@ pub enum Pass<S> {
     Done(Action),
 }
 
+/// How often a resource looks at an incomplete rollout besides the workload watch.
+const ROLLOUT_POLL: Duration = Duration::from_secs(5);
+
 /// How many steps one reconcile takes before yielding (e.g. a rotation right after a repair).
 const MAX_STEPS: usize = 8;
 
 /// The step loop every kind runs: observe the target Secret (a foreign one stops everything with
-/// `SecretConflict`), let `step` decide and act on the latest object, record the status it returns, and go again.
+/// `SecretConflict`), restart the workloads that use it when its data changed ([`rollout_pass`]), let `step`
+/// decide and act on the latest object (replaced keys only when `Gate` allows), record the status it returns, and
+/// go again.
 pub async fn run_steps<K, F, Fut>(ctx: &Context, obj: &K, mut step: F) -> Result<Action, Error>
 where
     K: Managed,
-    F: FnMut(K, SecretState) -> Fut,
+    F: FnMut(K, SecretState, Gate) -> Fut,
     Fut: Future<Output = Result<Pass<K::Status>, Error>>,
 {
     let mut obj = obj.clone();
@@ -271,13 +305,87 @@ where
         if state == SecretState::Foreign {
             return Err(Error::SecretConflict { name: obj.target_secret() });
         }
-        match step(obj.clone(), state).await? {
+        if let Some(status) = rollout_pass(ctx, &obj, state).await? {
+            obj = patch_status(ctx, &obj, &status).await?;
+            continue;
+        }
+        let timeout = obj.rollout_timeout().map_err(Error::InvalidSpec)?;
+        let gate = Gate::of(obj.rollout_targets(), hash, status.rollout(), timeout);
+        match step(obj.clone(), state, gate).await? {
+            // A rollout in progress: the workload watch wakes us as it progresses; this short requeue is the safety
+            // net for a change missed while this very reconcile ran (the gate keeps every revocation until then).
+            Pass::Done(_) if status_of(&obj).rollout().is_some_and(|r| !r.complete) => {
+                return Ok(Action::requeue(ROLLOUT_POLL));
+            }
             Pass::Done(action) => return Ok(action),
             Pass::Record(status) => obj = patch_status(ctx, &obj, &status).await?,
         }
     }
     // Still busy after several steps: continue promptly.
     Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// The restarts and rollouts that follow a change of the target Secret's data ([`rollout::next`]); returns the
+/// status to record when something was done or learnt. Kubernetes calls only, never a vendor one.
+async fn rollout_pass<K: Managed>(ctx: &Context, obj: &K, state: SecretState) -> Result<Option<K::Status>, Error> {
+    let mut status = status_of(obj);
+    // The annotation keeps sub-second precision (status shows whole seconds): two restarts within one second
+    // must still change the pod template.
+    let now = Timestamp::now();
+    let ns = obj.namespace().unwrap_or_default();
+    let next = rollout::next(obj.rollout_targets(), status.written_secret().1, state, status.rollout(), now);
+    let record = match next {
+        Next::Idle => return Ok(None),
+        Next::Record(record) => record,
+        Next::Restart(target) => {
+            let found = rollout::io::restart(ctx, &ns, &target, now).await?;
+            let mut record = status.rollout().cloned().unwrap_or_default();
+            if let Some(entry) = record.targets.iter_mut().find(|t| t.target() == target) {
+                entry.restarted_at = found.then_some(Time(now));
+                entry.not_found = !found;
+                entry.complete = !found;
+            }
+            let secret = obj.target_secret();
+            if found {
+                let note = format!("restarted {target} because the data of Secret {secret} changed");
+                ctx.event(obj, EventType::Normal, "RolloutRestarted", "Restart", note).await;
+            } else {
+                let note = format!(
+                    "{target} named in spec.secret.rolloutRestartTargets does not exist; replaced keys go after \
+                     gracePeriod without waiting for it"
+                );
+                ctx.event(obj, EventType::Warning, "RolloutTargetNotFound", "Restart", note).await;
+            }
+            record
+        }
+        Next::Observe => {
+            let Some(recorded) = status.rollout().cloned() else { return Ok(None) };
+            let mut seen = Vec::with_capacity(recorded.targets.len());
+            for t in &recorded.targets {
+                seen.push(rollout::io::observe(ctx, &ns, &t.target()).await?);
+            }
+            let timeout = obj.rollout_timeout().map_err(Error::InvalidSpec)?;
+            let (record, late) = rollout::observed(&recorded, &seen, timeout, now);
+            if !late.is_empty() {
+                let note = format!(
+                    "rollout not complete after rolloutTimeout ({}): {}; replaced keys are no longer kept for it",
+                    humantime(timeout),
+                    late.join("; ")
+                );
+                ctx.event(obj, EventType::Warning, "RolloutIncomplete", "Revoke", note).await;
+            }
+            if record == recorded {
+                return Ok(None);
+            }
+            record
+        }
+    };
+    *status.rollout_mut() = Some(record);
+    Ok(Some(status))
+}
+
+fn humantime(d: Duration) -> String {
+    format!("{}s", d.as_secs())
 }
 
 /// Requeue exactly when something is due (a little after, so the comparison `<= now` holds); with nothing

@@ -44,8 +44,9 @@ fn grant_set(rules: &[(&str, &[&str], &[&str])]) -> Grants {
 /// read fresh and get finalizers by patch; status by server-side apply; owner references with blockOwnerDeletion
 /// need update on the owners' /finalizers; Secrets are watched by metadata, read, server-side applied (patch, plus
 /// create: an apply that creates is authorized as a create too), held with a finalizer (patch) and deleted after a
-/// rename; Events are events.k8s.io/v1, created or patched as a series. Nothing else: no update on Secrets or
-/// resources, no core Events.
+/// rename; Events are events.k8s.io/v1, created or patched as a series; the workloads of
+/// `spec.secret.rolloutRestartTargets` are restarted by a patch, read, and watched by metadata. Nothing else: no
+/// update on Secrets or resources, no core Events, no ReplicaSets or pods.
 fn namespaced_grants() -> Grants {
     grant_set(&[
         (
@@ -61,6 +62,7 @@ fn namespaced_grants() -> Grants {
         ("workloadkeys.io", &["workloadapikeys/finalizers", "secureworkloadcredentials/finalizers"], &["update"]),
         ("", &["secrets"], &["get", "list", "watch", "create", "patch", "delete"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
+        ("apps", &["deployments", "statefulsets", "daemonsets"], &["get", "list", "watch", "patch"]),
     ])
 }
 

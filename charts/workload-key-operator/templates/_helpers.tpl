@@ -111,6 +111,11 @@ The operator's rules, exactly what the code calls (src/controller), no wildcards
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# spec.secret.rolloutRestartTargets: restart them when the Secret's data changes (patch: a pod-template annotation,
+# as `kubectl rollout restart`), read their rollout (get), and be woken as it progresses (list, watch by metadata).
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 
 {{- define "wko.clusterRules" -}}

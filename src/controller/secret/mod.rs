@@ -124,6 +124,7 @@ mod tests {
             name: None,
             labels: BTreeMap::from([("team".into(), "a".into())]),
             annotations: BTreeMap::from([("note".into(), "n".into())]),
+            ..Default::default()
         };
         let s = desired_secret("s", "ns", Some(&template), owner("u1"), BTreeMap::from([("k".into(), b"v".to_vec())]));
         let labels = s.metadata.labels.as_ref().unwrap();

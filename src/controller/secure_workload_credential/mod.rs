@@ -78,6 +78,10 @@ impl Managed for SecureWorkloadCredential {
     fn secret_template(&self) -> Option<&SecretTemplate> {
         self.spec.secret.as_ref()
     }
+
+    fn rollout_timeout(&self) -> Result<Duration, String> {
+        plan::rollout_timeout(&self.spec)
+    }
 }
 
 /// Where the vendor is and how to trust it.
@@ -219,7 +223,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
         None => None,
     };
 
-    reconcile::run_steps(ctx, &obj, |obj, secret| {
+    reconcile::run_steps(ctx, &obj, |obj, secret, gate| {
         let (conn, source) = (&conn, &source);
         async move {
             let obj = &obj;
@@ -230,6 +234,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
                 secret,
                 desired_hash: source.as_ref().map(|s| s.hash.as_str()),
                 rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
+                gate,
             };
             let step = plan::next_step(&obj.spec, mode, &status, &seen).map_err(Error::InvalidSpec)?;
             tracing::debug!(resource = %display_name(obj), ?step, "next step");

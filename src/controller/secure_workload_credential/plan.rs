@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-pub use crate::controller::secret::SecretState;
+pub use crate::controller::{rollout::Gate, secret::SecretState};
 use crate::{
-    api::{Capability, SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus, parse_duration},
+    api::{
+        Capability, DEFAULT_ROLLOUT_TIMEOUT, SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus,
+        parse_duration,
+    },
     controller::vendor_key::shift,
 };
 
@@ -54,11 +57,21 @@ pub fn grace_period(spec: &SecureWorkloadCredentialSpec) -> Result<Duration, Str
         .unwrap_or(Ok(DEFAULT_GRACE_PERIOD))
 }
 
+/// `rotation.rolloutTimeout`, default 30 minutes.
+pub fn rollout_timeout(spec: &SecureWorkloadCredentialSpec) -> Result<Duration, String> {
+    spec.rotation
+        .as_ref()
+        .and_then(|r| r.rollout_timeout.as_deref())
+        .map(parse_duration)
+        .unwrap_or(Ok(DEFAULT_ROLLOUT_TIMEOUT))
+}
+
 /// Validates every duration of the spec, so a bad one is reported before any vendor call.
 pub fn check_durations(spec: &SecureWorkloadCredentialSpec) -> Result<(), String> {
     verify_interval(spec)?;
     rotation_every(spec)?;
     grace_period(spec)?;
+    rollout_timeout(spec)?;
     Ok(())
 }
 
@@ -99,6 +112,8 @@ pub struct Observed<'a> {
     pub desired_hash: Option<&'a str>,
     /// Current value of the `workloadkeys.io/rotate` annotation.
     pub rotate_annotation: Option<&'a str>,
+    /// Whether the rollouts of the restarted workloads let replaced credentials go.
+    pub gate: Gate,
 }
 
 /// When the pair is next verified: `verifyInterval` after the last positive verification, or now.
@@ -141,7 +156,7 @@ fn next_existing_step(status: &SecureWorkloadCredentialStatus, seen: &Observed, 
 }
 
 /// Provision mode. Order: a recorded intent (crash recovery), no credential yet, the Secret's integrity,
-/// due retirements, requested or scheduled rotation, due verification, and finally waiting.
+/// due retirements (grace period over and the rollouts complete, see [`Gate`]), requested or scheduled rotation, due verification, and finally waiting.
 fn next_provision_step(
     spec: &SecureWorkloadCredentialSpec,
     status: &SecureWorkloadCredentialStatus,
@@ -160,7 +175,7 @@ fn next_provision_step(
     let due: Vec<String> = status
         .retiring_credentials
         .iter()
-        .filter(|c| c.revoke_at.0 <= seen.now)
+        .filter(|c| seen.gate.may_revoke(c.revoke_at.0, seen.now))
         .map(|c| c.credential_id.clone())
         .collect();
     if !due.is_empty() {
@@ -175,7 +190,13 @@ fn next_provision_step(
     if verify_at <= seen.now {
         return Ok(Step::Verify);
     }
-    let next = status.retiring_credentials.iter().map(|c| c.revoke_at.0).chain(rotate_at).chain([verify_at]).min();
+    let next = status
+        .retiring_credentials
+        .iter()
+        .map(|c| seen.gate.next_check(c.revoke_at.0))
+        .chain(rotate_at)
+        .chain([verify_at])
+        .min();
     Ok(Step::Wait(next.unwrap_or(verify_at)))
 }
 
@@ -222,7 +243,14 @@ mod tests {
     }
 
     fn seen(now: i64, secret: SecretState) -> Observed<'static> {
-        Observed { now: ts(now), generation: Some(1), secret, desired_hash: None, rotate_annotation: None }
+        Observed {
+            now: ts(now),
+            generation: Some(1),
+            secret,
+            desired_hash: None,
+            rotate_annotation: None,
+            gate: Gate::OPEN,
+        }
     }
 
     fn published() -> SecureWorkloadCredentialStatus {
@@ -350,6 +378,19 @@ mod tests {
         );
         let verified_late = SecureWorkloadCredentialStatus { last_verified_at: Some(Time(ts(1_090))), ..minted() };
         assert_eq!(step(&provision(), &verified_late, &seen(1_095, SecretState::Intact)), Step::Wait(ts(1_100)));
+    }
+
+    #[test]
+    fn provision_retired_credentials_also_wait_for_the_rollout_or_its_timeout() {
+        let retiring = SecureWorkloadCredentialStatus {
+            retiring_credentials: vec![RetiringCredential { credential_id: "c0".into(), revoke_at: Time(ts(1_020)) }],
+            ..minted()
+        };
+        let mut s = seen(1_030, SecretState::Intact);
+        s.gate = Gate { open: false, deadline: Some(ts(1_050)) };
+        assert_eq!(step(&provision(), &retiring, &s), Step::Wait(ts(1_050)));
+        s.now = ts(1_050);
+        assert_eq!(step(&provision(), &retiring, &s), Step::RevokeRetired(vec!["c0".into()]));
     }
 
     #[test]

@@ -63,6 +63,10 @@ impl Managed for WorkloadApiKey {
     fn secret_template(&self) -> Option<&SecretTemplate> {
         self.spec.secret.as_ref()
     }
+
+    fn rollout_timeout(&self) -> Result<std::time::Duration, String> {
+        plan::rollout_timeout(&self.spec)
+    }
 }
 
 /// Everything needed to talk to the vendor for one resource.
@@ -204,11 +208,12 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     // Validate durations before any vendor call (the API server already checks their shape).
     plan::renew_before(&obj.spec).map_err(Error::InvalidSpec)?;
     plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
+    plan::rollout_timeout(&obj.spec).map_err(Error::InvalidSpec)?;
     let vendor = vendor_for(&provider, ctx).await?;
     bound_to(obj, &vendor, &provider)?;
     let base = base_key_name(obj);
 
-    reconcile::run_steps(ctx, obj, |obj, secret| {
+    reconcile::run_steps(ctx, obj, |obj, secret, gate| {
         let (vendor, base, expires_after) = (&vendor, &base, &expires_after);
         async move {
             let obj = &with_expiry(obj, expires_after);
@@ -218,6 +223,7 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
                 generation: obj.metadata.generation,
                 secret,
                 rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
+                gate,
             };
             let step = plan::next_step(&obj.spec, &status, base, &seen);
             tracing::debug!(resource = %display_name(obj), ?step, "next step");
@@ -506,7 +512,7 @@ async fn revoke_retired(
             EventType::Normal,
             "KeyRevoked",
             "Revoke",
-            format!("deleted replaced key {id} after its grace period"),
+            format!("deleted replaced key {id} after its grace period (and the rollout of the restarted workloads)"),
         )
         .await;
     }

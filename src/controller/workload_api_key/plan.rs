@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{RotationStrategy, WorkloadApiKeySpec, WorkloadApiKeyStatus, parse_duration};
-pub use crate::controller::secret::SecretState;
+use crate::api::{DEFAULT_ROLLOUT_TIMEOUT, RotationStrategy, WorkloadApiKeySpec, WorkloadApiKeyStatus, parse_duration};
 use crate::controller::vendor_key::shift;
+pub use crate::controller::{rollout::Gate, secret::SecretState};
 
 /// The next thing to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct Observed<'a> {
     pub secret: SecretState,
     /// Current value of the `workloadkeys.io/rotate` annotation.
     pub rotate_annotation: Option<&'a str>,
+    /// Whether the rollouts of the restarted workloads let replaced keys go.
+    pub gate: Gate,
 }
 
 /// The key name of `generation` (1 = the first key, named exactly `base`; later ones get a rotation suffix so the
@@ -71,6 +73,15 @@ pub fn grace_period(spec: &WorkloadApiKeySpec) -> Result<Duration, String> {
         .unwrap_or(Ok(Duration::from_secs(600)))
 }
 
+/// `rotation.rolloutTimeout`, default 30 minutes.
+pub fn rollout_timeout(spec: &WorkloadApiKeySpec) -> Result<Duration, String> {
+    spec.rotation
+        .as_ref()
+        .and_then(|r| r.rollout_timeout.as_deref())
+        .map(parse_duration)
+        .unwrap_or(Ok(DEFAULT_ROLLOUT_TIMEOUT))
+}
+
 pub fn strategy(spec: &WorkloadApiKeySpec) -> RotationStrategy {
     spec.rotation.as_ref().and_then(|r| r.strategy).unwrap_or_default()
 }
@@ -86,7 +97,7 @@ pub fn lifetime_from(
 }
 
 /// Decides the next step. Order matters: a recorded intent first (crash recovery), then a missing key, the
-/// Secret's integrity, due retirements, requested or scheduled rotation, spec changes, and finally waiting.
+/// Secret's integrity, due retirements (grace period over and the rollouts complete, see [`Gate`]), requested or scheduled rotation, spec changes, and finally waiting.
 pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_name: &str, seen: &Observed) -> Step {
     if let Some(name) = &status.pending_key_name {
         return Step::Create { name: name.clone(), recover: true };
@@ -98,7 +109,12 @@ pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_
     if matches!(seen.secret, SecretState::Missing | SecretState::Edited) {
         return Step::Repair;
     }
-    let due: Vec<i64> = status.retiring_keys.iter().filter(|k| k.revoke_at.0 <= seen.now).map(|k| k.key_id).collect();
+    let due: Vec<i64> = status
+        .retiring_keys
+        .iter()
+        .filter(|k| seen.gate.may_revoke(k.revoke_at.0, seen.now))
+        .map(|k| k.key_id)
+        .collect();
     if !due.is_empty() {
         return Step::RevokeRetired(due);
     }
@@ -116,7 +132,12 @@ pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_
     if seen.generation.is_some() && seen.generation != status.observed_generation {
         return Step::Update;
     }
-    let next = status.retiring_keys.iter().map(|k| k.revoke_at.0).chain(status.renew_at.as_ref().map(|t| t.0)).min();
+    let next = status
+        .retiring_keys
+        .iter()
+        .map(|k| seen.gate.next_check(k.revoke_at.0))
+        .chain(status.renew_at.as_ref().map(|t| t.0))
+        .min();
     Step::Wait(next)
 }
 
@@ -153,7 +174,7 @@ mod tests {
     }
 
     fn seen(now: i64, secret: SecretState) -> Observed<'static> {
-        Observed { now: ts(now), generation: Some(1), secret, rotate_annotation: None }
+        Observed { now: ts(now), generation: Some(1), secret, rotate_annotation: None, gate: Gate::OPEN }
     }
 
     #[test]
@@ -220,6 +241,24 @@ mod tests {
     }
 
     #[test]
+    fn retired_keys_also_wait_for_the_rollout_or_its_timeout() {
+        let status = WorkloadApiKeyStatus {
+            retiring_keys: vec![RetiringKey { key_id: 5, key_name: None, revoke_at: Time(ts(50)) }],
+            ..healthy()
+        };
+        let mut s = seen(60, SecretState::Intact);
+        s.gate = Gate { open: false, deadline: Some(ts(300)) };
+        assert_eq!(next_step(&spec(), &status, "k", &s), Step::Wait(Some(ts(300))), "grace over, rollout not");
+        s.now = ts(300);
+        assert_eq!(next_step(&spec(), &status, "k", &s), Step::RevokeRetired(vec![5]), "timeout passed");
+        let mut s = seen(60, SecretState::Intact);
+        s.gate = Gate::OPEN;
+        assert_eq!(next_step(&spec(), &status, "k", &s), Step::RevokeRetired(vec![5]), "rollout complete");
+        s.now = ts(10);
+        assert_eq!(next_step(&spec(), &status, "k", &s), Step::Wait(Some(ts(50))), "rollout complete, grace not");
+    }
+
+    #[test]
     fn spec_change_updates_the_vendor_key() {
         let mut s = seen(10, SecretState::Intact);
         s.generation = Some(2);
@@ -239,5 +278,6 @@ mod tests {
         no_expiry.rotation = None;
         assert_eq!(lifetime_from(&no_expiry, ts(0)).unwrap(), (None, None));
         assert_eq!(grace_period(&spec()).unwrap(), Duration::from_secs(600));
+        assert_eq!(rollout_timeout(&spec()).unwrap(), Duration::from_secs(1800));
     }
 }
