@@ -1,7 +1,8 @@
 //! Rotation that waits for the rollout (issue #13), end to end: a real control plane with kube-scheduler and kwok
 //! nodes, so Deployments and StatefulSets really roll out; the vendor simulators; the operator as its own process.
 //! The operator restarts the workloads of `spec.secret.rolloutRestartTargets` once per change of the Secret's data
-//! and revokes a replaced key only after their rollouts complete (or `rotation.rolloutTimeout` passes).
+//! and revokes a replaced key only after their rollouts complete (or `rotation.rolloutTimeout` passes). The operator
+//! runs as the chart's ServiceAccount with only the chart's RBAC (default values): it is sufficient for all of this.
 #![cfg(feature = "sim")]
 
 mod support;
@@ -22,6 +23,7 @@ use kube::{
 use serde_json::json;
 use support::{
     eventually, merge,
+    operator::assert_nothing_forbidden,
     rollout::{self, Workload},
     sim_env::{self, Env},
 };
@@ -123,7 +125,7 @@ fn secs(from: Timestamp, to: Timestamp) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_rotation_restarts_each_target_once_and_revokes_the_old_key_after_the_rollout() {
     support::control_plane_with_nodes();
-    let env = Env::start("ro-replace").await;
+    let env = Env::start_as_chart_service_account("ro-replace").await;
     let (client, ns) = (env.ns.client.clone(), env.ns.name.clone());
     let (deployments, sets, pods) = (env.ns.api::<Deployment>(), env.ns.api::<StatefulSet>(), env.ns.api::<Pod>());
     // Slow enough rollouts that the grace period ends long before them: one new pod at a time, each Ready a few
@@ -236,12 +238,14 @@ async fn replace_rotation_restarts_each_target_once_and_revokes_the_old_key_afte
     assert!(!events(&env, "RolloutRestarted").await.is_empty());
     let revoked = events(&env, "KeyRevoked").await;
     assert!(revoked.iter().any(|n| n.contains(&old_key.to_string())), "{revoked:?}");
+    // The chart's RBAC refused the operator nothing.
+    assert_nothing_forbidden(&env.op);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regenerate_and_drift_repair_restart_the_targets_and_resyncs_or_a_restart_do_not() {
     support::control_plane_with_nodes();
-    let mut env = Env::start("ro-regen").await;
+    let mut env = Env::start_as_chart_service_account("ro-regen").await;
     let (client, ns) = (env.ns.client.clone(), env.ns.name.clone());
     let deployments = env.ns.api::<Deployment>();
     deployments
@@ -305,12 +309,14 @@ async fn regenerate_and_drift_repair_restart_the_targets_and_resyncs_or_a_restar
     assert_eq!(after.rollout, before.rollout, "the rollout record is unchanged");
     assert_eq!(restarts(&deployments, "web").await, (Some(third), 4), "no further restart");
     assert!(!events(&env, "RolloutRestarted").await.is_empty());
+    // The chart's RBAC refused the operator nothing.
+    assert_nothing_forbidden(&env.op);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_that_never_completes_keeps_the_old_credential_until_rollout_timeout() {
     support::control_plane_with_nodes();
-    let env = Env::start("ro-stuck").await;
+    let env = Env::start_as_chart_service_account("ro-stuck").await;
     let swcs: Api<SecureWorkloadCredential> = env.ns.api();
     // No node matches: the pods stay Pending, so no rollout of this Deployment ever completes.
     let stuck = json!({"replicas": 1, "template": {"spec": {"nodeSelector": {"workloadkeys.io/no-such-node": "x"}}}});
@@ -371,4 +377,6 @@ async fn a_rollout_that_never_completes_keeps_the_old_credential_until_rollout_t
     assert!(incomplete.iter().any(|n| n.contains("Deployment/stuck")), "{incomplete:?}");
     let rollout = swcs.get("cred").await.unwrap().status.unwrap().rollout.unwrap();
     assert!(rollout.complete && rollout.timed_out);
+    // The chart's RBAC refused the operator nothing.
+    assert_nothing_forbidden(&env.op);
 }

@@ -2,10 +2,7 @@
 //! ClusterKeyProviders whose Secrets live in the cluster-resource namespace (the release namespace); and an app-team
 //! user bound only to the built-in `edit` role.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::time::Duration;
 
 use k8s_openapi::{
     api::{
@@ -32,7 +29,11 @@ use workload_key_operator::{
 use crate::{
     cases::env_of,
     chart_dir, helm, parse_docs,
-    support::{self, TestNamespace, assert_no_leaks, eventually, operator::Operator, put_secret, sim_env},
+    support::{
+        self, TestNamespace, assert_no_leaks, eventually,
+        operator::{Operator, assert_nothing_forbidden, impersonating_kubeconfig},
+        put_secret, sim_env,
+    },
 };
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -96,18 +97,6 @@ impl Release {
     fn lease_name(&self) -> Option<String> {
         self.operator_env("-").into_iter().find(|(k, _)| k == "WKO_LEASE_NAME").map(|(_, v)| v)
     }
-}
-
-/// A copy of the admin kubeconfig whose user impersonates `user` (kubeconfig `as:`, honoured by kube-rs).
-fn impersonating_kubeconfig(dir: &Path, user: &str) -> PathBuf {
-    let admin = std::fs::read_to_string(&support::control_plane().kubeconfig).unwrap();
-    let mut kc: serde_norway::Value = serde_norway::from_str(&admin).unwrap();
-    for u in kc["users"].as_sequence_mut().unwrap() {
-        u["user"]["as"] = serde_norway::Value::String(user.to_owned());
-    }
-    let path = dir.join(format!("{}.kubeconfig", user.replace(':', "_")));
-    std::fs::write(&path, serde_norway::to_string(&kc).unwrap()).unwrap();
-    path
 }
 
 /// Whether `user` may do `verb` on `resource` (`group`, `namespace`, `name` optional): a SelfSubjectAccessReview
@@ -390,15 +379,6 @@ where
         "{kind} {name} not Ready within {WAIT:?} (last Ready condition {last:?}); operator log tail:\n{}",
         tail.join("\n")
     );
-}
-
-/// The API server refused nothing the operator asked for.
-fn assert_nothing_forbidden(op: &Operator) {
-    let logs = op.logs();
-    for line in logs.lines() {
-        assert!(!line.contains("is forbidden"), "the chart's RBAC refused a request of the operator:\n{line}");
-        assert!(!line.contains("could not publish event"), "an Event was refused:\n{line}");
-    }
 }
 
 async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Option<String> {

@@ -22,14 +22,11 @@ use std::{
 };
 
 use serde_json::Value;
+pub use support::helm_bin;
 use support::repo_root;
 
 pub fn chart_dir() -> PathBuf {
     repo_root().join("charts/workload-key-operator")
-}
-
-pub fn helm_bin() -> PathBuf {
-    support::kubectl().with_file_name("helm")
 }
 
 pub fn venv_tool(name: &str) -> PathBuf {

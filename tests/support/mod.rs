@@ -178,6 +178,11 @@ pub fn kubectl() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
 }
 
+/// Path to the `helm` that comes with `kubectl` (scripts/k8s-binaries).
+pub fn helm_bin() -> PathBuf {
+    kubectl().with_file_name("helm")
+}
+
 /// A namespace of its own for one test; deleted (without waiting) when dropped.
 pub struct TestNamespace {
     pub name: String,

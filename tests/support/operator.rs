@@ -1,8 +1,10 @@
 //! Runs the operator binary as its own process against the test control plane, watching one namespace (or, with
-//! [`Operator::start_as`], every namespace and with a kubeconfig of the test's choosing).
+//! [`Operator::start_as`], every namespace and with a kubeconfig of the test's choosing, e.g. one that impersonates
+//! the chart's ServiceAccount: [`impersonating_kubeconfig`], [`chart_service_account`]).
 #![allow(dead_code)]
 
 use std::{
+    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
@@ -15,7 +17,7 @@ use kube::{
     api::{Patch, PatchParams},
 };
 
-use super::{control_plane, eventually};
+use super::{control_plane, eventually, helm_bin, kubectl, repo_root};
 
 /// Applies the operator's CRDs once per test binary and waits until they are served.
 pub async fn install_crds(client: &kube::Client) {
@@ -38,6 +40,109 @@ pub async fn install_crds(client: &kube::Client) {
         .await;
     }
     let _ = DONE.set(());
+}
+
+/// A copy of the admin kubeconfig whose user impersonates `user` (kubeconfig `as:`, honoured by kube-rs). For a
+/// ServiceAccount (`system:serviceaccount:<namespace>:<name>`) the contexts' namespace is the ServiceAccount's, as a
+/// pod's is (the operator's default cluster-resource namespace).
+pub fn impersonating_kubeconfig(dir: &Path, user: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(&control_plane().kubeconfig).unwrap();
+    let mut kc: serde_norway::Value = serde_norway::from_str(&admin).unwrap();
+    for u in kc["users"].as_sequence_mut().unwrap() {
+        u["user"]["as"] = serde_norway::Value::String(user.to_owned());
+    }
+    if let Some((ns, _)) = user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+        for c in kc["contexts"].as_sequence_mut().unwrap() {
+            c["context"]["namespace"] = serde_norway::Value::String(ns.to_owned());
+        }
+    }
+    let path = dir.join(format!("{}.kubeconfig", user.replace(':', "_")));
+    std::fs::write(&path, serde_norway::to_string(&kc).unwrap()).unwrap();
+    path
+}
+
+/// The chart's ServiceAccount, with the chart's RBAC (default values: every namespace) applied to the control plane.
+pub struct ChartServiceAccount {
+    /// The release namespace: the ServiceAccount's, and the cluster-resource namespace.
+    pub namespace: String,
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub user: String,
+    /// A kubeconfig impersonating [`Self::user`], for [`Operator::start_as`].
+    pub kubeconfig: PathBuf,
+}
+
+/// Renders the chart's ServiceAccount and RBAC (`helm template --show-only`), applies them with the admin
+/// kubeconfig once per test binary, and waits until the API server authorizes the ServiceAccount.
+pub fn chart_service_account() -> &'static ChartServiceAccount {
+    static SA: OnceLock<ChartServiceAccount> = OnceLock::new();
+    SA.get_or_init(install_chart_rbac)
+}
+
+fn install_chart_rbac() -> ChartServiceAccount {
+    let cp = control_plane();
+    let namespace = "workload-key-operator";
+    let chart = repo_root().join("charts/workload-key-operator");
+    let out = Command::new(helm_bin())
+        .args(["template", "wko"])
+        .arg(&chart)
+        .args(["--namespace", namespace])
+        .args(["--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"])
+        .output()
+        .expect("run helm template");
+    let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "helm template failed:\n{rendered}{}", String::from_utf8_lossy(&out.stderr));
+    let sa = serde_norway::Deserializer::from_str(&rendered)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .find(|d: &serde_json::Value| d["kind"] == "ServiceAccount")
+        .and_then(|d| d["metadata"]["name"].as_str().map(str::to_owned))
+        .expect("the chart renders a ServiceAccount");
+    let manifest = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n---\n{rendered}");
+    let mut apply = Command::new(kubectl())
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl apply");
+    apply.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+    let out = apply.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubectl apply of the chart's RBAC failed:\n{said}");
+
+    let user = format!("system:serviceaccount:{namespace}:{sa}");
+    let can = |args: &[&str]| {
+        let out = Command::new(kubectl())
+            .arg("--kubeconfig")
+            .arg(&cp.kubeconfig)
+            .args(["auth", "can-i", "--as", &user])
+            .args(args)
+            .output()
+            .expect("run kubectl auth can-i");
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !can(&["patch", "deployments.apps", "-n", "default"]) {
+        assert!(std::time::Instant::now() < deadline, "{user} not authorized 30 s after applying the chart's RBAC");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // RBAC is in force: what the chart does not grant is refused.
+    assert!(!can(&["create", "pods", "-n", "default"]), "{user} may create pods: is RBAC authorization on?");
+
+    let dir = cp.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let kubeconfig = impersonating_kubeconfig(&dir, &user);
+    ChartServiceAccount { namespace: namespace.to_owned(), user, kubeconfig }
+}
+
+/// The API server refused nothing the operator asked for (its log has no "is forbidden" line, and no Event was
+/// refused).
+pub fn assert_nothing_forbidden(op: &Operator) {
+    let logs = op.logs();
+    for line in logs.lines() {
+        assert!(!line.contains("is forbidden"), "the chart's RBAC refused a request of the operator:\n{line}");
+        assert!(!line.contains("could not publish event"), "an Event was refused:\n{line}");
+    }
 }
 
 /// The operator binary: `$WKO_TEST_BIN_DIR/workload-key-operator` when set (a private copy, safe from other

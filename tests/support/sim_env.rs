@@ -2,7 +2,7 @@
 //! the simulator's Secrets, providers pointing at the simulator, the operator watching the namespace, and the
 //! WorkloadApiKey spec they create.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -16,7 +16,11 @@ use workload_key_operator::{
     sim::{self, RunningSim, SimOptions},
 };
 
-use super::{TestNamespace, operator::Operator, put_secret_in};
+use super::{
+    TestNamespace,
+    operator::{Operator, chart_service_account},
+    put_secret_in,
+};
 
 /// The Secret with the Trend admin API key.
 pub const ADMIN_SECRET: &str = "tm-admin";
@@ -47,13 +51,27 @@ impl Env {
 
     /// With these simulator options, and `env` added to the operator's environment.
     pub async fn start_with(prefix: &str, opts: SimOptions, env: &[(&str, &str)]) -> Self {
+        Self::launch(prefix, opts, env, None).await
+    }
+
+    /// As [`Self::start`], the operator running as the chart's ServiceAccount with only the chart's RBAC
+    /// ([`chart_service_account`]).
+    pub async fn start_as_chart_service_account(prefix: &str) -> Self {
+        let sa = chart_service_account();
+        Self::launch(prefix, SimOptions::default(), &[], Some(&sa.kubeconfig)).await
+    }
+
+    async fn launch(prefix: &str, opts: SimOptions, env: &[(&str, &str)], kubeconfig: Option<&Path>) -> Self {
         let ns = TestNamespace::new(prefix).await;
         super::operator::install_crds(&ns.client).await;
         let sim = sim::start(opts).await.expect("start vendor simulator");
         put_sim_secrets(&ns, &sim).await;
         apply_key_provider(&ns.client, &ns.name, TREND_PROVIDER, trend_provider_spec(&sim, ADMIN_SECRET)).await;
         apply_key_provider(&ns.client, &ns.name, CISCO_PROVIDER, cisco_provider_spec(&sim, Some(LOGIN_SECRET))).await;
-        let op = Operator::start_with_env(&ns.name, env);
+        let op = match kubeconfig {
+            Some(kubeconfig) => Operator::start_as(kubeconfig, Some(&ns.name), env),
+            None => Operator::start_with_env(&ns.name, env),
+        };
         let env = Env { ns, sim, op };
         env.wait_key_provider_ready(TREND_PROVIDER).await;
         env.wait_key_provider_ready(CISCO_PROVIDER).await;
