@@ -39,14 +39,18 @@ fn local_image(args: &[&str]) -> String {
     local_image_build(args).0
 }
 
-/// The same, and whether cargo compiled the operator for it (a cold build cache).
+/// The same, and whether the image waited for a compile of the operator (a cold build cache): its own, or one by
+/// the other test of this file building the same release binary at the same time (cargo then blocks on its lock).
 fn local_image_build(args: &[&str]) -> (String, bool) {
     let out =
         Command::new(repo_root().join("scripts/local-image")).args(args).output().expect("run scripts/local-image");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "local-image failed:\n{stdout}\n{stderr}");
-    let compiled = stderr.lines().any(|l| l.trim_start().starts_with("Compiling workload-key-operator"));
+    let compiled = stderr.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with("Compiling workload-key-operator") || l.starts_with("Blocking waiting for file lock")
+    });
     (stdout.lines().last().unwrap_or_default().to_owned(), compiled)
 }
 
