@@ -60,6 +60,29 @@ impl RetryPolicy {
         half + Duration::from_millis(jitter_ms).min(ceiling - half)
     }
 
+    /// Waits before attempt `attempt + 1` of `operation` (logging why), or gives up with `error`.
+    pub(super) async fn pause_or_give_up(
+        &self,
+        operation: &str,
+        attempt: u32,
+        elapsed: Duration,
+        error: VendorError,
+        replay: Replay,
+        unsent: bool,
+    ) -> Result<(), VendorError> {
+        let Some(wait) = self.wait_before_retry(attempt, elapsed, &error, replay, unsent) else { return Err(error) };
+        tracing::debug!(
+            operation,
+            attempt,
+            kind = error.kind.name(),
+            status = error.status,
+            wait_ms = wait.as_millis() as u64,
+            "retrying Trend API call"
+        );
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
     /// How long to wait before attempt `attempt + 1`, or `None` to give up with `error`.
     /// `unsent` means the request provably never reached the server (connection not established).
     pub(super) fn wait_before_retry(

@@ -154,20 +154,7 @@ impl Transport {
                 Ok(answer) => return Ok(answer),
                 Err(failure) => failure,
             };
-            match self.retry.wait_before_retry(attempt, started.elapsed(), &error, call.replay, unsent) {
-                Some(wait) => {
-                    tracing::debug!(
-                        operation = call.operation,
-                        attempt,
-                        kind = error.kind.name(),
-                        status = error.status,
-                        wait_ms = wait.as_millis() as u64,
-                        "retrying Trend API call"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                None => return Err(error),
-            }
+            self.retry.pause_or_give_up(call.operation, attempt, started.elapsed(), error, call.replay, unsent).await?;
         }
     }
 
