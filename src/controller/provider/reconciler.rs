@@ -335,31 +335,20 @@ async fn release_secret(ctx: &Context, provider: &Provider, name: &str) -> Resul
 /// Whether a provider other than `provider`, not being deleted, names the Secret `name` of the same namespace.
 async fn named_elsewhere(ctx: &Context, provider: &Provider, name: &str) -> Result<bool, Error> {
     let ns = &provider.secret_namespace;
-    let mut others: Vec<Provider> = Vec::new();
+    let mut others = live_providers(ctx, Api::<KeyProvider>::namespaced(ctx.client.clone(), ns)).await?;
     if *ns == ctx.settings.cluster_resource_namespace {
-        let api: Api<ClusterKeyProvider> = Api::all(ctx.client.clone());
-        others.extend(
-            api.list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .map(|p| Provider::from_cluster(p, ns)),
-        );
+        others.extend(live_providers(ctx, Api::<ClusterKeyProvider>::all(ctx.client.clone())).await?);
     }
-    let api: Api<KeyProvider> = Api::namespaced(ctx.client.clone(), ns);
-    others.extend(
-        api.list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(Provider::from_namespaced),
-    );
     Ok(others
         .iter()
         .filter(|p| !(p.kind == provider.kind && p.name == provider.name && p.secret_namespace == *ns))
         .any(|p| named_secrets(p).contains(name)))
+}
+
+/// The providers `api` lists that are not being deleted.
+async fn live_providers<P: ProviderObject>(ctx: &Context, api: Api<P>) -> Result<Vec<Provider>, Error> {
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list.items.iter().filter(|p| p.meta().deletion_timestamp.is_none()).map(|p| p.view(ctx)).collect())
 }
 
 /// A provider being deleted goes only when no resource uses it any more; then it lets go of its Secrets.
