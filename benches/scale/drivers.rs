@@ -46,14 +46,49 @@ pub const NO_CLIENT_LIMIT: u32 = 1_000_000;
 
 /// Starts the operator on `namespace` as deployed: the runner defaults to trace logging (for the leak checks)
 /// and 1200 vendor requests per minute; later settings win.
+/// Its cluster-resource namespace is the platform namespace of the resources' simulator (see [`namespace_for`]).
 pub fn start_operator(namespace: &str, rate_limit: u32) -> Operator {
-    let rate = rate_limit.to_string();
-    Operator::start_with_env(namespace, &[("WKO_LOG_LEVEL", "info"), ("WKO_VENDOR_RATE_LIMIT", &rate)])
+    let (rate, platform) = (rate_limit.to_string(), platform_of(namespace));
+    Operator::start_with_env(namespace, &operator_env(&rate, &platform))
 }
 
 pub fn restart_operator(op: &mut Operator, rate_limit: u32) {
-    let rate = rate_limit.to_string();
-    op.restart_with_env(&[("WKO_LOG_LEVEL", "info"), ("WKO_VENDOR_RATE_LIMIT", &rate)]);
+    let (rate, platform) = (rate_limit.to_string(), platform_of(&op.namespace));
+    op.restart_with_env(&operator_env(&rate, &platform));
+}
+
+fn operator_env<'a>(rate: &'a str, platform: &'a str) -> [(&'static str, &'a str); 3] {
+    [("WKO_LOG_LEVEL", "info"), ("WKO_VENDOR_RATE_LIMIT", rate), ("WKO_CLUSTER_RESOURCE_NAMESPACE", platform)]
+}
+
+/// Workload namespace → the platform namespace of its simulator.
+static PLATFORM_OF: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+/// Simulator URL → its platform namespace (also the name of its ClusterKeyProvider).
+static PLATFORMS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn platform_of(namespace: &str) -> String {
+    let map = PLATFORM_OF.lock().unwrap();
+    map.iter().find(|(ns, _)| ns == namespace).map(|(_, p)| p.clone()).expect("namespace made by namespace_for")
+}
+
+/// The platform team's side, as in a cluster: one `ClusterKeyProvider` per simulator, its admin key and CA in a
+/// namespace of their own (the operator's cluster-resource namespace), shared by every resource that uses it.
+async fn platform_for(sim: &RunningSim) -> String {
+    let url = sim.info.trend_url();
+    if let Some((_, p)) = PLATFORMS.lock().unwrap().iter().find(|(u, _)| *u == url) {
+        return p.clone();
+    }
+    let ns = TestNamespace::new("bench-platform").await;
+    sim_env::put_sim_secrets(&ns, sim).await;
+    let mut spec = sim_env::trend_provider_spec(sim, sim_env::ADMIN_SECRET);
+    // Every namespace of the run (`TestNamespace` labels them), as a platform team would allow its teams'.
+    spec["allowedNamespaces"] = serde_json::json!({"selector": {"matchLabels": {"workloadkeys.io/test": "true"}}});
+    sim_env::apply_cluster_key_provider(&ns.client, &ns.name, spec).await;
+    let name = ns.name.clone();
+    // Kept with the control plane, like every namespace of the run.
+    std::mem::forget(ns);
+    PLATFORMS.lock().unwrap().push((url, name.clone()));
+    name
 }
 
 pub async fn start_sim(per_key_limit: u32) -> RunningSim {
@@ -71,19 +106,28 @@ pub fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("key-{i:05}")).collect()
 }
 
-/// A namespace with the admin key and the simulator's CA, as the integration tests set one up.
+/// An application team's namespace: no credential in it; its resources issue through the simulator's shared
+/// `ClusterKeyProvider` (made on first use, see [`platform_for`]).
 pub async fn namespace_for(prefix: &str, sim: &RunningSim) -> TestNamespace {
+    let platform = platform_for(sim).await;
     let ns = TestNamespace::new(prefix).await;
-    sim_env::put_sim_secrets(&ns, sim).await;
-    // The resources issue through a KeyProvider of their namespace (the operator proves it Ready first).
-    let spec = sim_env::trend_provider_spec(sim, sim_env::ADMIN_SECRET);
-    sim_env::apply_key_provider(&ns.client, &ns.name, sim_env::TREND_PROVIDER, spec).await;
+    PLATFORM_OF.lock().unwrap().push((ns.name.clone(), platform));
     ns
 }
 
-/// The resource every phase creates: the spec of the integration tests, against the simulator.
-pub fn template(_sim: &RunningSim) -> WorkloadApiKey {
-    sim_env::wak("template", sim_env::wak_spec("benchmark key"))
+/// The resource every phase creates: the spec of the integration tests, through the shared provider.
+pub fn template(sim: &RunningSim) -> WorkloadApiKey {
+    let mut spec = sim_env::wak_spec("benchmark key");
+    let platform = PLATFORMS.lock().unwrap().iter().find(|(u, _)| *u == sim.info.trend_url()).map(|(_, p)| p.clone());
+    spec["providerRef"] = sim_env::cluster_provider_ref(&platform.expect("platform made by namespace_for"));
+    sim_env::wak("template", spec)
+}
+
+/// Waits until the provider of `namespace` is Ready (the operator proves its credential once, at its first start).
+pub async fn wait_provider_ready(namespace: &str) {
+    let client = crate::support::client().await;
+    let api: Api<workload_key_operator::api::ClusterKeyProvider> = Api::all(client);
+    sim_env::wait_provider_ready(&api, &platform_of(namespace)).await;
 }
 
 /// Creates every resource with at most `concurrency` creates in flight; `then` runs right after each create,
@@ -226,8 +270,9 @@ pub async fn wait_operator_ready(op: &Operator) {
     let url = format!("http://127.0.0.1:{}/readyz", op.metrics_port);
     for _ in 0..300 {
         if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
-            // The watches start right after readiness; give them their initial list.
+            // The watches start right after readiness; give them their initial list, and the provider its check.
             tokio::time::sleep(Duration::from_secs(2)).await;
+            wait_provider_ready(&op.namespace).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

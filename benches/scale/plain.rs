@@ -16,7 +16,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType, Recorder, Reporter},
+    runtime::events::EventType,
 };
 use serde_json::json;
 use workload_key_operator::{
@@ -25,12 +25,11 @@ use workload_key_operator::{
         conditions::{self, READY, reason},
     },
     controller::{
+        events::Publisher,
         secret::{FIELD_MANAGER, data_hash, desired_secret},
         workload_api_key::{SECRET_ENDPOINT, SECRET_KEY, SECRET_KEY_ID},
     },
 };
-
-use crate::support::sim_env::{ADMIN_SECRET, CA_SECRET};
 
 /// The API-server requests the operator makes to take a new WorkloadApiKey to Ready (see
 /// `src/controller/workload_api_key/` and `reconcile.rs`), made by a plain client without the vendor:
@@ -39,12 +38,14 @@ use crate::support::sim_env::{ADMIN_SECRET, CA_SECRET};
 /// 2. second reconcile: status SSA with the intent (`pendingKeyName`), the vendor create (skipped here), the
 ///    Secret SSA, an Event `KeyCreated`, status SSA with the key, status SSA with `Ready=True`, an Event `Ready`.
 ///
-/// With `reads`, also the GETs the operator makes on the way: the admin-key and CA Secrets (every reconcile) and
-/// the target Secret (observed before each step and re-checked right before it is written).
+/// With `reads`, also the GETs the operator makes on the way: the resource (read fresh by every reconcile: the
+/// two above and a third that the new Secret's watch event causes) and the target Secret (observed before the
+/// create, re-checked right before it is written, observed by the third reconcile). The provider, the namespace and
+/// the provider's admin-key and CA Secrets come from the operator's watch caches: no read.
 #[derive(Clone)]
 pub struct PlainClient {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub endpoint: String,
     pub reads: bool,
     pub next_id: Arc<AtomicI64>,
@@ -53,9 +54,8 @@ pub struct PlainClient {
 impl PlainClient {
     pub fn new(client: Client, endpoint: String, reads: bool) -> Self {
         // The operator reports Events under its own name, the managed-by value.
-        let reporter = Reporter { controller: MANAGED_BY.into(), instance: None };
-        let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, recorder, endpoint, reads, next_id: Arc::new(AtomicI64::new(1000)) }
+        let events = Publisher::new(client.clone(), MANAGED_BY, None);
+        Self { client, events, endpoint, reads, next_id: Arc::new(AtomicI64::new(1000)) }
     }
 
     pub async fn writes_for(&self, obj: WorkloadApiKey) -> Result<(), String> {
@@ -68,9 +68,11 @@ impl PlainClient {
         let waks: Api<WorkloadApiKey> = Api::namespaced(self.client.clone(), &ns);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
 
+        self.read_resource(&waks, &name).await?;
         self.add_finalizer(&waks, &name).await.map_err(err("finalizer"))?;
 
-        self.read(&secrets, &[ADMIN_SECRET, CA_SECRET, &name]).await?;
+        self.read_resource(&waks, &name).await?;
+        self.read(&secrets, &[&name]).await?;
         let key_name = format!("{ns}-{name}");
         let mut status = WorkloadApiKeyStatus {
             pending_key_name: Some(key_name.clone()),
@@ -109,7 +111,6 @@ impl PlainClient {
         status.observed_generation = obj.metadata.generation;
         apply_status(&waks, &name, &status).await.map_err(err("status"))?;
 
-        self.read(&secrets, &[&name]).await?;
         let message = format!("key {id} is in Secret {name}");
         conditions::set_condition(
             &mut status.conditions,
@@ -122,6 +123,8 @@ impl PlainClient {
         );
         apply_status(&waks, &name, &status).await.map_err(err("Ready"))?;
         self.event(&obj, reason::READY, "Reconcile", message).await;
+        self.read_resource(&waks, &name).await?;
+        self.read(&secrets, &[&name]).await?;
         Ok(())
     }
 
@@ -139,6 +142,13 @@ impl PlainClient {
         self.client.request(request).await
     }
 
+    pub async fn read_resource(&self, api: &Api<WorkloadApiKey>, name: &str) -> Result<(), String> {
+        if self.reads {
+            api.get_opt(name).await.map_err(|e| format!("get WorkloadApiKey {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
     pub async fn read(&self, secrets: &Api<Secret>, names: &[&str]) -> Result<(), String> {
         if self.reads {
             for name in names {
@@ -149,15 +159,8 @@ impl PlainClient {
     }
 
     pub async fn event(&self, obj: &WorkloadApiKey, reason: &str, action: &str, note: String) {
-        let ev = Event {
-            type_: EventType::Normal,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
         // As in the operator: events are advisory, a failure is not fatal.
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        if let Err(e) = self.events.publish(obj.object_ref(&()), EventType::Normal, reason, action, note).await {
             eprintln!("bench: event: {e}");
         }
     }

@@ -7,13 +7,10 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    runtime::events::{Event, EventType, Recorder, Reporter},
-};
+use kube::{Api, Client, Resource, ResourceExt, runtime::events::EventType};
 use sha2::{Digest, Sha256};
 
-use super::{error::Error, metrics::Metrics};
+use super::{cache::Caches, error::Error, events::Publisher, metrics::Metrics};
 use crate::{
     api::SecretKeySelector,
     clients::{RateLimiters, SecretString, TlsOptions},
@@ -51,10 +48,12 @@ impl Default for Settings {
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Publisher,
     pub metrics: Metrics,
     pub settings: Settings,
     pub limiters: RateLimiters,
+    /// The watch caches the reconcilers read instead of the API server.
+    pub caches: Caches,
     clients: Mutex<HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>,
     roles: Mutex<HashMap<(String, String), (i64, Instant)>>,
 }
@@ -64,11 +63,10 @@ const ROLE_CACHE_TTL: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(client: Client, metrics: Metrics, settings: Settings) -> Self {
-        let reporter =
-            Reporter { controller: "workload-key-operator".into(), instance: std::env::var("POD_NAME").ok() };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: Publisher::new(client.clone(), crate::api::MANAGED_BY, std::env::var("POD_NAME").ok()),
             limiters: RateLimiters::new(settings.vendor_requests_per_minute),
+            caches: Caches::default(),
             client,
             metrics,
             settings,
@@ -82,9 +80,7 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
-        let ev =
-            Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        if let Err(e) = self.events.publish(obj.object_ref(&()), type_, reason, action, note).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
@@ -144,11 +140,18 @@ impl Context {
         secret_key(&secret, name, key)
     }
 
+    /// A Secret the operator reads (a provider's credential or CA, an imported key pair): from the cache while its
+    /// watched resourceVersion is the one last read, from the API server otherwise.
     pub async fn secret(&self, namespace: &str, name: &str) -> Result<Secret, Error> {
-        Api::<Secret>::namespaced(self.client.clone(), namespace)
+        if let Some(cached) = self.caches.secret(namespace, name).await {
+            return Ok(cached.as_ref().clone());
+        }
+        let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await?
-            .ok_or_else(|| Error::SecretNotFound { namespace: namespace.to_owned(), name: name.to_owned() })
+            .ok_or_else(|| Error::SecretNotFound { namespace: namespace.to_owned(), name: name.to_owned() })?;
+        self.caches.keep_secret(&secret);
+        Ok(secret)
     }
 
     /// TLS settings from a connection's CA fields: inline bundle, or a Secret key (default `ca.crt`).

@@ -1,7 +1,9 @@
 //! Where Kubernetes and the vendors meet: thin reconcilers, pure decisions and builders, events, metrics.
 
+pub mod cache;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod failpoint;
 pub mod leader;
 pub mod metrics;
@@ -40,7 +42,7 @@ use crate::api::{
     ClusterKeyProvider, KeyProvider, KeyProviderStatus, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, ProviderKind,
     RolloutTarget, SecureWorkloadCredential, WorkloadApiKey, WorkloadKind, conditions,
 };
-use reconcile::Managed;
+use reconcile::{Managed, ManagedStatus};
 
 /// Which namespaces the controllers watch.
 #[derive(Clone, Debug, Default)]
@@ -140,47 +142,69 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
     // selected by its managed-by label, and those it reads (a provider's credential, an imported key pair), which
     // it labels `workloadkeys.io/referenced`. Fanned out to every controller. Providers' Secrets may live in the
     // cluster-resource namespace, outside the watched ones.
+    // The referenced ones are also cached (metadata; their data by resourceVersion, see `cache`).
     let secret_scope = scope.with(&ctx.settings.cluster_resource_namespace);
+    let (referenced_store, referenced_writer) = reflector::store();
     let (secret_txs, [wak_secrets, swc_secrets, ckp_secrets, kp_secrets]) = channels::<SecretMeta, 4>();
-    let owned = secret_scope.watch::<SecretMeta>(&client, cfg().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")));
-    let referenced = secret_scope.watch::<SecretMeta>(&client, cfg().labels(LABEL_REFERENCED));
+    let owned = secret_scope
+        .watch::<SecretMeta>(&client, cfg().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")))
+        .default_backoff();
+    let referenced = secret_scope
+        .watch::<SecretMeta>(&client, cfg().labels(LABEL_REFERENCED))
+        .default_backoff()
+        .modify(slim_meta)
+        .reflect(referenced_writer);
     let secrets = fan_out(
         "Secret",
-        futures::stream::select(owned, referenced).default_backoff().touched_objects().take_until(shutdown.clone()),
+        futures::stream::select(owned, referenced).touched_objects().take_until(shutdown.clone()),
         secret_txs,
     );
-    // Provider changes that matter to resources (spec, readiness, deletion), and namespace labels (allowlists).
-    let (ckp_txs, [wak_ckp, swc_ckp]) = channels::<ClusterKeyProvider, 2>();
+    // Providers and namespace labels (allowlists), cached for the reconcilers and fanned out to the controllers:
+    // each cache is written before the change it reflects wakes anyone.
+    let (ckp_store, ckp_writer) = reflector::store();
+    let (ckp_txs, [wak_ckp, swc_ckp, ckp_own]) = channels::<ClusterKeyProvider, 3>();
     let ckps = fan_out(
         "ClusterKeyProvider",
         watcher(Api::<ClusterKeyProvider>::all(client.clone()), cfg())
             .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(ckp_writer)
             .touched_objects()
-            .predicate_filter(provider_state::<ClusterKeyProvider>, Default::default())
             .take_until(shutdown.clone()),
         ckp_txs,
     );
-    let (kp_txs, [wak_kp, swc_kp]) = channels::<KeyProvider, 2>();
+    let (kp_store, kp_writer) = reflector::store();
+    let (kp_txs, [wak_kp, swc_kp, kp_own]) = channels::<KeyProvider, 3>();
     let kps = fan_out(
         "KeyProvider",
         scope
             .watch::<KeyProvider>(&client, cfg())
             .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(kp_writer)
             .touched_objects()
-            .predicate_filter(provider_state::<KeyProvider>, Default::default())
             .take_until(shutdown.clone()),
         kp_txs,
     );
+    let (ns_store, ns_writer) = reflector::store();
     let (ns_txs, [wak_ns, swc_ns]) = channels::<NamespaceMeta, 2>();
     let namespaces = fan_out(
         "Namespace",
         watcher(Api::<NamespaceMeta>::all(client.clone()), cfg())
             .default_backoff()
+            .modify(slim_meta)
+            .reflect(ns_writer)
             .touched_objects()
             .predicate_filter(predicates::labels, Default::default())
             .take_until(shutdown.clone()),
         ns_txs,
     );
+    ctx.caches.install(cache::Stores {
+        cluster_providers: ckp_store.clone(),
+        providers: kp_store.clone(),
+        namespaces: ns_store,
+        referenced_secrets: referenced_store,
+    });
     // Rollouts progressing: metadata-only watches of the three workload kinds (every change bumps the resource
     // version, status included); nothing is cached, each change only wakes the resources waiting for its rollout.
     let (workload_txs, [wak_workloads, swc_workloads]) = channels::<WorkloadChange, 2>();
@@ -233,22 +257,40 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
     });
     let ckp = provider_controller::<ClusterKeyProvider>(
         &ctx,
-        watcher(Api::<ClusterKeyProvider>::all(client.clone()), cfg()).boxed(),
+        (ckp_store, ckp_own),
         ckp_secrets,
         ckp_users,
         users.clone(),
         shutdown.clone(),
     );
-    let kp = provider_controller::<KeyProvider>(
-        &ctx,
-        scope.watch::<KeyProvider>(&client, cfg()),
-        kp_secrets,
-        kp_users,
-        users,
-        shutdown.clone(),
-    );
+    let kp =
+        provider_controller::<KeyProvider>(&ctx, (kp_store, kp_own), kp_secrets, kp_users, users, shutdown.clone());
     futures::join!(secrets, ckps, kps, namespaces, workloads, wak, swc, ckp, kp);
 }
+
+/// What the watch cache keeps of a resource: what finds it from a trigger (spec, names, labels, annotations for the
+/// rotate request) and the failed-attempt count `reconcile::error_policy` backs off by. Not its status otherwise
+/// (every reconcile reads the resource fresh, see `reconcile::reconcile`), nor who wrote which field, nor
+/// `kubectl apply`'s copy of the spec: at 10,000 resources these were most of the operator's memory.
+fn slim<K: Managed>(o: &mut K) {
+    o.managed_fields_mut().clear();
+    o.annotations_mut().remove(LAST_APPLIED);
+    let attempts = o.status().and_then(|s| s.failed_attempts());
+    *o.status_mut() = attempts.map(|a| {
+        let mut s = K::Status::default();
+        *s.failed_attempts_mut() = Some(a);
+        s
+    });
+}
+
+/// The same for a metadata-only watch (namespaces, Secrets): names, labels and owners are what is read.
+fn slim_meta<K>(o: &mut PartialObjectMeta<K>) {
+    o.metadata.managed_fields = None;
+    o.metadata.annotations = None;
+}
+
+/// `kubectl apply`'s record of the applied object, in an annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The changes of one workload kind in scope, as (target, namespace).
 fn workload_changes<W>(
@@ -342,8 +384,8 @@ async fn controller<K, R, RF>(
     let events = scope
         .watch::<K>(&ctx.client, watcher::Config::default().any_semantic())
         .default_backoff()
-        // The cache never needs who-wrote-what; it is most of an object's size.
-        .modify(|o| o.managed_fields_mut().clear())
+        // The cache keeps what the triggers need; every reconcile reads the resource fresh.
+        .modify(slim::<K>)
         .reflect(writer)
         .inspect(move |e| {
             if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) = e {
@@ -366,12 +408,20 @@ async fn controller<K, R, RF>(
                 secret.metadata.owner_references.unwrap_or_default().into_iter().map(|r| r.uid).collect();
             reconcile::affected_by_secret(&ns, &name, &owners, &by_secret.state())
         })
-        .watches_stream(triggers.cluster_providers.map(Ok::<_, watcher::Error>), move |p| {
-            users_of(&by_ckp.state(), ProviderKind::ClusterKeyProvider, None, &p.name_any())
-        })
-        .watches_stream(triggers.providers.map(Ok::<_, watcher::Error>), move |p| {
-            users_of(&by_kp.state(), ProviderKind::KeyProvider, p.namespace().as_deref(), &p.name_any())
-        })
+        .watches_stream(
+            triggers
+                .cluster_providers
+                .map(Ok::<_, watcher::Error>)
+                .predicate_filter(provider_state::<ClusterKeyProvider>, Default::default()),
+            move |p| users_of(&by_ckp.state(), ProviderKind::ClusterKeyProvider, None, &p.name_any()),
+        )
+        .watches_stream(
+            triggers
+                .providers
+                .map(Ok::<_, watcher::Error>)
+                .predicate_filter(provider_state::<KeyProvider>, Default::default()),
+            move |p| users_of(&by_kp.state(), ProviderKind::KeyProvider, p.namespace().as_deref(), &p.name_any()),
+        )
         .watches_stream(triggers.namespaces.map(Ok::<_, watcher::Error>), move |ns| {
             // A namespace relabelled: the resources there that use a ClusterKeyProvider (allowlists).
             let name = ns.name_any();
@@ -430,7 +480,7 @@ fn provider_state<P: Resource + HasStatus<Status = KeyProviderStatus>>(p: &P) ->
 /// The controller of one provider kind.
 async fn provider_controller<P>(
     ctx: &Arc<Context>,
-    events: Events<P>,
+    (store, changes): (reflector::Store<P>, mpsc::Receiver<P>),
     secrets: mpsc::Receiver<SecretMeta>,
     users_changed: futures::channel::mpsc::UnboundedReceiver<ObjectRef<P>>,
     users: Arc<provider::reconciler::Users>,
@@ -438,13 +488,7 @@ async fn provider_controller<P>(
 ) where
     P: provider::reconciler::ProviderObject + HasStatus<Status = KeyProviderStatus>,
 {
-    let (store, writer) = reflector::store();
-    let events = events
-        .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(spec_or_intent_changed(), Default::default());
+    let events = changes.map(Ok::<_, watcher::Error>).predicate_filter(spec_or_intent_changed(), Default::default());
     let by_secret = store.clone();
     let ctx_for_view = ctx.clone();
     Controller::for_stream(events, store)

@@ -298,10 +298,16 @@ where
     Fut: Future<Output = Result<Pass<K::Status>, Error>>,
 {
     let mut obj = obj.clone();
+    // The Secret a step of this reconcile wrote (name, hash): intact without reading it back. An edit right after
+    // our write is seen by the owned-Secret watch, which reconciles again.
+    let mut just_written: Option<(String, String)> = None;
     for _ in 0..MAX_STEPS {
         let status = status_of(&obj);
         let (name, hash) = status.written_secret();
-        let state = secret::observe(ctx, &obj, name, hash).await?;
+        let state = match (&just_written, name, hash) {
+            (Some((n, h)), Some(name), Some(hash)) if n == name && h == hash => SecretState::Intact,
+            _ => secret::observe(ctx, &obj, name, hash).await?,
+        };
         if state == SecretState::Foreign {
             return Err(Error::SecretConflict { name: obj.target_secret() });
         }
@@ -318,7 +324,14 @@ where
                 return Ok(Action::requeue(ROLLOUT_POLL));
             }
             Pass::Done(action) => return Ok(action),
-            Pass::Record(status) => obj = patch_status(ctx, &obj, &status).await?,
+            Pass::Record(new) => {
+                if let (Some(n), Some(h)) = new.written_secret()
+                    && new.written_secret() != (name, hash)
+                {
+                    just_written = Some((n.to_owned(), h.to_owned()));
+                }
+                obj = patch_status(ctx, &obj, &new).await?;
+            }
         }
     }
     // Still busy after several steps: continue promptly.

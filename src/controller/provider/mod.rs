@@ -6,12 +6,12 @@
 pub mod policy;
 pub mod reconciler;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, ResourceExt};
 
-use super::{Context, error::Error};
+use super::{Context, cache::Cached, error::Error};
 use crate::{
     api::{
         CiscoEndpoint, ClusterKeyProvider, IssuePolicy, KeyProvider, KeyProviderStatus, ProviderKind, ProviderRef,
@@ -124,16 +124,29 @@ impl Provider {
 
 /// The provider a resource in `namespace` names, whatever its state.
 pub async fn fetch(ctx: &Context, namespace: &str, r: &ProviderRef) -> Result<Provider, Error> {
+    // From the watch cache: a provider change reaches the cache before it wakes the resources that use it.
     let not_found = || Error::ProviderNotFound { provider: format!("{}/{}", r.kind.as_str(), r.name) };
     match r.kind {
         ProviderKind::ClusterKeyProvider => {
-            let api: Api<ClusterKeyProvider> = Api::all(ctx.client.clone());
-            let p = api.get_opt(&r.name).await?.ok_or_else(not_found)?;
+            let p = match ctx.caches.cluster_provider(&r.name).await {
+                Cached::Present(p) => p,
+                Cached::Absent => return Err(not_found()),
+                Cached::Unknown => {
+                    let api: Api<ClusterKeyProvider> = Api::all(ctx.client.clone());
+                    Arc::new(api.get_opt(&r.name).await?.ok_or_else(not_found)?)
+                }
+            };
             Ok(Provider::from_cluster(&p, &ctx.settings.cluster_resource_namespace))
         }
         ProviderKind::KeyProvider => {
-            let api: Api<KeyProvider> = Api::namespaced(ctx.client.clone(), namespace);
-            let p = api.get_opt(&r.name).await?.ok_or_else(not_found)?;
+            let p = match ctx.caches.provider(namespace, &r.name).await {
+                Cached::Present(p) => p,
+                Cached::Absent => return Err(not_found()),
+                Cached::Unknown => {
+                    let api: Api<KeyProvider> = Api::namespaced(ctx.client.clone(), namespace);
+                    Arc::new(api.get_opt(&r.name).await?.ok_or_else(not_found)?)
+                }
+            };
             Ok(Provider::from_namespaced(&p))
         }
     }
@@ -158,6 +171,12 @@ pub async fn admit(ctx: &Context, namespace: &str, r: &ProviderRef) -> Result<Pr
 }
 
 async fn namespace_labels(ctx: &Context, namespace: &str) -> Result<BTreeMap<String, String>, Error> {
-    let api: Api<Namespace> = Api::all(ctx.client.clone());
-    Ok(api.get_metadata_opt(namespace).await?.and_then(|m| m.metadata.labels).unwrap_or_default())
+    let labels = match ctx.caches.namespace(namespace).await {
+        Cached::Present(m) => m.metadata.labels.clone(),
+        Cached::Absent => None,
+        Cached::Unknown => {
+            Api::<Namespace>::all(ctx.client.clone()).get_metadata_opt(namespace).await?.and_then(|m| m.metadata.labels)
+        }
+    };
+    Ok(labels.unwrap_or_default())
 }
