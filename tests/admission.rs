@@ -16,7 +16,7 @@ fn valid_wak() -> Value {
         "providerRef": {"kind": "ClusterKeyProvider", "name": "platform-trend"},
         "role": {"name": "Auditor"},
         "expiresAfter": "336h",
-        "rotation": {"renewBefore": "112h", "strategy": "Replace", "gracePeriod": "10m", "rolloutTimeout": "30m"},
+        "rotation": {"renewBefore": "112h", "every": "168h", "strategy": "Replace", "gracePeriod": "10m", "rolloutTimeout": "30m"},
         "secret": {"rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}, {"kind": "StatefulSet", "name": "web"}]}
     })
 }
@@ -105,6 +105,8 @@ async fn invalid_workload_api_keys_are_refused_with_field_names() {
         ("bad time zone", json!({"timeZone": "not a zone!"}), "spec.timeZone"),
         ("zero rolloutTimeout", json!({"rotation": {"rolloutTimeout": "0s"}}), "spec.rotation.rolloutTimeout"),
         ("bad rolloutTimeout", json!({"rotation": {"rolloutTimeout": "soon"}}), "spec.rotation.rolloutTimeout"),
+        ("rotation.every under a minute", json!({"rotation": {"every": "59s"}}), "spec.rotation.every"),
+        ("bad rotation.every", json!({"rotation": {"every": "weekly"}}), "spec.rotation.every"),
     ]
     .into_iter()
     .chain(rollout_target_cases())

@@ -1,8 +1,9 @@
 //! `make demo` end to end: `scripts/demo up` (what `make demo` runs once the control-plane binaries and the venv
 //! are there) in a state directory of its own, with the binaries this test run built, then `scripts/demo down`.
-//! The demo must bring the providers (the ClusterKeyProviders, their admin Secrets in the operator's
-//! cluster-resource namespace) and every sample resource to Ready, run the consumer (the official vendor SDKs using
-//! the generated Secrets) successfully, show a request outside the provider's policy refused with
+//! The demo must bring the providers (the ClusterKeyProviders, one per Trend API and Cisco, their admin Secrets in
+//! the operator's cluster-resource namespace) and every sample resource (a WorkloadApiKey per Trend API) to Ready,
+//! run the consumer (each generated Secret used as its vendor documents: deep-security-api, pytmv1, the Cloud One
+//! API over HTTPS, tetpyclient) successfully, show a request outside the provider's policy refused with
 //! `PolicyViolation` at no vendor call, print no secret value, and leave no process or state behind.
 #![cfg(feature = "sim")]
 
@@ -117,19 +118,41 @@ fn make_demo_ends_with_providers_and_resources_ready_the_consumer_succeeding_and
 
     for resource in [
         "clusterkeyprovider.workloadkeys.io/platform-trend condition met",
+        "clusterkeyprovider.workloadkeys.io/platform-vision-one condition met",
+        "clusterkeyprovider.workloadkeys.io/platform-cloud-one condition met",
         "clusterkeyprovider.workloadkeys.io/platform-cisco condition met",
         "keyprovider.workloadkeys.io/team-trend-login condition met",
         "workloadapikey.workloadkeys.io/reporting-auditor condition met",
+        "workloadapikey.workloadkeys.io/alert-dashboard condition met",
+        "workloadapikey.workloadkeys.io/inventory-reader condition met",
         "workloadapikey.workloadkeys.io/platform-admin condition met",
         "secureworkloadcredential.workloadkeys.io/flow-reporting condition met",
     ] {
         assert!(output.contains(resource), "missing {resource:?} in:\n{output}");
     }
-    assert!(output.contains("trend: GET /api/apikeys/current -> key"), "{output}");
-    assert!(output.contains("cisco: GET /openapi/v1/sensors -> 200"), "{output}");
-    assert!(output.contains("consumer: OK"), "{output}");
-    // `kubectl get ckp`: both providers Ready, each used by one resource of the demo.
-    for (name, vendor) in [("platform-trend", "Trend"), ("platform-cisco", "Cisco")] {
+    // The consumer used each key: Deep Security through its SDK, Vision One through pytmv1 (the connectivity check
+    // answers only to a valid key), Cloud One over HTTPS (the key describes itself, with the locale and time zone
+    // of examples/workloadapikey-cloud-one.yaml), Cisco through tetpyclient.
+    for line in [
+        "trend deep-security: GET /api/apikeys/current -> key ",
+        "trend vision-one: pytmv1 check_connectivity() (GET /v3.0/healthcheck/connectivity) -> available, with key ",
+        "-> 200, alias 'inventory-reader', role read-only, locale en, time zone Asia/Tokyo",
+        "cisco: GET /openapi/v1/sensors -> 200",
+        "consumer: OK (every key authenticated with the operator's Secrets: Trend Deep Security, Trend Vision One, \
+         Trend Cloud One, Cisco Secure Workload)",
+    ] {
+        assert!(output.contains(line), "missing {line:?} in:\n{output}");
+    }
+    let cloud_one =
+        output.lines().find(|l| l.starts_with("trend cloud-one: GET ")).unwrap_or_else(|| panic!("{output}"));
+    assert!(cloud_one.contains("/apikeys/") && cloud_one.contains("(the key describing itself)"), "{cloud_one}");
+    // `kubectl get ckp`: every provider Ready, each used by one resource of the demo.
+    for (name, vendor) in [
+        ("platform-trend", "Trend"),
+        ("platform-vision-one", "Trend"),
+        ("platform-cloud-one", "Trend"),
+        ("platform-cisco", "Cisco"),
+    ] {
         let row = output.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{output}"));
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(&cols[1..3], ["True", vendor], "kubectl get ckp row: {row}");
@@ -152,17 +175,20 @@ fn make_demo_ends_with_providers_and_resources_ready_the_consumer_succeeding_and
     assert!(output.contains("make demo-down"), "tells how to stop: {output}");
     assert!(output.contains("<redacted, "), "shows the Secrets' keys: {output}");
 
-    // The platform team's admin key is in the operator's namespace only; the refused resource got no Secret.
+    // The platform team's admin keys are in the operator's namespace only; the refused resource got no Secret.
     let (app, operator) = (demo.secret_names(APP_NS), demo.secret_names(OPERATOR_NS));
-    assert!(operator.contains(&"tm-admin".to_owned()) && operator.contains(&"vendor-ca".to_owned()), "{operator:?}");
-    assert!(!app.contains(&"tm-admin".to_owned()), "the app namespace holds no cluster admin key: {app:?}");
-    for secret in ["reporting-auditor", "platform-admin", "flow-reporting"] {
+    for admin in ["tm-admin", "tm-vision-one-admin", "tm-cloud-one-admin"] {
+        assert!(operator.contains(&admin.to_owned()), "{admin} in {operator:?}");
+        assert!(!app.contains(&admin.to_owned()), "the app namespace holds no cluster admin key: {app:?}");
+    }
+    assert!(operator.contains(&"vendor-ca".to_owned()), "{operator:?}");
+    for secret in ["reporting-auditor", "alert-dashboard", "inventory-reader", "platform-admin", "flow-reporting"] {
         assert!(app.contains(&secret.to_owned()), "Secret {secret} in {app:?}");
     }
     assert!(!app.contains(&"reporting-admin".to_owned()), "nothing issued for the refused request: {app:?}");
 
     let secrets = demo.secret_values();
-    assert!(secrets.len() >= 7, "seeded and generated secret values: {}", secrets.len());
+    assert!(secrets.len() >= 11, "seeded and generated secret values: {}", secrets.len());
     for value in secrets.iter().filter(|v| v.len() >= 8) {
         let core = value.rsplit(':').next().unwrap();
         assert!(!output.contains(core), "a secret value appears in the demo's output");

@@ -55,7 +55,7 @@ fn fault(rule: serde_json::Value) -> FaultRule {
 }
 
 fn request(name: &str, role: &str, expiry: Option<ExpiryMonths>) -> KeyRequest {
-    KeyRequest { name: name.into(), description: Some("wko-uid:abc".into()), role: role.into(), expiry }
+    KeyRequest { description: Some("wko-uid:abc".into()), expiry, ..KeyRequest::new(name, role) }
 }
 
 #[tokio::test]

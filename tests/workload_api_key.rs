@@ -213,13 +213,13 @@ async fn replace_rotation_keeps_the_old_key_for_the_grace_period() {
     )
     .await;
     let first = env.wait_ready("rot").await;
-    let old_id = first.status.as_ref().unwrap().key_id.unwrap();
+    let old_id = first.status.as_ref().unwrap().key_id.clone().unwrap();
     let old_secret = env.secret_value("rot").await;
 
     // renewAt = created + 15 s: the Secret changes to a new key with a rotation suffix.
     let rotated = eventually(Duration::from_secs(45), "rotation", || async {
         let w = env.waks().get("rot").await.ok()?;
-        (w.status.as_ref()?.key_id? != old_id).then_some(w)
+        (w.status.as_ref()?.key_id.as_ref()? != &old_id).then_some(w)
     })
     .await;
     let status = rotated.status.clone().unwrap();
@@ -239,7 +239,7 @@ async fn replace_rotation_keeps_the_old_key_for_the_grace_period() {
         gone.then_some(())
     })
     .await;
-    assert!(env.sim.trend.keys().iter().all(|k| k.id != old_id), "old key deleted, not just locked");
+    assert!(env.sim.trend.keys().iter().all(|k| Some(k.id) != old_id.as_number()), "old key deleted, not just locked");
     env.client_with(&new_secret).describe_current_api_key().await.expect("new key still works");
     env.assert_no_leaks(&[old_secret, new_secret]).await;
 }
@@ -253,7 +253,7 @@ async fn regenerate_rotation_and_the_rotate_annotation() {
     )
     .await;
     let first = env.wait_ready("regen").await;
-    let id = first.status.as_ref().unwrap().key_id.unwrap();
+    let id = first.status.as_ref().unwrap().key_id.clone().unwrap();
     let s1 = env.secret_value("regen").await;
     let s2 = eventually(Duration::from_secs(40), "secret regenerated", || async {
         let v = env.secret_value("regen").await;
@@ -290,7 +290,7 @@ async fn regenerate_rotation_and_the_rotate_annotation() {
     let rotated = eventually(WAIT, "annotation rotation", || async {
         let w = env.waks().get("anno").await.ok()?;
         let s = w.status.clone()?;
-        (s.key_id? != a_id && s.rotate_annotation.as_deref() == Some("1")).then_some(s)
+        (s.key_id.as_ref()? != &a_id && s.rotate_annotation.as_deref() == Some("1")).then_some(s)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;

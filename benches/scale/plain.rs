@@ -99,7 +99,7 @@ impl PlainClient {
             .await;
 
         let now = Timestamp::now();
-        status.key_id = Some(id);
+        status.key_id = Some(id.into());
         status.key_name = Some(key_name);
         status.pending_key_name = None;
         status.role_id = Some(2);

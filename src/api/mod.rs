@@ -20,7 +20,8 @@ pub use secure_workload_credential::{
     SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus, SecureWorkloadRotation,
 };
 pub use workload_api_key::{
-    Locale, RetiringKey, RoleRef, Rotation, RotationStrategy, WorkloadApiKey, WorkloadApiKeySpec, WorkloadApiKeyStatus,
+    Locale, RetiringKey, RoleRef, Rotation, RotationStrategy, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec,
+    WorkloadApiKeyStatus,
 };
 
 use kube::CustomResourceExt;

@@ -1,7 +1,9 @@
+use std::{borrow::Cow, fmt};
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize};
 
 pub use crate::clients::trend::Locale;
 
@@ -10,7 +12,8 @@ use super::{
     provider::ProviderRef,
 };
 
-/// A Trend Micro Workload Security / Deep Security API key, created through the vendor API and kept in a Secret.
+/// A Trend Micro API key (Workload Security / Deep Security `/api`, Cloud One accounts or Vision One, as the provider's
+/// `spec.trend.api` says), created through the vendor API and kept in a Secret.
 // The derive repeats `type_` across printer columns, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -30,7 +33,7 @@ use super::{
         priority = "1"
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
-    printcolumn(name = "Key ID", type_ = "integer", json_path = ".status.keyId"),
+    printcolumn(name = "Key ID", type_ = "string", json_path = ".status.keyId"),
     // A future date renders as `<invalid>` with type date; show the timestamp itself.
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Last Rotated", type_ = "date", json_path = ".status.lastRotatedAt"),
@@ -54,16 +57,19 @@ pub struct WorkloadApiKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 500))]
     pub description: Option<String>,
-    /// The administrator role of the key: by name (looked up) or by numeric ID. Exactly one.
+    /// The role of the key: by name (looked up) or by numeric ID (DeepSecurity only). Exactly one.
     pub role: RoleRef,
-    /// Language of the key's API messages.
+    /// Language of the key's API messages. DeepSecurity; CloudOne (sent as `en` / `ja`); not VisionOne.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<Locale>,
-    /// IANA time zone of the key, e.g. `Asia/Tokyo`.
+    /// IANA time zone of the key, e.g. `Asia/Tokyo`. DeepSecurity and CloudOne; not VisionOne.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"))]
     pub time_zone: Option<String>,
-    /// Lifetime of each key, e.g. `336h`; becomes the vendor `expiryDate`. No expiry when absent.
+    /// Lifetime of each key, e.g. `336h`. No expiry when absent. DeepSecurity: the vendor `expiryDate`. VisionOne:
+    /// keys live 1, 3, 6 or 12 calendar months; the key gets the longest of these whose longest possible length
+    /// (31, 92, 184, 366 days) is at most `expiresAfter`, so never more than asked; under 744h is refused. CloudOne:
+    /// refused (its keys have no expiry; use `rotation.every`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("spec.expiresAfter must be at least 30s"))]
@@ -84,11 +90,11 @@ pub struct WorkloadApiKeySpec {
 #[x_kube(validation = Rule::new("has(self.name) != has(self.id)").message("exactly one of spec.role.name and spec.role.id must be set"))]
 #[serde(rename_all = "camelCase")]
 pub struct RoleRef {
-    /// Role name, e.g. `Auditor` or `Full Access`.
+    /// Role name, e.g. `Auditor` or `Full Access` (Cloud One: the role's name or its ID slug, e.g. `read-only`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 254))]
     pub name: Option<String>,
-    /// Role ID.
+    /// Role ID (DeepSecurity only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub id: Option<i64>,
@@ -98,11 +104,19 @@ pub struct RoleRef {
 #[x_kube(validation = Rule::new("!has(self.gracePeriod) || !has(self.strategy) || self.strategy == 'Replace'").message("spec.rotation.gracePeriod applies only to strategy Replace"))]
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
-    /// Rotate this long before expiry; defaults to one third of `expiresAfter`.
+    /// Rotate this long before expiry; defaults to one third of the key's lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub renew_before: Option<String>,
-    /// `Replace` (new key, old one revoked after `gracePeriod`) or `RegenerateSecret` (same key, new secret).
+    /// Rotate each key this long after it was created (and before expiry as `renewBefore` says, whichever comes
+    /// first), e.g. `720h`. For CloudOne, whose keys do not expire, the way to rotate; there the provider's
+    /// `policy.maxExpiresAfter` caps it (and is its default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("spec.rotation.every must be at least 1m"))]
+    pub every: Option<String>,
+    /// `Replace` (new key, old one revoked after `gracePeriod`) or `RegenerateSecret` (same key, new secret;
+    /// DeepSecurity only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<RotationStrategy>,
     /// `Replace` only: how long the old key stays valid after the Secret holds the new one. Default `10m`.
@@ -133,17 +147,26 @@ pub struct WorkloadApiKeyStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Vendor ID of the current key.
+    /// Vendor ID of the current key (a number for DeepSecurity, a string for CloudOne and VisionOne).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<i64>,
+    pub key_id: Option<VendorKeyId>,
     /// Vendor name of the current key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
     /// Name of a key about to be created (intent recorded before the vendor call, for crash recovery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_key_name: Option<String>,
+    /// DeepSecurity: the numeric ID of the current key's role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_id: Option<i64>,
+    /// CloudOne and VisionOne: the role the current key was created with (Vision One role name, Cloud One role ID
+    /// slug).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// CloudOne and VisionOne: digest of what the current key was created with (role, key name, description,
+    /// lifetime); a spec that no longer matches it replaces the key, as these APIs cannot modify one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_attributes: Option<String>,
     /// The vendor endpoint that issued the current and retiring keys. Their IDs are never sent anywhere else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -179,8 +202,115 @@ pub struct WorkloadApiKeyStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetiringKey {
-    pub key_id: i64,
+    pub key_id: VendorKeyId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
     pub revoke_at: Time,
+}
+
+/// A vendor's key ID: Deep Security numbers them, Cloud One and Vision One use strings. Written as a JSON string;
+/// read from a string or an integer (what versions before the account APIs wrote).
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VendorKeyId(String);
+
+impl VendorKeyId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The numeric ID a Deep Security key has; `None` for any other.
+    pub fn as_number(&self) -> Option<i64> {
+        self.0.parse().ok()
+    }
+}
+
+impl From<i64> for VendorKeyId {
+    fn from(id: i64) -> Self {
+        Self(id.to_string())
+    }
+}
+
+impl From<String> for VendorKeyId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for VendorKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for VendorKeyId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum IntOrString {
+            Int(i64),
+            String(String),
+        }
+        Ok(match IntOrString::deserialize(d)? {
+            IntOrString::Int(n) => Self::from(n),
+            IntOrString::String(s) => Self(s),
+        })
+    }
+}
+
+impl JsonSchema for VendorKeyId {
+    fn schema_name() -> Cow<'static, str> {
+        "VendorKeyId".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn key_ids_read_integers_and_strings_and_write_strings() {
+        let old: VendorKeyId = serde_json::from_value(json!(42)).unwrap();
+        assert_eq!(old, VendorKeyId::from(42));
+        assert_eq!(old.as_number(), Some(42));
+        assert_eq!(serde_json::to_value(&old).unwrap(), json!("42"));
+        let new: VendorKeyId = serde_json::from_value(json!("1q7OVkm2HNIkTWNsFxxUcjIlQnP")).unwrap();
+        assert_eq!(new.as_str(), "1q7OVkm2HNIkTWNsFxxUcjIlQnP");
+        assert_eq!(new.as_number(), None);
+        assert!(serde_json::from_value::<VendorKeyId>(json!(1.5)).is_err());
+        assert!(serde_json::from_value::<VendorKeyId>(json!({"id": 1})).is_err());
+    }
+
+    #[test]
+    fn statuses_written_by_older_versions_still_read() {
+        let status: WorkloadApiKeyStatus = serde_json::from_value(json!({
+            "keyId": 7,
+            "retiringKeys": [{"keyId": 5, "revokeAt": "2030-01-01T00:00:00Z"}]
+        }))
+        .unwrap();
+        assert_eq!(status.key_id, Some(VendorKeyId::from(7)));
+        assert_eq!(status.retiring_keys[0].key_id, VendorKeyId::from(5));
+        let written = serde_json::to_value(&status).unwrap();
+        assert_eq!(written["keyId"], json!("7"));
+        assert_eq!(written["retiringKeys"][0]["keyId"], json!("5"));
+    }
+
+    #[test]
+    fn key_id_schema_is_int_or_string() {
+        let schema = schemars::schema_for!(VendorKeyId);
+        assert_eq!(schema.get("x-kubernetes-int-or-string"), Some(&json!(true)));
+    }
 }

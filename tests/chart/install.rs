@@ -305,7 +305,7 @@ async fn app_team_gets_a_key_but_no_provider(
     .unwrap();
     waks.create(&PostParams::default(), &wak).await.expect("edit may create a WorkloadApiKey");
     wait_ready(&waks, "team-key", op).await;
-    let key_id = waks.get("team-key").await.unwrap().status.unwrap().key_id.unwrap();
+    let key_id = waks.get("team-key").await.unwrap().status.unwrap().key_id.and_then(|id| id.as_number()).unwrap();
     // The user reads its Secret and the key works at the vendor.
     let secret = Api::<Secret>::namespaced(client.clone(), &team.name).get("team-key").await.unwrap();
     let issued = String::from_utf8(secret.data.unwrap()["api-secret-key"].0.clone()).unwrap();
@@ -455,7 +455,7 @@ async fn prove_release_rbac(
     // Deletion goes through the finalizers (revoke at the vendor, remove the finalizer) under the same RBAC.
     for app in apps {
         let (waks, swcs): (Api<WorkloadApiKey>, Api<SecureWorkloadCredential>) = (app.api(), app.api());
-        let key_id = waks.get("reporting").await.unwrap().status.unwrap().key_id.unwrap();
+        let key_id = waks.get("reporting").await.unwrap().status.unwrap().key_id.and_then(|id| id.as_number()).unwrap();
         waks.delete("reporting", &DeleteParams::default()).await.unwrap();
         eventually(WAIT, "WorkloadApiKey deleted through its finalizer", || {
             let waks = waks.clone();

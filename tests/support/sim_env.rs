@@ -131,6 +131,22 @@ pub fn trend_provider_spec(sim: &RunningSim, admin_secret: &str) -> serde_json::
     }})
 }
 
+/// A Trend provider spec against the simulator's Vision One (`api` `VisionOne`) or Cloud One (`CloudOne`) accounts
+/// API: its CA from [`CA_SECRET`], the admin key (put there from the simulator's startup JSON) from `admin_secret`.
+pub fn account_provider_spec(sim: &RunningSim, api: &str, admin_secret: &str) -> serde_json::Value {
+    let url = match api {
+        "VisionOne" => sim.info.vision_one_url(),
+        "CloudOne" => sim.info.cloud_one_url(),
+        other => panic!("{other} is not an account API"),
+    };
+    json!({"trend": {
+        "api": api,
+        "url": url,
+        "caSecretRef": {"name": CA_SECRET},
+        "apiKeySecretRef": {"name": admin_secret}
+    }})
+}
+
 /// A Cisco provider spec against the simulator: its CA from [`CA_SECRET`], and with `login` the UI sign-in
 /// Secret that enables provision mode.
 pub fn cisco_provider_spec(sim: &RunningSim, login: Option<&str>) -> serde_json::Value {

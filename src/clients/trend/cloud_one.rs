@@ -23,8 +23,16 @@ use crate::clients::{DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, RateLimiter, Secret
 mod unconfirmed {
     use reqwest::Method;
 
-    use crate::clients::SecretString;
+    use crate::clients::{SecretString, trend::Locale};
 
+    /// The create body takes the key's language and time zone as the key object shows them (`locale` `en`/`ja`,
+    /// `timezone`): the console offers both, but the create schema was not captured.
+    pub fn locale(locale: Locale) -> &'static str {
+        match locale {
+            Locale::EnUs => "en",
+            Locale::JaJp => "ja",
+        }
+    }
     /// Delete is `DELETE /apikeys/{id}` (the reference's verb was not captured).
     pub const DELETE_METHOD: Method = Method::DELETE;
     /// Whether create's `secret` already starts with `<id>:` is unknown: take it whole when it does, else prefix it.
@@ -105,6 +113,10 @@ struct NewKey<'a> {
     description: Option<&'a str>,
     #[serde(rename = "roleID")]
     role_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timezone: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -200,7 +212,13 @@ impl CloudOneClient {
         if key.expiry.is_some() {
             return Err(VendorError::new(ErrorKind::Invalid, OP, None, "Cloud One API keys have no expiry to set"));
         }
-        let body = NewKey { alias: &key.name, description: key.description.as_deref(), role_id: &key.role };
+        let body = NewKey {
+            alias: &key.name,
+            description: key.description.as_deref(),
+            role_id: &key.role,
+            locale: key.locale.map(unconfirmed::locale),
+            timezone: key.time_zone.as_deref(),
+        };
         let call = Call::new(OP, Method::POST, "/apikeys", Replay::OnlyIfUnprocessed).json(&body)?;
         let created: CreatedKey = self.execute(call).await?;
         match created.secret.filter(|s| !s.is_empty()) {
@@ -330,6 +348,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::clients::trend::Locale;
 
     #[test]
     fn credential_is_id_colon_secret_either_way() {
@@ -362,11 +381,17 @@ mod tests {
 
     #[test]
     fn new_key_body_uses_the_accounts_field_names() {
-        let body = NewKey { alias: "app", description: Some("d"), role_id: "read-only" };
+        let body = NewKey { alias: "app", description: Some("d"), role_id: "read-only", locale: None, timezone: None };
         assert_eq!(
             serde_json::to_value(&body).unwrap(),
             json!({"alias": "app", "description": "d", "roleID": "read-only"})
         );
+        let body = NewKey { locale: Some(unconfirmed::locale(Locale::JaJp)), timezone: Some("Asia/Tokyo"), ..body };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            json!({"alias": "app", "description": "d", "roleID": "read-only", "locale": "ja", "timezone": "Asia/Tokyo"})
+        );
+        assert_eq!(unconfirmed::locale(Locale::EnUs), "en");
     }
 
     #[tokio::test]
@@ -377,12 +402,8 @@ mod tests {
             &TlsOptions::default(),
         )
         .unwrap();
-        let req = KeyRequest {
-            name: "n".into(),
-            description: None,
-            role: "full-access".into(),
-            expiry: Some(super::super::keys::ExpiryMonths::One),
-        };
+        let req =
+            KeyRequest { expiry: Some(super::super::keys::ExpiryMonths::One), ..KeyRequest::new("n", "full-access") };
         assert_eq!(c.create_api_key(&req).await.unwrap_err().kind, ErrorKind::Invalid);
         assert!(!format!("{c:?}").contains("secret\""));
     }

@@ -3,7 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
-use super::TrendFuture;
+use super::{Locale, TrendFuture};
 use crate::clients::SecretString;
 
 /// Which Trend API a provider speaks. The CRD reuses this type (`spec.trend.api`).
@@ -78,6 +78,17 @@ pub struct KeyRequest {
     pub role: String,
     /// Vision One only; `None` asks for a key that does not expire. Cloud One refuses `Some`.
     pub expiry: Option<ExpiryMonths>,
+    /// Cloud One only (sent as `en` / `ja`); Vision One refuses `Some`.
+    pub locale: Option<Locale>,
+    /// Cloud One only (IANA name, sent as `timezone`); Vision One refuses `Some`.
+    pub time_zone: Option<String>,
+}
+
+impl KeyRequest {
+    /// A key named `name` with `role`, and nothing else set.
+    pub fn new(name: impl Into<String>, role: impl Into<String>) -> Self {
+        Self { name: name.into(), role: role.into(), description: None, expiry: None, locale: None, time_zone: None }
+    }
 }
 
 /// A key as the vendor describes it (never its secret).

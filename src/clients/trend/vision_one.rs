@@ -175,6 +175,14 @@ impl VisionOneClient {
     /// `POST /iam/apiKeys` with one key; its ID and secret from the 207 answer.
     pub async fn create_api_key(&self, key: &KeyRequest) -> Result<IssuedKey, VendorError> {
         const OP: &str = "create Vision One API key";
+        if key.locale.is_some() || key.time_zone.is_some() {
+            return Err(VendorError::new(
+                ErrorKind::Invalid,
+                OP,
+                None,
+                "Vision One API keys have no locale or time zone",
+            ));
+        }
         if key.role == unconfirmed::ROLE_NOT_FOR_KEYS {
             return Err(VendorError::new(
                 ErrorKind::Invalid,
@@ -415,8 +423,10 @@ mod tests {
         let c = client("https://127.0.0.1:9");
         assert_eq!(KeyApi::find_role(&c, "Master Administrator").await.unwrap(), None);
         assert_eq!(KeyApi::find_role(&c, "Auditor").await.unwrap().as_deref(), Some("Auditor"));
-        let req = KeyRequest { name: "n".into(), description: None, role: "Master Administrator".into(), expiry: None };
+        let req = KeyRequest::new("n", "Master Administrator");
         assert_eq!(c.create_api_key(&req).await.unwrap_err().kind, ErrorKind::Invalid);
+        let req = KeyRequest { time_zone: Some("UTC".into()), ..KeyRequest::new("n", "Auditor") };
+        assert_eq!(c.create_api_key(&req).await.unwrap_err().kind, ErrorKind::Invalid, "no time zone on Vision One");
     }
 
     #[test]

@@ -94,6 +94,17 @@ pub fn check_role(policy: &IssuePolicy, role: &RoleRef) -> Result<(), String> {
 /// Trend: the lifetime a key gets. A requested one longer than `maxExpiresAfter` is refused; none requested means
 /// the cap. Returns the effective `expiresAfter` text.
 pub fn effective_expires_after(policy: &IssuePolicy, requested: Option<&str>) -> Result<Option<String>, String> {
+    capped(policy, "expiresAfter", requested)
+}
+
+/// Trend Cloud One, whose keys do not expire: `maxExpiresAfter` caps how long a key is used instead, its
+/// `rotation.every` (none requested means the cap). Returns the effective `rotation.every` text.
+pub fn effective_rotation_every(policy: &IssuePolicy, requested: Option<&str>) -> Result<Option<String>, String> {
+    capped(policy, "rotation.every", requested)
+}
+
+/// `requested` (the spec's `field`) within `maxExpiresAfter`, or the cap when nothing is requested.
+fn capped(policy: &IssuePolicy, field: &str, requested: Option<&str>) -> Result<Option<String>, String> {
     let Some(max_text) = policy.max_expires_after.as_deref() else { return Ok(requested.map(str::to_owned)) };
     let max = parse_duration(max_text)?;
     match requested {
@@ -101,7 +112,7 @@ pub fn effective_expires_after(policy: &IssuePolicy, requested: Option<&str>) ->
         Some(text) => {
             let asked: Duration = parse_duration(text)?;
             if asked > max {
-                Err(format!("expiresAfter {text} is longer than the provider's maxExpiresAfter {max_text}"))
+                Err(format!("{field} {text} is longer than the provider's maxExpiresAfter {max_text}"))
             } else {
                 Ok(Some(text.to_owned()))
             }
@@ -206,6 +217,16 @@ mod tests {
         let err = effective_expires_after(&policy, Some("721h")).unwrap_err();
         assert!(err.contains("721h") && err.contains("720h"), "{err}");
         assert_eq!(effective_expires_after(&IssuePolicy::default(), None), Ok(None));
+    }
+
+    #[test]
+    fn cloud_one_rotation_every_is_capped_and_defaults_to_the_cap() {
+        let policy = IssuePolicy { max_expires_after: Some("720h".into()), ..Default::default() };
+        assert_eq!(effective_rotation_every(&policy, None), Ok(Some("720h".into())));
+        assert_eq!(effective_rotation_every(&policy, Some("24h")), Ok(Some("24h".into())));
+        let err = effective_rotation_every(&policy, Some("800h")).unwrap_err();
+        assert!(err.starts_with("rotation.every 800h") && err.contains("maxExpiresAfter 720h"), "{err}");
+        assert_eq!(effective_rotation_every(&IssuePolicy::default(), Some("1h")), Ok(Some("1h".into())));
     }
 
     #[test]

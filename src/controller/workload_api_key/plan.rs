@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{DEFAULT_ROLLOUT_TIMEOUT, RotationStrategy, WorkloadApiKeySpec, WorkloadApiKeyStatus, parse_duration};
+use crate::api::{
+    DEFAULT_ROLLOUT_TIMEOUT, RotationStrategy, VendorKeyId, WorkloadApiKeySpec, WorkloadApiKeyStatus, parse_duration,
+};
 use crate::controller::vendor_key::shift;
 pub use crate::controller::{rollout::Gate, secret::SecretState};
 
@@ -12,18 +14,22 @@ pub use crate::controller::{rollout::Gate, secret::SecretState};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Create the key named `name`. With `recover`, a key of that name carrying our UID marker may already exist
-    /// (a create whose result was never recorded): adopt it instead of creating a second one.
+    /// (a create whose result was never recorded): Deep Security adopts it instead of creating a second one; the
+    /// account APIs, which show a secret only at create, delete it and create afresh.
     Create { name: String, recover: bool },
     /// Record the intent to replace the current key with a new one named `name` (Replace rotation).
     StartReplace { name: String, generation: i64 },
     /// Give the current key a new secret (RegenerateSecret rotation), moving its expiry.
     Regenerate,
-    /// The Secret is missing or edited: mint a fresh secret for the current key and rewrite the Secret.
+    /// The Secret is missing or edited: mint a fresh secret for the current key (Deep Security) or a new key whose
+    /// predecessor is revoked at once (account APIs), and rewrite the Secret.
     Repair,
-    /// The spec changed: bring the vendor key's attributes in line.
+    /// The spec changed: bring the vendor key's attributes in line (Deep Security modifies the key in place).
     Update,
+    /// The spec changed, but not what the key was created with (account APIs): recompute when it renews.
+    Reschedule,
     /// Delete replaced keys whose grace period is over.
-    RevokeRetired(Vec<i64>),
+    RevokeRetired(Vec<VendorKeyId>),
     /// Nothing to do until then (or ever, when `None`).
     Wait(Option<Timestamp>),
 }
@@ -38,6 +44,9 @@ pub struct Observed<'a> {
     pub rotate_annotation: Option<&'a str>,
     /// Whether the rollouts of the restarted workloads let replaced keys go.
     pub gate: Gate,
+    /// For an API that cannot modify a key (Cloud One, Vision One): the digest of what the spec asks the key to be
+    /// created with ([`super::rules::key_attributes`]). `None`: the key is modified in place (Deep Security).
+    pub attributes: Option<&'a str>,
 }
 
 /// The key name of `generation` (1 = the first key, named exactly `base`; later ones get a rotation suffix so the
@@ -48,6 +57,11 @@ pub fn key_name_for(base: &str, generation: i64) -> String {
 
 pub fn expires_after(spec: &WorkloadApiKeySpec) -> Result<Option<Duration>, String> {
     spec.expires_after.as_deref().map(parse_duration).transpose()
+}
+
+/// `rotation.every`: how long after its creation a key is rotated, whatever its expiry.
+pub fn every(spec: &WorkloadApiKeySpec) -> Result<Option<Duration>, String> {
+    spec.rotation.as_ref().and_then(|r| r.every.as_deref()).map(parse_duration).transpose()
 }
 
 /// How long before expiry rotation starts: `rotation.renewBefore`, default one third of `expiresAfter`.
@@ -86,14 +100,46 @@ pub fn strategy(spec: &WorkloadApiKeySpec) -> RotationStrategy {
     spec.rotation.as_ref().and_then(|r| r.strategy).unwrap_or_default()
 }
 
-/// Expiry and renewal instants of a key created (or re-secreted) at `from`.
+/// Expiry and renewal instants of a Deep Security key created (or re-secreted) at `from`: it expires
+/// `expiresAfter` later.
 pub fn lifetime_from(
     spec: &WorkloadApiKeySpec,
     from: Timestamp,
 ) -> Result<(Option<Timestamp>, Option<Timestamp>), String> {
-    let (Some(life), Some(before)) = (expires_after(spec)?, renew_before(spec)?) else { return Ok((None, None)) };
-    let expires = shift(from, life, true);
-    Ok((Some(expires), Some(shift(expires, before, false))))
+    let expires = expires_after(spec)?.map(|life| shift(from, life, true));
+    Ok((expires, renew_at(spec, from, expires)?))
+}
+
+/// When a key created at `created` and expiring at `expires` (never: `None`) is rotated: `rotation.every` after
+/// its creation or `rotation.renewBefore` (default a third of its actual lifetime) before its expiry, whichever
+/// comes first; never when neither applies. A `renewBefore` not shorter than the lifetime is refused.
+pub fn renew_at(
+    spec: &WorkloadApiKeySpec,
+    created: Timestamp,
+    expires: Option<Timestamp>,
+) -> Result<Option<Timestamp>, String> {
+    let by_age = every(spec)?.map(|every| shift(created, every, true));
+    let by_expiry = match expires {
+        None => None,
+        Some(expires) => {
+            let life = Duration::try_from(expires.duration_since(created)).unwrap_or(Duration::ZERO);
+            let before = match spec.rotation.as_ref().and_then(|r| r.renew_before.as_deref()) {
+                Some(text) => {
+                    let before = parse_duration(text)?;
+                    if before >= life {
+                        return Err(format!(
+                            "rotation.renewBefore ({text}) must be shorter than the key's lifetime ({}s)",
+                            life.as_secs()
+                        ));
+                    }
+                    before
+                }
+                None => life / 3,
+            };
+            Some(shift(expires, before, false))
+        }
+    };
+    Ok(by_age.into_iter().chain(by_expiry).min())
 }
 
 /// Decides the next step. Order matters: a recorded intent first (crash recovery), then a missing key, the
@@ -102,35 +148,39 @@ pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_
     if let Some(name) = &status.pending_key_name {
         return Step::Create { name: name.clone(), recover: true };
     }
+    let generation = status.key_generation.unwrap_or(1).max(1);
     if status.key_id.is_none() {
-        let generation = status.key_generation.unwrap_or(1).max(1);
         return Step::Create { name: key_name_for(base_name, generation), recover: false };
     }
     if matches!(seen.secret, SecretState::Missing | SecretState::Edited) {
         return Step::Repair;
     }
-    let due: Vec<i64> = status
+    let due: Vec<VendorKeyId> = status
         .retiring_keys
         .iter()
         .filter(|k| seen.gate.may_revoke(k.revoke_at.0, seen.now))
-        .map(|k| k.key_id)
+        .map(|k| k.key_id.clone())
         .collect();
     if !due.is_empty() {
         return Step::RevokeRetired(due);
     }
+    let replace = || Step::StartReplace { name: key_name_for(base_name, generation + 1), generation: generation + 1 };
     let requested = seen.rotate_annotation.is_some_and(|v| Some(v) != status.rotate_annotation.as_deref());
     let scheduled = status.renew_at.as_ref().is_some_and(|t| t.0 <= seen.now);
     if requested || scheduled {
         return match strategy(spec) {
-            RotationStrategy::Replace => {
-                let generation = status.key_generation.unwrap_or(1).max(1) + 1;
-                Step::StartReplace { name: key_name_for(base_name, generation), generation }
-            }
+            RotationStrategy::Replace => replace(),
             RotationStrategy::RegenerateSecret => Step::Regenerate,
         };
     }
+    // A key that cannot be modified is replaced (with the grace period) when what it was made with changed.
+    if let Some(wanted) = seen.attributes
+        && status.key_attributes.as_deref() != Some(wanted)
+    {
+        return replace();
+    }
     if seen.generation.is_some() && seen.generation != status.observed_generation {
-        return Step::Update;
+        return if seen.attributes.is_some() { Step::Reschedule } else { Step::Update };
     }
     let next = status
         .retiring_keys
@@ -165,7 +215,7 @@ mod tests {
     fn healthy() -> WorkloadApiKeyStatus {
         WorkloadApiKeyStatus {
             observed_generation: Some(1),
-            key_id: Some(7),
+            key_id: Some(VendorKeyId::from(7)),
             key_name: Some("k".into()),
             key_generation: Some(1),
             renew_at: Some(Time(ts(1_000))),
@@ -174,7 +224,14 @@ mod tests {
     }
 
     fn seen(now: i64, secret: SecretState) -> Observed<'static> {
-        Observed { now: ts(now), generation: Some(1), secret, rotate_annotation: None, gate: Gate::OPEN }
+        Observed {
+            now: ts(now),
+            generation: Some(1),
+            secret,
+            rotate_annotation: None,
+            gate: Gate::OPEN,
+            attributes: None,
+        }
     }
 
     #[test]
@@ -231,29 +288,32 @@ mod tests {
     fn retired_keys_are_revoked_when_due_and_waited_for_otherwise() {
         let status = WorkloadApiKeyStatus {
             retiring_keys: vec![
-                RetiringKey { key_id: 5, key_name: None, revoke_at: Time(ts(50)) },
-                RetiringKey { key_id: 6, key_name: None, revoke_at: Time(ts(500)) },
+                RetiringKey { key_id: 5.into(), key_name: None, revoke_at: Time(ts(50)) },
+                RetiringKey { key_id: 6.into(), key_name: None, revoke_at: Time(ts(500)) },
             ],
             ..healthy()
         };
         assert_eq!(next_step(&spec(), &status, "k", &seen(10, SecretState::Intact)), Step::Wait(Some(ts(50))));
-        assert_eq!(next_step(&spec(), &status, "k", &seen(60, SecretState::Intact)), Step::RevokeRetired(vec![5]));
+        assert_eq!(
+            next_step(&spec(), &status, "k", &seen(60, SecretState::Intact)),
+            Step::RevokeRetired(vec![5.into()])
+        );
     }
 
     #[test]
     fn retired_keys_also_wait_for_the_rollout_or_its_timeout() {
         let status = WorkloadApiKeyStatus {
-            retiring_keys: vec![RetiringKey { key_id: 5, key_name: None, revoke_at: Time(ts(50)) }],
+            retiring_keys: vec![RetiringKey { key_id: 5.into(), key_name: None, revoke_at: Time(ts(50)) }],
             ..healthy()
         };
         let mut s = seen(60, SecretState::Intact);
         s.gate = Gate { open: false, deadline: Some(ts(300)) };
         assert_eq!(next_step(&spec(), &status, "k", &s), Step::Wait(Some(ts(300))), "grace over, rollout not");
         s.now = ts(300);
-        assert_eq!(next_step(&spec(), &status, "k", &s), Step::RevokeRetired(vec![5]), "timeout passed");
+        assert_eq!(next_step(&spec(), &status, "k", &s), Step::RevokeRetired(vec![5.into()]), "timeout passed");
         let mut s = seen(60, SecretState::Intact);
         s.gate = Gate::OPEN;
-        assert_eq!(next_step(&spec(), &status, "k", &s), Step::RevokeRetired(vec![5]), "rollout complete");
+        assert_eq!(next_step(&spec(), &status, "k", &s), Step::RevokeRetired(vec![5.into()]), "rollout complete");
         s.now = ts(10);
         assert_eq!(next_step(&spec(), &status, "k", &s), Step::Wait(Some(ts(50))), "rollout complete, grace not");
     }
@@ -263,6 +323,41 @@ mod tests {
         let mut s = seen(10, SecretState::Intact);
         s.generation = Some(2);
         assert_eq!(next_step(&spec(), &healthy(), "k", &s), Step::Update);
+    }
+
+    #[test]
+    fn account_keys_are_replaced_when_their_attributes_change_and_rescheduled_otherwise() {
+        let account = WorkloadApiKeyStatus { key_attributes: Some("a1".into()), ..healthy() };
+        let mut s = seen(10, SecretState::Intact);
+        s.attributes = Some("a1");
+        assert_eq!(next_step(&spec(), &account, "k", &s), Step::Wait(Some(ts(1_000))), "unchanged");
+        s.generation = Some(2);
+        assert_eq!(next_step(&spec(), &account, "k", &s), Step::Reschedule, "spec changed, attributes not");
+        s.attributes = Some("a2");
+        assert_eq!(
+            next_step(&spec(), &account, "k", &s),
+            Step::StartReplace { name: "k-r2".into(), generation: 2 },
+            "role, name or description changed"
+        );
+    }
+
+    #[test]
+    fn rotation_every_renews_by_age_or_before_expiry_whichever_is_first() {
+        let mut every = spec();
+        every.rotation = Some(Rotation { every: Some("20s".into()), ..Default::default() });
+        assert_eq!(lifetime_from(&every, ts(0)).unwrap(), (Some(ts(90)), Some(ts(20))), "every first");
+        every.rotation = Some(Rotation { every: Some("80s".into()), ..Default::default() });
+        assert_eq!(lifetime_from(&every, ts(0)).unwrap(), (Some(ts(90)), Some(ts(60))), "a third before expiry first");
+        every.expires_after = None;
+        assert_eq!(lifetime_from(&every, ts(0)).unwrap(), (None, Some(ts(80))), "no expiry: by age only");
+        assert_eq!(renew_at(&every, ts(100), None).unwrap(), Some(ts(180)));
+        // The actual lifetime (e.g. the vendor's expiry) decides the default and bounds renewBefore.
+        let mut before = spec();
+        before.rotation = Some(Rotation { renew_before: Some("60s".into()), ..Default::default() });
+        assert_eq!(renew_at(&before, ts(0), Some(ts(300))).unwrap(), Some(ts(240)));
+        assert!(renew_at(&before, ts(0), Some(ts(60))).unwrap_err().contains("renewBefore"));
+        before.rotation = None;
+        assert_eq!(renew_at(&before, ts(0), Some(ts(300))).unwrap(), Some(ts(200)));
     }
 
     #[test]
