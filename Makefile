@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 FEATURES ?= sim,failpoints
 
-.PHONY: all build test release-check lint fmt fmt-check unit-and-integration conformance venv k8s-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick
+.PHONY: all build test release-check lint fmt fmt-check unit-and-integration conformance venv k8s-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick eso-binary
 
 all: build
 
@@ -47,18 +47,24 @@ $(VENV)/.installed: tests/conformance/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/conformance/requirements.txt
 	touch $@
 
-## Scale benchmarks (docs/architecture.md §6) on a real control plane; records the results in docs/benchmarks.md.
-bench: k8s-binaries
+## Scale benchmarks (docs/architecture.md §6) on a real control plane, with External Secrets Operator measured
+## beside ours (the peer phase); records the results in docs/benchmarks.md.
+bench: k8s-binaries eso-binary
 	$(CARGO) bench --features sim --bench scale
 
 ## The same at small sizes (a few minutes); prints the table, records nothing.
-bench-quick: k8s-binaries
+bench-quick: k8s-binaries eso-binary
 	$(CARGO) bench --features sim --bench scale -- --quick
 
 ## kube-apiserver, etcd, kube-controller-manager, kubectl, helm, and for the node tests kube-scheduler, kubelet,
 ## kwok and pause (cached outside the repo).
 k8s-binaries:
 	@scripts/k8s-binaries --all >/dev/null
+
+## External Secrets Operator v0.16.2, built from its Go module (cached outside the repo): only the benchmarks
+## need it, not `make test` or CI.
+eso-binary:
+	@scripts/eso-binary >/dev/null
 
 dev-cluster-up:
 	scripts/dev-cluster up

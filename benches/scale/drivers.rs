@@ -2,6 +2,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Debug,
     future::Future,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -10,10 +11,11 @@ use std::{
 
 use futures::StreamExt;
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     api::PostParams,
     runtime::{WatchStreamExt, watcher},
 };
+use serde::{Serialize, de::DeserializeOwned};
 use tokio::{sync::Semaphore, task::JoinSet};
 use workload_key_operator::{
     api::{
@@ -144,13 +146,35 @@ where
     F: Fn(WorkloadApiKey) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
-    let api: Api<WorkloadApiKey> = ns.api();
+    let template = template(sim);
+    let make = move |name: &str| {
+        let mut obj = template.clone();
+        obj.metadata.name = Some(name.to_owned());
+        obj
+    };
+    create_each(ns.api(), make, names, concurrency, then).await
+}
+
+/// The create driver of every phase, for any kind: `make` builds the object of each name, at most `concurrency`
+/// creates are in flight, and `then` runs right after each create (concurrently for all resources).
+pub async fn create_each<K, M, F, Fut>(
+    api: Api<K>,
+    make: M,
+    names: &[String],
+    concurrency: usize,
+    then: F,
+) -> (HashMap<String, Instant>, usize)
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+    M: Fn(&str) -> K,
+    F: Fn(K) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
     let gate = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     for name in names {
         let (api, gate, then, name) = (api.clone(), gate.clone(), then.clone(), name.clone());
-        let mut obj = template(sim);
-        obj.metadata.name = Some(name.clone());
+        let obj = make(&name);
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await.expect("semaphore");
             let created = api.create(&PostParams::default(), &obj).await.map_err(|e| format!("create {name}: {e}"))?;
@@ -225,6 +249,17 @@ pub struct ReadyWatch {
 
 impl ReadyWatch {
     pub async fn start(api: Api<WorkloadApiKey>, n: usize) -> Self {
+        Self::start_with(api, n, |obj: &WorkloadApiKey| {
+            obj.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, READY))
+        })
+        .await
+    }
+
+    /// The same for any kind, with its own test of `Ready=True`.
+    pub async fn start_with<K>(api: Api<K>, n: usize, is_ready: fn(&K) -> bool) -> Self
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    {
         let ready = Arc::new(Mutex::new(HashMap::new()));
         let seen = ready.clone();
         let task = tokio::spawn(async move {
@@ -232,8 +267,7 @@ impl ReadyWatch {
                 std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff().applied_objects());
             while let Some(ev) = events.next().await {
                 let Ok(obj) = ev else { continue };
-                let is_ready = obj.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, READY));
-                if is_ready {
+                if is_ready(&obj) {
                     seen.lock().unwrap().entry(obj.name_any()).or_insert_with(Instant::now);
                 }
             }

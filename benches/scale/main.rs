@@ -13,12 +13,15 @@
 //!   largest number of vendor requests in any 60 s window.
 //! - **memory**: peak RSS (`VmHWM`) of the operator process while it takes `--rss-n` resources to Ready, and
 //!   after a restart with all of them Ready.
+//! - **peer**: External Secrets Operator (built by `scripts/eso-binary`) takes `--n` and `--rss-n` ExternalSecrets,
+//!   each from a `Password` generator, to Ready on the same control plane, beside ours at the same sizes.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 mod drivers;
 mod measure;
+mod peer;
 mod phases;
 mod plain;
 mod report;
@@ -56,6 +59,13 @@ struct Args {
     /// is given.
     #[arg(long)]
     quick: bool,
+    /// ESO's `--concurrent` (reconciles of its ExternalSecret controller in flight) in the peer phase [default: 1,
+    /// ESO's own default].
+    #[arg(long, default_value_t = peer::ESO_DEFAULT_CONCURRENT)]
+    eso_concurrent: usize,
+    /// More arguments for ESO in the peer phase (repeat for several), e.g. `--eso-arg=--client-qps=500`.
+    #[arg(long, allow_hyphen_values = true)]
+    eso_arg: Vec<String>,
     /// Run only these phases (restart implies throughput).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Phase>,
@@ -74,6 +84,7 @@ enum Phase {
     Restart,
     Rate,
     Memory,
+    Peer,
 }
 
 /// Sizes after `--quick` and the defaults.
@@ -86,13 +97,17 @@ struct Plan {
     create_concurrency: usize,
     phases: Vec<Phase>,
     record: Option<PathBuf>,
+    eso_concurrent: usize,
+    eso_args: Vec<String>,
+    /// ESO's binary and CRDs, resolved (built if need be) before the control plane starts when the peer phase runs.
+    eso: Option<peer::EsoBinary>,
 }
 
 impl Plan {
     fn from(args: Args) -> Self {
         let q = args.quick;
         let mut phases = if args.only.is_empty() {
-            vec![Phase::Throughput, Phase::Restart, Phase::Rate, Phase::Memory]
+            vec![Phase::Throughput, Phase::Restart, Phase::Rate, Phase::Memory, Phase::Peer]
         } else {
             args.only.clone()
         };
@@ -114,6 +129,9 @@ impl Plan {
             create_concurrency: args.create_concurrency.max(1),
             phases,
             record,
+            eso_concurrent: args.eso_concurrent.max(1),
+            eso_args: args.eso_arg,
+            eso: None,
         }
     }
 
@@ -123,7 +141,11 @@ impl Plan {
 }
 
 fn main() {
-    let plan = Plan::from(Args::parse());
+    let mut plan = Plan::from(Args::parse());
+    if plan.runs(Phase::Peer) {
+        // Before anything else: a failed build stops the run here, not after the other phases.
+        plan.eso = Some(peer::eso_binary().unwrap_or_else(|e| panic!("the peer phase needs ESO: {e}")));
+    }
     // Start the control plane before the runtime: it blocks for a while.
     let cp = support::control_plane();
     eprintln!("bench: control plane ready ({})", cp.kubeconfig.display());

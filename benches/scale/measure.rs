@@ -104,6 +104,11 @@ pub type ApiRequests = BTreeMap<String, f64>;
 
 /// `apiserver_request_total` for WorkloadApiKeys, Secrets and Events, by `"VERB resource[/subresource]"`.
 pub async fn apiserver_requests(client: &Client) -> ApiRequests {
+    apiserver_requests_of(client, &["workloadapikeys", "secrets", "events"]).await
+}
+
+/// `apiserver_request_total` for these resources (plural names), by `"VERB resource[/subresource]"`.
+pub async fn apiserver_requests_of(client: &Client, resources: &[&str]) -> ApiRequests {
     let req = http::Request::get("/metrics").body(Vec::new()).expect("request");
     let text = client.request_text(req).await.unwrap_or_default();
     let mut out = ApiRequests::new();
@@ -111,7 +116,7 @@ pub async fn apiserver_requests(client: &Client) -> ApiRequests {
         let Some((labels, value)) = line.rsplit_once(' ') else { continue };
         let labels = prometheus_labels(labels);
         let resource = labels.get("resource").map(String::as_str).unwrap_or_default();
-        if !matches!(resource, "workloadapikeys" | "secrets" | "events") {
+        if !resources.contains(&resource) {
             continue;
         }
         let sub = labels.get("subresource").map(String::as_str).unwrap_or_default();

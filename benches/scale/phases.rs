@@ -1,4 +1,4 @@
-//! The four phases: throughput (operator vs plain client), restart, vendor rate, memory.
+//! The phases: throughput (operator vs plain client), restart, vendor rate, memory; the peer is in `peer.rs`.
 
 use std::{
     collections::BTreeMap,
@@ -48,6 +48,9 @@ pub async fn run(plan: &Plan) -> Results {
     if plan.runs(Phase::Memory) {
         let sim = start_sim(0).await;
         results.memory = Some(memory(plan, &client, &sim, &mut keep).await);
+    }
+    if plan.runs(Phase::Peer) {
+        results.peer = Some(crate::peer::peer(plan, &client, &results, &mut keep).await);
     }
     std::mem::forget(keep);
     results
@@ -223,9 +226,11 @@ pub async fn memory(plan: &Plan, client: &Client, sim: &RunningSim, keep: &mut V
     wait_operator_ready(&op).await;
     let vendor_before = sim.counts.snapshot();
     let timeout = Duration::from_secs(900.max(n as u64 / 4));
+    let api_before = apiserver_requests(client).await;
     let sampler = ProcSampler::start(op.pid());
     let timing = run_operator_with_timeout(&ns, sim, &names(n), plan.create_concurrency, timeout).await;
     let sockets = sampler.stop().max_sockets;
+    let api_requests = per_resource(&api_before, &apiserver_requests(client).await, n);
     let vendor = vendor_delta(&vendor_before, &sim.counts.snapshot());
     let live_keys = live_keys_of(sim, &ns.name);
     let hwm_create = proc_status_kib(op.pid(), "VmHWM");
@@ -239,5 +244,17 @@ pub async fn memory(plan: &Plan, client: &Client, sim: &RunningSim, keep: &mut V
     keep_log(&op, "memory-and-restart");
     op.kill();
     keep.push(ns);
-    Memory { n, timing, vendor, live_keys, sockets, hwm_create, rss_idle, hwm_restart, rss_restart, restart }
+    Memory {
+        n,
+        timing,
+        vendor,
+        live_keys,
+        sockets,
+        api_requests,
+        hwm_create,
+        rss_idle,
+        hwm_restart,
+        rss_restart,
+        restart,
+    }
 }

@@ -1,11 +1,11 @@
 //! The results as a Markdown table, and the results section of `docs/benchmarks.md`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use crate::{
     Plan,
     measure::{MIB, VendorCounts, creates_of, total},
-    results::{Restart, Results, Round},
+    results::{Peer, PeerSize, Restart, Results, Round},
 };
 
 pub fn secs(d: Duration) -> String {
@@ -130,6 +130,11 @@ impl Results {
                 verdict(mem.timing.complete() && peak.is_some_and(|k| k as f64 <= 40.0 * MIB))
             ));
         }
+        if let Some(p) = &self.peer {
+            for size in &p.sizes {
+                line(peer_summary_row(&p.version, size));
+            }
+        }
 
         if let Some(t) = &self.throughput {
             line(String::new());
@@ -245,8 +250,135 @@ impl Results {
                 vendor_list(&mem.restart.vendor)
             ));
         }
+        if let Some(p) = &self.peer {
+            for l in peer_section(p, plan) {
+                line(l);
+            }
+        }
         s
     }
+}
+
+/// `a / b` as `1.23×`, or `n/a`.
+pub fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b > 0.0 { format!("{:.2}×", a / b) } else { "n/a".into() }
+}
+
+fn kib_f(k: Option<u64>) -> f64 {
+    k.map_or(f64::NAN, |k| k as f64)
+}
+
+pub fn peer_summary_row(version: &str, p: &PeerSize) -> String {
+    let (e, o) = (&p.eso.run, &p.ours);
+    format!(
+        "| Peer: ESO {version} beside ours, {} resources to Ready (ESO / ours) | time {} vs {} (**{}**); peak RSS {} \
+         vs {} ({}); most sockets {} vs {} ({}); API-server requests per resource {:.2} vs {:.2} ({}) | comparison \
+         | ESO {}/{} Ready, ours {}/{} |",
+        p.n,
+        secs(e.timing.elapsed),
+        secs(o.timing.elapsed),
+        ratio(e.timing.elapsed.as_secs_f64(), o.timing.elapsed.as_secs_f64()),
+        mib(e.hwm_kib),
+        mib(o.hwm_kib),
+        ratio(kib_f(e.hwm_kib), kib_f(o.hwm_kib)),
+        e.sockets,
+        o.sockets,
+        ratio(e.sockets as f64, o.sockets as f64),
+        e.requests_per_resource(),
+        o.requests_per_resource(),
+        ratio(e.requests_per_resource(), o.requests_per_resource()),
+        e.timing.ready,
+        e.timing.n,
+        o.timing.ready,
+        o.timing.n,
+    )
+}
+
+pub fn peer_section(p: &Peer, plan: &Plan) -> Vec<String> {
+    let mut out = vec![
+        String::new(),
+        format!("#### Peer: External Secrets Operator {}, same control plane, same run", p.version),
+        String::new(),
+        format!(
+            "ESO built from its Go module (`scripts/eso-binary`), run out of cluster with the admin kubeconfig as \
+             `{}`. Each `ExternalSecret` (`external-secrets.io/v1`, `refreshInterval: {}`) takes its data from the \
+             namespace's one `Password` generator (`generators.external-secrets.io/v1alpha1`, 44 characters); created \
+             {} at a time by the same driver as ours, the time is first create to the last `Ready=True` seen by the \
+             same watch. Ratios are ESO / ours: above 1, ESO took longer or used more.",
+            p.command, p.refresh_interval, plan.create_concurrency
+        ),
+        String::new(),
+        "| Resources | Controller | Ready | Time | Resources/s | Create→Ready p50 | p95 | max | Peak RSS (`VmHWM`) | \
+         Most sockets | API-server requests / resource |"
+            .into(),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |".into(),
+    ];
+    for size in &p.sizes {
+        for (name, r) in [("ours (WorkloadApiKeys)", &size.ours), ("ESO (ExternalSecrets)", &size.eso.run)] {
+            let x = &r.timing;
+            out.push(format!(
+                "| {} | {name} | {}/{}{} | {} | {:.1} | {} | {} | {} | {} | {} | {:.2} |",
+                size.n,
+                x.ready,
+                x.n,
+                if x.failed > 0 { format!(" ({} failed)", x.failed) } else { String::new() },
+                secs(x.elapsed),
+                x.rate(),
+                secs(x.p50),
+                secs(x.p95),
+                secs(x.max),
+                mib(r.hwm_kib),
+                r.sockets,
+                r.requests_per_resource()
+            ));
+        }
+    }
+    out.push(String::new());
+    for size in &p.sizes {
+        let e = &size.eso;
+        out.push(format!(
+            "- {}: ours from the {}. ESO: concurrency of its ExternalSecret controller {} (its \
+             `controller_runtime_max_concurrent_reconciles`), {} reconciles ({} errors), {} Secrets with a generated \
+             password; connections beyond loopback: {}.",
+            size.n,
+            size.ours_from,
+            e.concurrent.map_or_else(|| "n/a".into(), |c| c.to_string()),
+            e.reconciles,
+            e.reconcile_errors,
+            e.secrets_written,
+            if e.foreign.is_empty() {
+                "none".into()
+            } else {
+                e.foreign.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+            }
+        ));
+    }
+    out.push(String::new());
+    out.push(
+        "API-server requests per resource (`apiserver_request_total` deltas, no watches or lists; cluster-wide):"
+            .into(),
+    );
+    out.push(String::new());
+    let mut header = "| Request |".to_owned();
+    let mut rule = "| --- |".to_owned();
+    for size in &p.sizes {
+        header.push_str(&format!(" Ours ({}) | ESO ({}) |", size.n, size.n));
+        rule.push_str(" --- | --- |");
+    }
+    out.push(header);
+    out.push(rule);
+    let keys: BTreeSet<&String> =
+        p.sizes.iter().flat_map(|s| s.ours.requests.keys().chain(s.eso.run.requests.keys())).collect();
+    for k in keys {
+        let mut row = format!("| `{k}` |");
+        for size in &p.sizes {
+            for r in [&size.ours, &size.eso.run] {
+                row.push_str(&format!(" {:.2} |", r.requests.get(k).copied().unwrap_or(0.0)));
+            }
+        }
+        out.push(row);
+    }
+    out
 }
 
 pub const BEGIN: &str = "<!-- BEGIN RESULTS (written by `cargo bench --bench scale`) -->";

@@ -1,6 +1,9 @@
 //! What each phase measured, and the machine it ran on.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
@@ -17,6 +20,7 @@ pub struct Results {
     pub restart: Option<Restart>,
     pub rate: Option<RateRun>,
     pub memory: Option<Memory>,
+    pub peer: Option<Peer>,
 }
 
 pub struct Throughput {
@@ -53,6 +57,13 @@ impl Round {
 }
 
 impl Throughput {
+    /// The round whose operator time is the median (the lower one of an even count), with its index.
+    pub fn median_operator_round(&self) -> Option<(usize, &Round)> {
+        let mut r: Vec<(usize, &Round)> = self.rounds.iter().enumerate().collect();
+        r.sort_by_key(|a| a.1.operator.elapsed);
+        r.get(r.len().saturating_sub(1) / 2).copied()
+    }
+
     /// Median over the rounds of operator time / plain-client time.
     pub fn median_ratio(&self) -> f64 {
         let mut r: Vec<f64> = self.rounds.iter().map(Round::ratio).collect();
@@ -103,11 +114,60 @@ pub struct Memory {
     pub vendor: VendorCounts,
     pub live_keys: usize,
     pub sockets: usize,
+    /// API-server requests per resource while the resources were created and taken to Ready.
+    pub api_requests: ApiRequests,
     pub hwm_create: Option<u64>,
     pub rss_idle: Option<u64>,
     pub hwm_restart: Option<u64>,
     pub rss_restart: Option<u64>,
     pub restart: Restart,
+}
+
+/// One controller taking `n` resources to Ready in the peer comparison.
+pub struct PeerRun {
+    pub timing: Timing,
+    /// Peak RSS of the controller process.
+    pub hwm_kib: Option<u64>,
+    /// Most sockets it had open at once.
+    pub sockets: usize,
+    /// API-server requests per resource (no watches or lists).
+    pub requests: ApiRequests,
+}
+
+impl PeerRun {
+    pub fn requests_per_resource(&self) -> f64 {
+        self.requests.values().sum()
+    }
+}
+
+/// ESO's run at one size, and what else it showed.
+pub struct EsoRun {
+    pub run: PeerRun,
+    /// Addresses other than loopback its sockets were connected to (sampled every second).
+    pub foreign: BTreeSet<String>,
+    /// `controller_runtime_max_concurrent_reconciles` of its ExternalSecret controller.
+    pub concurrent: Option<usize>,
+    pub reconciles: u64,
+    pub reconcile_errors: u64,
+    /// Secrets it wrote with a 44-character generated password.
+    pub secrets_written: usize,
+}
+
+pub struct PeerSize {
+    pub n: usize,
+    pub ours: PeerRun,
+    /// Which run of ours this is.
+    pub ours_from: String,
+    pub eso: EsoRun,
+}
+
+/// External Secrets Operator beside ours, same control plane, same run.
+pub struct Peer {
+    pub version: String,
+    /// ESO's command line.
+    pub command: String,
+    pub refresh_interval: &'static str,
+    pub sizes: Vec<PeerSize>,
 }
 
 #[derive(Default)]
