@@ -216,6 +216,20 @@ impl Timing {
         }
     }
 
+    /// Runs one after another, as one: counts and times added, the percentiles of the slowest run.
+    pub fn sum(runs: &[Timing]) -> Self {
+        let most = |f: fn(&Timing) -> Duration| runs.iter().map(f).max().unwrap_or_default();
+        Timing {
+            n: runs.iter().map(|t| t.n).sum(),
+            ready: runs.iter().map(|t| t.ready).sum(),
+            failed: runs.iter().map(|t| t.failed).sum(),
+            elapsed: runs.iter().map(|t| t.elapsed).sum(),
+            p50: most(|t| t.p50),
+            p95: most(|t| t.p95),
+            max: most(|t| t.max),
+        }
+    }
+
     pub fn complete(&self) -> bool {
         self.ready >= self.n && self.failed == 0
     }

@@ -16,10 +16,10 @@ use crate::{
         run_operator_with_timeout, run_plain, sim_default, start_operator, start_sim, wait_operator_ready,
     },
     measure::{
-        ProcSampler, apiserver_requests, live_keys_of, max_in_window, per_resource, proc_status_kib, total,
+        ProcSampler, Timing, apiserver_requests, live_keys_of, max_in_window, per_resource, proc_status_kib, total,
         vendor_delta, window_bounds,
     },
-    results::{Machine, Memory, RateRun, Restart, Results, Round, Throughput},
+    results::{Machine, Memory, MemoryStep, RateRun, Restart, Results, Round, Throughput},
     support::{self, TestNamespace, operator::Operator},
 };
 
@@ -225,10 +225,25 @@ pub async fn memory(plan: &Plan, client: &Client, sim: &RunningSim, keep: &mut V
     let mut op = start_operator(&ns.name, NO_CLIENT_LIMIT);
     wait_operator_ready(&op).await;
     let vendor_before = sim.counts.snapshot();
-    let timeout = Duration::from_secs(900.max(n as u64 / 4));
+    // With no resource yet (the watches listed, the provider checked), then at each step of the table.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut steps =
+        vec![MemoryStep { n: 0, rss: proc_status_kib(op.pid(), "VmRSS"), hwm: proc_status_kib(op.pid(), "VmHWM") }];
     let api_before = apiserver_requests(client).await;
     let sampler = ProcSampler::start(op.pid());
-    let timing = run_operator_with_timeout(&ns, sim, &names(n), plan.create_concurrency, timeout).await;
+    let all = names(n);
+    let mut timings = Vec::new();
+    for size in memory_steps(n) {
+        let from = steps.last().map_or(0, |s| s.n);
+        let timeout = Duration::from_secs(900.max((size - from) as u64 / 4));
+        timings.push(run_operator_with_timeout(&ns, sim, &all[from..size], plan.create_concurrency, timeout).await);
+        steps.push(MemoryStep {
+            n: size,
+            rss: proc_status_kib(op.pid(), "VmRSS"),
+            hwm: proc_status_kib(op.pid(), "VmHWM"),
+        });
+    }
+    let timing = Timing::sum(&timings);
     let sockets = sampler.stop().max_sockets;
     let api_requests = per_resource(&api_before, &apiserver_requests(client).await, n);
     let vendor = vendor_delta(&vendor_before, &sim.counts.snapshot());
@@ -256,5 +271,13 @@ pub async fn memory(plan: &Plan, client: &Client, sim: &RunningSim, keep: &mut V
         hwm_restart,
         rss_restart,
         restart,
+        steps,
     }
+}
+
+/// The sizes the memory table is read at: 1,000 and 3,000 on the way to `n`, and `n`.
+fn memory_steps(n: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = [1_000, 3_000].into_iter().filter(|s| *s < n).collect();
+    sizes.push(n);
+    sizes
 }

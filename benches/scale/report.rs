@@ -16,6 +16,12 @@ pub fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "n/a".into(), |k| format!("{:.1} MiB", k as f64 / MIB))
 }
 
+/// `VmRSS` per resource after the restart with all Ready, over the process with none.
+fn per_resource_kib(mem: &crate::results::Memory) -> Option<f64> {
+    let none = mem.steps.first()?.rss?;
+    Some((mem.rss_restart? as f64 - none as f64) / mem.n.max(1) as f64)
+}
+
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
@@ -129,6 +135,13 @@ impl Results {
                 mib(mem.hwm_restart),
                 verdict(mem.timing.complete() && peak.is_some_and(|k| k as f64 <= 40.0 * MIB))
             ));
+            if let Some(per) = per_resource_kib(mem) {
+                line(format!(
+                    "| Operator memory per resource (`VmRSS` with {} Ready after a restart, over none) | {per:.1} KiB                      | ≤ 3 KiB | {} |",
+                    mem.n,
+                    verdict(per <= 3.0)
+                ));
+            }
         }
         if let Some(p) = &self.peer {
             for size in &p.sizes {
@@ -248,6 +261,24 @@ impl Results {
                 mib(mem.hwm_restart),
                 mib(mem.rss_restart),
                 vendor_list(&mem.restart.vendor)
+            ));
+            line(String::new());
+            line("| Resources Ready | `VmRSS` | `VmHWM` | Per resource over none (`VmRSS`) |".into());
+            line("| --- | --- | --- | --- |".into());
+            let none = mem.steps.first().and_then(|s| s.rss);
+            let per = |n: usize, rss: Option<u64>| match (none, rss) {
+                (Some(base), Some(rss)) if n > 0 => format!("{:.1} KiB", (rss as f64 - base as f64) / n as f64),
+                _ => "–".into(),
+            };
+            for step in &mem.steps {
+                line(format!("| {} | {} | {} | {} |", step.n, mib(step.rss), mib(step.hwm), per(step.n, step.rss)));
+            }
+            line(format!(
+                "| {} after a restart | {} | {} | {} |",
+                mem.n,
+                mib(mem.rss_restart),
+                mib(mem.hwm_restart),
+                per(mem.n, mem.rss_restart)
             ));
         }
         if let Some(p) = &self.peer {

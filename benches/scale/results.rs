@@ -121,6 +121,14 @@ pub struct Memory {
     pub hwm_restart: Option<u64>,
     pub rss_restart: Option<u64>,
     pub restart: Restart,
+    /// `VmRSS` and `VmHWM` (KiB) with none, then 1,000, 3,000 and all of the resources Ready.
+    pub steps: Vec<MemoryStep>,
+}
+
+pub struct MemoryStep {
+    pub n: usize,
+    pub rss: Option<u64>,
+    pub hwm: Option<u64>,
 }
 
 /// One controller taking `n` resources to Ready in the peer comparison.
