@@ -59,8 +59,16 @@ pub fn restart_operator(op: &mut Operator, rate_limit: u32) {
     op.restart_with_env(&operator_env(&rate, &platform));
 }
 
-fn operator_env<'a>(rate: &'a str, platform: &'a str) -> [(&'static str, &'a str); 3] {
-    [("WKO_LOG_LEVEL", "info"), ("WKO_VENDOR_RATE_LIMIT", rate), ("WKO_CLUSTER_RESOURCE_NAMESPACE", platform)]
+/// As the chart runs it (its `allocator` values included), at log level `info`.
+fn operator_env<'a>(rate: &'a str, platform: &'a str) -> [(&'static str, &'a str); 6] {
+    [
+        ("WKO_LOG_LEVEL", "info"),
+        ("WKO_VENDOR_RATE_LIMIT", rate),
+        ("WKO_CLUSTER_RESOURCE_NAMESPACE", platform),
+        ("MALLOC_ARENA_MAX", "1"),
+        ("MALLOC_TRIM_THRESHOLD_", "131072"),
+        ("MALLOC_MMAP_THRESHOLD_", "131072"),
+    ]
 }
 
 /// Workload namespace → the platform namespace of its simulator.

@@ -136,7 +136,7 @@ async fn fan_out<T: Clone + Send + 'static>(
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, ()>) {
     let shutdown = futures::future::FutureExt::shared(shutdown);
     let client = ctx.client.clone();
-    let cfg = || watcher::Config::default().any_semantic();
+    let cfg = watch_config;
 
     // Metadata-only watches of the Secrets that concern the operator, never of every Secret: those it owns (drift),
     // selected by its managed-by label, and those it reads (a provider's credential, an imported key pair), which
@@ -292,6 +292,15 @@ fn slim_meta<K>(o: &mut PartialObjectMeta<K>) {
 /// `kubectl apply`'s record of the applied object, in an annotation.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Every watch's list: from the API server's watch cache, in pages of [`LIST_PAGE`]. A page is decoded whole, with
+/// the who-wrote-what of each object that the caches then drop: at kube's default of 500 objects a page of
+/// WorkloadApiKeys or Secrets was the largest transient of a restart with thousands of them.
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().any_semantic().page_size(LIST_PAGE)
+}
+
+const LIST_PAGE: u32 = 100;
+
 /// The changes of one workload kind in scope, as (target, namespace).
 fn workload_changes<W>(
     scope: &Scope,
@@ -302,7 +311,7 @@ where
     W: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     scope
-        .watch::<PartialObjectMeta<W>>(client, watcher::Config::default().any_semantic())
+        .watch::<PartialObjectMeta<W>>(client, watch_config())
         .default_backoff()
         .touched_objects()
         .map(move |o| o.map(|o| (RolloutTarget { kind, name: o.name_any() }, o.namespace().unwrap_or_default())))
@@ -382,7 +391,7 @@ async fn controller<K, R, RF>(
     // Our own status writes must not wake the controller (a failure would otherwise retry in a tight loop):
     // only spec (generation), annotations (rotate), finalizers and deletion do.
     let events = scope
-        .watch::<K>(&ctx.client, watcher::Config::default().any_semantic())
+        .watch::<K>(&ctx.client, watch_config())
         .default_backoff()
         // The cache keeps what the triggers need; every reconcile reads the resource fresh.
         .modify(slim::<K>)

@@ -114,6 +114,10 @@ fn non_default_values_render_as_asked() {
     assert_eq!(env["WKO_CLUSTER_RESOURCE_NAMESPACE"], NAMESPACE);
     assert_eq!(env["WKO_LOG_FORMAT"], "text");
     assert_eq!(env["WKO_MAX_CONCURRENT_RECONCILES"], "8", "the default bound");
+    assert_eq!(env["MALLOC_ARENA_MAX"], "1", "the allocator settings the benchmark measured");
+    assert_eq!(env["MALLOC_TRIM_THRESHOLD_"], "131072");
+    let defaults = render(&crate::cases::Case { name: "glibc defaults", args: &["--set", "allocator=null"] });
+    assert!(!env_of(container(&defaults)).keys().any(|k| k.starts_with("MALLOC_")), "allocator=null: none set");
     for ns in ["apps", "billing"] {
         let in_ns = |kind: &str| {
             all_of(&docs, kind)
