@@ -22,6 +22,21 @@ fn per_resource_kib(mem: &crate::results::Memory) -> Option<f64> {
     Some((mem.rss_restart? as f64 - none as f64) / mem.n.max(1) as f64)
 }
 
+/// The cells of a timed run: Ready (and failures), time, rate, create→Ready p50, p95, max.
+fn timing_cells(x: &crate::measure::Timing) -> String {
+    format!(
+        "{}/{}{} | {} | {:.1} | {} | {} | {}",
+        x.ready,
+        x.n,
+        if x.failed > 0 { format!(" ({} failed)", x.failed) } else { String::new() },
+        secs(x.elapsed),
+        x.rate(),
+        secs(x.p50),
+        secs(x.p95),
+        secs(x.max)
+    )
+}
+
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "**missed**" }
 }
@@ -184,18 +199,7 @@ impl Results {
                     ("Operator (vendor simulator, client limit off)", &r.operator),
                     ("Plain client: writes and the operator's reads", &r.baseline_reads),
                 ] {
-                    line(format!(
-                        "| {} | {name} | {}/{}{} | {} | {:.1} | {} | {} | {} |",
-                        i + 1,
-                        x.ready,
-                        x.n,
-                        if x.failed > 0 { format!(" ({} failed)", x.failed) } else { String::new() },
-                        secs(x.elapsed),
-                        x.rate(),
-                        secs(x.p50),
-                        secs(x.p95),
-                        secs(x.max)
-                    ));
+                    line(format!("| {} | {name} | {} |", i + 1, timing_cells(x)));
                 }
             }
             line(String::new());
@@ -371,16 +375,9 @@ pub fn peer_section(p: &Peer, plan: &Plan) -> Vec<String> {
         for (name, r) in [("ours (WorkloadApiKeys)", &size.ours), ("ESO (ExternalSecrets)", &size.eso.run)] {
             let x = &r.timing;
             out.push(format!(
-                "| {} | {name} | {}/{}{} | {} | {:.1} | {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {name} | {} | {} | {} | {:.2} |",
                 size.n,
-                x.ready,
-                x.n,
-                if x.failed > 0 { format!(" ({} failed)", x.failed) } else { String::new() },
-                secs(x.elapsed),
-                x.rate(),
-                secs(x.p50),
-                secs(x.p95),
-                secs(x.max),
+                timing_cells(x),
                 mib(r.hwm_kib),
                 r.sockets,
                 r.requests_per_resource()

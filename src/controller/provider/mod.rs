@@ -128,28 +128,29 @@ pub async fn fetch(ctx: &Context, namespace: &str, r: &ProviderRef) -> Result<Pr
     let not_found = || Error::ProviderNotFound { provider: format!("{}/{}", r.kind.as_str(), r.name) };
     match r.kind {
         ProviderKind::ClusterKeyProvider => {
-            let p = match ctx.caches.cluster_provider(&r.name).await {
-                Cached::Present(p) => p,
-                Cached::Absent => return Err(not_found()),
-                Cached::Unknown => {
-                    let api: Api<ClusterKeyProvider> = Api::all(ctx.client.clone());
-                    Arc::new(api.get_opt(&r.name).await?.ok_or_else(not_found)?)
-                }
-            };
+            let cached = ctx.caches.cluster_provider(&r.name).await;
+            let p = cached_or_read(cached, Api::all(ctx.client.clone()), &r.name).await?.ok_or_else(not_found)?;
             Ok(Provider::from_cluster(&p, &ctx.settings.cluster_resource_namespace))
         }
         ProviderKind::KeyProvider => {
-            let p = match ctx.caches.provider(namespace, &r.name).await {
-                Cached::Present(p) => p,
-                Cached::Absent => return Err(not_found()),
-                Cached::Unknown => {
-                    let api: Api<KeyProvider> = Api::namespaced(ctx.client.clone(), namespace);
-                    Arc::new(api.get_opt(&r.name).await?.ok_or_else(not_found)?)
-                }
-            };
+            let cached = ctx.caches.provider(namespace, &r.name).await;
+            let api = Api::namespaced(ctx.client.clone(), namespace);
+            let p = cached_or_read(cached, api, &r.name).await?.ok_or_else(not_found)?;
             Ok(Provider::from_namespaced(&p))
         }
     }
+}
+
+/// What the cache knows of `name`, or, when it knows nothing yet, the API server's answer.
+async fn cached_or_read<K>(cached: Cached<Arc<K>>, api: Api<K>, name: &str) -> Result<Option<Arc<K>>, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(match cached {
+        Cached::Present(p) => Some(p),
+        Cached::Absent => None,
+        Cached::Unknown => api.get_opt(name).await?.map(Arc::new),
+    })
 }
 
 /// The provider a resource in `namespace` may issue through now: it exists, allows the namespace, and is ready.
