@@ -3,6 +3,13 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt, watcher},
+};
+
 use super::{Context, Scope, server::Readiness};
 
 /// Which Lease, and who we are in it.
@@ -36,43 +43,27 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let LeaseSettings { name, namespace, identity, duration_seconds } = lease;
-    let duration = (*duration_seconds).max(2);
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(ctx.client.clone(), name)
-        .with_namespace(namespace)
-        .with_identity(identity)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        .build()
-        .await?;
-    let (mut leader, lease_task) = manager.watch().await;
+    let LeaseSettings { name, namespace, identity, .. } = lease;
     tracing::info!(%identity, lease = %name, %namespace, "waiting for leadership");
-    let became_leader = tokio::select! {
-        _ = stopped() => false,
-        r = leader.wait_for(|is| *is) => r.is_ok(),
+    let Some(manager) = acquire(lease, &ctx.client, stopped()).await? else {
+        ready.set(false);
+        return Ok(());
     };
+    // Held: the manager's own loop renews the Lease and reports its loss.
+    let (leader, lease_task) = manager.watch().await;
+    tracing::info!(%identity, version = env!("CARGO_PKG_VERSION"), scope = ?scope, "leader: starting controllers");
+    ready.set(true);
+    let mut watch_loss = leader.clone();
     let stop = stopped();
-    let mut lost = false;
-    if became_leader {
-        tracing::info!(%identity, version = env!("CARGO_PKG_VERSION"), scope = ?scope, "leader: starting controllers");
-        ready.set(true);
-        let mut watch_loss = leader.clone();
-        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-        let loss = tokio::spawn(async move {
-            if watch_loss.wait_for(|is| !*is).await.is_ok() {
-                let _ = lost_tx.send(());
-            }
-        });
-        let shutdown = async move {
-            tokio::select! {
-                _ = stop => {}
-                _ = lost_rx => {}
-            }
-        };
-        super::run(ctx, scope, Box::pin(shutdown)).await;
-        lost = !*leader.borrow();
-        loss.abort();
-    }
+    let shutdown = async move {
+        tokio::select! {
+            _ = stop => {}
+            _ = watch_loss.wait_for(|is| !*is) => {}
+        }
+    };
+    super::run(ctx, scope, Box::pin(shutdown)).await;
+    // The lease task ends only on a failure it could not recover from: as good as lost.
+    let lost = !*leader.borrow() || lease_task.is_finished();
     ready.set(false);
     // Closing the channel makes the lease task release the Lease, so a standby takes over at once.
     drop(leader);
@@ -84,4 +75,81 @@ where
         return Err("lost the leader lease".into());
     }
     Ok(())
+}
+
+/// Waits until this replica holds the Lease (`Some`) or `stopped` resolves (`None`).
+///
+/// kube-lease-manager's standby sleeps until the expiry it last read, so on its own it sees a Lease released on
+/// SIGTERM only when the old claim would have lapsed. A watch of the one Lease (by name, which the chart's Role
+/// allows) notices the release; a fresh manager then reads the Lease anew and claims it at once.
+async fn acquire(
+    lease: &LeaseSettings,
+    client: &Client,
+    stopped: impl std::future::Future<Output = ()>,
+) -> Result<Option<kube_lease_manager::LeaseManager>, Box<dyn std::error::Error>> {
+    let api = Api::<Lease>::namespaced(client.clone(), &lease.namespace);
+    let released = watcher(api, watcher::Config::default().fields(&format!("metadata.name={}", lease.name)))
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|l| async move {
+            match l {
+                Ok(l) => l.spec.and_then(|s| s.holder_identity).is_none().then_some(()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "watching the Lease");
+                    None
+                }
+            }
+        });
+    let mut released = std::pin::pin!(released);
+    let mut stopped = std::pin::pin!(stopped);
+    let mut failures = 0u32;
+    loop {
+        let manager = match manager(lease, client).await {
+            Ok(m) => m,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "could not read the leader Lease");
+                tokio::select! {
+                    _ = &mut stopped => return Ok(None),
+                    _ = tokio::time::sleep(retry_after(failures)) => continue,
+                }
+            }
+        };
+        tokio::select! {
+            _ = &mut stopped => return Ok(None),
+            r = manager.changed() => match r {
+                Ok(true) => return Ok(Some(manager)),
+                Ok(false) => {}
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "could not claim the leader Lease");
+                    tokio::select! {
+                        _ = &mut stopped => return Ok(None),
+                        _ = tokio::time::sleep(retry_after(failures)) => {}
+                    }
+                }
+            },
+            // Released (or gone): start over with a manager that reads the Lease fresh.
+            _ = released.next() => tracing::debug!("leader Lease released"),
+        }
+    }
+}
+
+async fn manager(
+    lease: &LeaseSettings,
+    client: &Client,
+) -> Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError> {
+    let duration = lease.duration_seconds.max(2);
+    kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.name)
+        .with_namespace(&lease.namespace)
+        .with_identity(&lease.identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .build()
+        .await
+}
+
+/// 1 s, 2 s, 4 s … at most 30 s between attempts after API errors.
+fn retry_after(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.min(5).saturating_sub(1)).min(30))
 }
