@@ -22,7 +22,7 @@ use serde_json::json;
 use super::{
     context::{Context, display_name},
     error::{Error, backoff},
-    metrics::{ErrorLabels, InFlight, ReconcileLabels, ResourceLabels},
+    metrics::{ErrorLabels, InFlight, ReconcileLabels, Series},
     rollout::{self, Gate, Next},
     secret::{FIELD_MANAGER, SecretState, io as secret},
 };
@@ -425,12 +425,14 @@ pub async fn warn_on_first_reconcile<K: Managed>(ctx: &Context, obj: &K, when: b
     }
 }
 
-pub fn resource_labels<K: Managed>(obj: &K) -> ResourceLabels {
-    ResourceLabels { kind: kind::<K>(), namespace: obj.namespace().unwrap_or_default(), name: obj.name_any() }
+/// Sets one per-resource gauge of `obj`.
+pub fn set_resource_metric<K: Managed>(ctx: &Context, obj: &K, series: Series, value: i64) {
+    let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+    ctx.metrics.resources.set(&K::kind(&()), namespace, obj.meta().name.as_deref().unwrap_or_default(), series, value);
 }
 
 pub fn set_ready_metric<K: Managed>(ctx: &Context, obj: &K, ready: bool) {
-    ctx.metrics.ready.get_or_create(&resource_labels(obj)).set(i64::from(ready));
+    set_resource_metric(ctx, obj, Series::Ready, i64::from(ready));
 }
 
 /// Drops the per-resource metric series of a resource being deleted.

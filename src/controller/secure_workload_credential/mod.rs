@@ -31,8 +31,11 @@ use super::{
     context::{Context, digest, display_name, secret_key},
     error::Error,
     failpoint,
+    metrics::Series,
     provider::{self, Provider, policy},
-    reconcile::{self, Managed, Pass, namespace_terminating, patch_status, resource_labels, settle, status_of, uid},
+    reconcile::{
+        self, Managed, Pass, namespace_terminating, patch_status, set_resource_metric, settle, status_of, uid,
+    },
     secret,
     secret::is_owned_by,
     vendor_key::{shift, uid_marker},
@@ -623,7 +626,7 @@ async fn finish(
         Mode::Existing => None,
     };
     if let Some(t) = rotate_at {
-        ctx.metrics.renewal_timestamp.get_or_create(&resource_labels(obj)).set(t.as_second());
+        set_resource_metric(ctx, obj, Series::Renewal, t.as_second());
     }
     let (ready, reason, message) = verification::readiness(mode, &status, &obj.target_secret(), rotate_at);
     settle(ctx, obj, status, ready, reason, message).await?;

@@ -21,8 +21,9 @@ use plan::{Observed, Step};
 use super::{
     context::{Context, display_name},
     error::Error,
+    metrics::Series,
     provider::{self, Provider, policy},
-    reconcile::{self, Managed, Pass, namespace_terminating, resource_labels, settle, status_of, uid},
+    reconcile::{self, Managed, Pass, namespace_terminating, set_resource_metric, settle, status_of, uid},
     secret, vendor_key,
 };
 use crate::{
@@ -382,12 +383,11 @@ async fn finish_ready(
         (Some(id), None) => format!("key {id} is in Secret {}", secret_name(obj)),
         _ => "ready".into(),
     };
-    let labels = resource_labels(obj);
     if let Some(t) = &status.expires_at {
-        ctx.metrics.expiry_timestamp.get_or_create(&labels).set(t.0.as_second());
+        set_resource_metric(ctx, obj, Series::Expiry, t.0.as_second());
     }
     if let Some(t) = &status.renew_at {
-        ctx.metrics.renewal_timestamp.get_or_create(&labels).set(t.0.as_second());
+        set_resource_metric(ctx, obj, Series::Renewal, t.0.as_second());
     }
     settle(ctx, obj, status, true, reason::READY, message).await?;
     Ok(reconcile::requeue_at(until))
