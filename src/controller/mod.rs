@@ -16,7 +16,7 @@ pub mod server;
 pub mod vendor_key;
 pub mod workload_api_key;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use std::fmt::Debug;
 
@@ -390,19 +390,19 @@ async fn controller<K, R, RF>(
 {
     // Our own status writes must not wake the controller (a failure would otherwise retry in a tight loop):
     // only spec (generation), annotations (rotate), finalizers and deletion do.
-    let events = scope
-        .watch::<K>(&ctx.client, watch_config())
-        .default_backoff()
-        // The cache keeps what the triggers need; every reconcile reads the resource fresh.
-        .modify(slim::<K>)
-        .reflect(writer)
-        .inspect(move |e| {
-            if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) = e {
-                tap.touched(o);
-            }
-        })
-        .applied_objects()
-        .predicate_filter(spec_or_intent_changed(), Default::default());
+    let events = changed_only(
+        scope
+            .watch::<K>(&ctx.client, watch_config())
+            .default_backoff()
+            // The cache keeps what the triggers need; every reconcile reads the resource fresh.
+            .modify(slim::<K>)
+            .reflect(writer)
+            .inspect(move |e| {
+                if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) = e {
+                    tap.touched(o);
+                }
+            }),
+    );
     let (by_secret, by_ckp, by_kp, by_ns) = (store.clone(), store.clone(), store.clone(), store.clone());
     let by_workload = store.clone();
     let rollouts = triggers
@@ -537,4 +537,147 @@ fn spec_or_intent_changed<K: Resource>() -> impl Predicate<K> + Clone {
         Some(u64::from(obj.meta().deletion_timestamp.is_some()))
     }
     predicates::generation.combine(predicates::annotations).combine(predicates::finalizers).combine(deleting)
+}
+
+/// Only the resources whose spec, annotations, finalizers or deletion changed (`spec_or_intent_changed`): our own
+/// status writes must not wake the controller. kube's `predicate_filter` does this with a cache keyed by name,
+/// namespace and UID strings (about 250 bytes a resource at 10,000); this one keeps a hash per UID (its 128 bits),
+/// forgets a deleted resource, and starts afresh from each relist.
+fn changed_only<K: Managed>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+) -> impl Stream<Item = Result<K, watcher::Error>> {
+    let predicate = spec_or_intent_changed::<K>();
+    let mut seen: HashMap<u128, u64> = HashMap::new();
+    let mut relisted: HashMap<u128, u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let out = match event {
+            Ok(watcher::Event::Apply(o)) => match predicate.hash_property(&o) {
+                Some(h) => (seen.insert(uid_key(&o), h) != Some(h)).then_some(Ok(o)),
+                None => Some(Ok(o)),
+            },
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&uid_key(&o));
+                None
+            }
+            Ok(watcher::Event::Init) => {
+                relisted.clear();
+                None
+            }
+            // Compared with what was seen before the relist; kept for after it.
+            Ok(watcher::Event::InitApply(o)) => match predicate.hash_property(&o) {
+                Some(h) => {
+                    let key = uid_key(&o);
+                    relisted.insert(key, h);
+                    (seen.get(&key) != Some(&h)).then_some(Ok(o))
+                }
+                None => Some(Ok(o)),
+            },
+            Ok(watcher::Event::InitDone) => {
+                seen = std::mem::take(&mut relisted);
+                seen.shrink_to_fit();
+                None
+            }
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
+/// A resource's UID as its 128 bits (Kubernetes UIDs are UUIDs); any other string by its hash.
+fn uid_key<K: Resource>(o: &K) -> u128 {
+    let uid = o.meta().uid.as_deref().unwrap_or_default();
+    let (mut bits, mut digits) = (0u128, 0);
+    for c in uid.chars().filter(|c| *c != '-') {
+        match c.to_digit(16) {
+            Some(d) if digits < 32 => {
+                bits = bits << 4 | u128::from(d);
+                digits += 1;
+            }
+            _ => {
+                digits = 0;
+                break;
+            }
+        }
+    }
+    if digits == 32 {
+        return bits;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    u128::from(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::WorkloadApiKey;
+
+    fn wak(uid: &str, generation: i64, status: &str) -> WorkloadApiKey {
+        serde_json::from_value(json!({
+            "apiVersion": "workloadkeys.io/v1alpha1",
+            "kind": "WorkloadApiKey",
+            "metadata": {"name": format!("n-{uid}"), "namespace": "ns", "uid": uid, "generation": generation},
+            "spec": {"providerRef": {"name": "p"}, "role": {"name": "r"}},
+            "status": {"conditions": [{"type": "Ready", "status": status, "reason": "R", "message": "",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        }))
+        .unwrap()
+    }
+
+    fn passed(events: Vec<Event<WorkloadApiKey>>) -> Vec<(String, i64)> {
+        let out = futures::executor::block_on(
+            changed_only(futures::stream::iter(events.into_iter().map(Ok))).collect::<Vec<_>>(),
+        );
+        out.into_iter().map(|o| o.unwrap()).map(|o| (o.metadata.uid.unwrap(), o.metadata.generation.unwrap())).collect()
+    }
+
+    #[test]
+    fn only_spec_or_intent_changes_wake_a_resource_and_a_relist_compares_with_before() {
+        let a = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let b = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+        let c = "not-a-uuid";
+        let got = passed(vec![
+            Event::Init,
+            Event::InitApply(wak(a, 1, "False")),
+            Event::InitApply(wak(b, 1, "False")),
+            Event::InitDone,
+            // Our own status write: no wake. A spec change: a wake.
+            Event::Apply(wak(a, 1, "True")),
+            Event::Apply(wak(a, 2, "True")),
+            Event::Apply(wak(c, 1, "True")),
+            Event::Apply(wak(c, 1, "False")),
+            Event::Delete(wak(b, 1, "True")),
+            // A relist: unchanged ones stay asleep; one not known before (here: deleted) or changed while the watch
+            // was down wakes.
+            Event::Init,
+            Event::InitApply(wak(a, 2, "False")),
+            Event::InitApply(wak(b, 1, "True")),
+            Event::InitApply(wak(c, 3, "True")),
+            Event::InitDone,
+            Event::Apply(wak(a, 2, "True")),
+            Event::Apply(wak(b, 1, "False")),
+        ]);
+        let want: Vec<(String, i64)> =
+            [(a, 1), (b, 1), (a, 2), (c, 1), (b, 1), (c, 3)].iter().map(|(u, g)| (u.to_string(), *g)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn uid_keys_are_the_uuid_bits_or_a_hash() {
+        let meta = |uid: &str| {
+            let mut o = wak("x", 1, "True");
+            o.metadata.uid = Some(uid.into());
+            o
+        };
+        assert_eq!(uid_key(&meta("0f8fad5b-d9cb-469f-a165-70867728950e")), 0x0f8fad5bd9cb469fa16570867728950e);
+        assert_ne!(
+            uid_key(&meta("0f8fad5b-d9cb-469f-a165-70867728950")),
+            uid_key(&meta("0f8fad5b-d9cb-469f-a165-7086772895"))
+        );
+        assert!(uid_key(&meta("zz")) <= u128::from(u64::MAX), "not hex: hashed");
+    }
 }
