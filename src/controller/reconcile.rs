@@ -85,6 +85,37 @@ macro_rules! conventional_status {
 
 conventional_status!(WorkloadApiKeyStatus: retiring_keys, SecureWorkloadCredentialStatus: retiring_credentials);
 
+/// The resources keep their status boxed (see `api`): the frame sees through the box.
+impl<S: ManagedStatus> ManagedStatus for Box<S> {
+    fn conditions(&self) -> &[Condition] {
+        S::conditions(self)
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        S::conditions_mut(self)
+    }
+    fn failed_attempts(&self) -> Option<i32> {
+        S::failed_attempts(self)
+    }
+    fn failed_attempts_mut(&mut self) -> &mut Option<i32> {
+        S::failed_attempts_mut(self)
+    }
+    fn observed_generation_mut(&mut self) -> &mut Option<i64> {
+        S::observed_generation_mut(self)
+    }
+    fn written_secret(&self) -> (Option<&str>, Option<&str>) {
+        S::written_secret(self)
+    }
+    fn rollout(&self) -> Option<&SecretRollout> {
+        S::rollout(self)
+    }
+    fn rollout_mut(&mut self) -> &mut Option<SecretRollout> {
+        S::rollout_mut(self)
+    }
+    fn retiring(&self) -> usize {
+        S::retiring(self)
+    }
+}
+
 /// A custom resource reconciled by this frame: namespaced, with a [`ManagedStatus`] and a target Secret.
 pub trait Managed:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -227,7 +258,7 @@ async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<
 }
 
 /// Server-side-applies the whole status and returns the updated object.
-pub async fn patch_status<K: Managed>(ctx: &Context, obj: &K, status: &K::Status) -> Result<K, Error> {
+pub async fn patch_status<K: Managed>(ctx: &Context, obj: &K, status: &impl Serialize) -> Result<K, Error> {
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -242,11 +273,12 @@ pub async fn patch_status<K: Managed>(ctx: &Context, obj: &K, status: &K::Status
 pub async fn settle<K: Managed>(
     ctx: &Context,
     obj: &K,
-    mut status: K::Status,
+    status: impl Into<K::Status>,
     ready: bool,
     reason: &str,
     mut message: String,
 ) -> Result<(), Error> {
+    let mut status = status.into();
     let timeout = obj.rollout_timeout().unwrap_or(DEFAULT_ROLLOUT_TIMEOUT);
     if let Some(waiting) = rollout::waiting_message(status.rollout(), status.retiring(), timeout) {
         message = format!("{message}; {waiting}");

@@ -79,7 +79,7 @@ impl Managed for SecureWorkloadCredential {
     }
 
     fn secret_template(&self) -> Option<&SecretTemplate> {
-        self.spec.secret.as_ref()
+        self.spec.secret.as_deref()
     }
 
     fn rollout_timeout(&self) -> Result<Duration, String> {
@@ -129,7 +129,7 @@ pub(crate) async fn check_provider(provider: &Provider, ctx: &Context) -> Result
 /// Provision mode's credentials are bound to the endpoint that minted them: refuse to act when the provider now
 /// points elsewhere.
 fn bound_to(obj: &SecureWorkloadCredential, conn: &Connection) -> Result<(), Error> {
-    let status = status_of(obj);
+    let status = *status_of(obj);
     let has_credentials = status.credential_id.is_some() || !status.retiring_credentials.is_empty();
     match status.endpoint {
         Some(recorded) if has_credentials && recorded != conn.endpoint => Err(Error::EndpointChanged {
@@ -230,7 +230,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
         let (conn, source) = (&conn, &source);
         async move {
             let obj = &obj;
-            let status = status_of(obj);
+            let status = *status_of(obj);
             let seen = Observed {
                 now: Timestamp::now(),
                 generation: obj.metadata.generation,
@@ -241,7 +241,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
             };
             let step = plan::next_step(&obj.spec, mode, &status, &seen).map_err(Error::InvalidSpec)?;
             tracing::debug!(resource = %display_name(obj), ?step, "next step");
-            Ok(Pass::Record(match (step, &source) {
+            Ok(Pass::Record(Box::new(match (step, &source) {
                 (Step::Wait(until), _) => return Ok(Pass::Done(finish(obj, ctx, mode, status, until).await?)),
                 (Step::Verify, Some(source)) => verify_and_publish(obj, ctx, conn, source, status, secret).await?,
                 (Step::Verify, None) => verify_minted(obj, ctx, conn, status).await?,
@@ -255,7 +255,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
                     s
                 }
                 (Step::RevokeRetired(ids), _) => revoke_retired(obj, ctx, conn, status, &ids).await?,
-            }))
+            })))
         }
     })
     .await

@@ -61,7 +61,7 @@ impl Managed for WorkloadApiKey {
     }
 
     fn secret_template(&self) -> Option<&SecretTemplate> {
-        self.spec.secret.as_ref()
+        self.spec.secret.as_deref()
     }
 
     fn rollout_timeout(&self) -> Result<std::time::Duration, String> {
@@ -155,7 +155,7 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
         let (issuer, base, effective, terms) = (&issuer, &base, &effective, &terms);
         async move {
             let obj = &effective.apply_to(obj);
-            let status = status_of(obj);
+            let status = *status_of(obj);
             let seen = Observed {
                 now: Timestamp::now(),
                 generation: obj.metadata.generation,
@@ -167,7 +167,7 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
             let step = plan::next_step(&obj.spec, &status, base, &seen);
             tracing::debug!(resource = %display_name(obj), ?step, "next step");
             let annotation = seen.rotate_annotation;
-            Ok(Pass::Record(match (step, issuer) {
+            Ok(Pass::Record(Box::new(match (step, issuer) {
                 (Step::Wait(until), _) => return Ok(Pass::Done(finish_ready(obj, ctx, status, until).await?)),
                 (Step::StartReplace { name, generation }, _) => {
                     let mut s = status;
@@ -199,7 +199,7 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
                         a.api
                     )));
                 }
-            }))
+            })))
         }
     })
     .await
@@ -261,7 +261,7 @@ fn within_policy(spec: &WorkloadApiKeySpec, provider: &Provider, api: TrendApiKi
 
 /// Keys are bound to the endpoint that issued them: refuse to act when the provider now points elsewhere.
 fn bound_to(obj: &WorkloadApiKey, endpoint: &str, provider: &Provider) -> Result<(), Error> {
-    let status = status_of(obj);
+    let status = *status_of(obj);
     let has_keys = status.key_id.is_some() || !status.retiring_keys.is_empty() || status.pending_key_name.is_some();
     match status.endpoint {
         Some(recorded) if has_keys && recorded != endpoint => Err(Error::EndpointChanged {
@@ -407,7 +407,7 @@ async fn cleanup(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, 
         .await;
         return Ok(Action::await_change());
     }
-    let status = status_of(obj.as_ref());
+    let status = *status_of(obj.as_ref());
     if status.key_id.is_none() && status.retiring_keys.is_empty() && status.pending_key_name.is_none() {
         return Ok(Action::await_change());
     }

@@ -271,7 +271,8 @@ mod tests {
             Step::StartReplace { name: "k-r2".into(), generation: 2 }
         );
         let mut regen = spec();
-        regen.rotation = Some(Rotation { strategy: Some(RotationStrategy::RegenerateSecret), ..Default::default() });
+        regen.rotation =
+            Some(Box::new(Rotation { strategy: Some(RotationStrategy::RegenerateSecret), ..Default::default() }));
         assert_eq!(next_step(&regen, &healthy(), "k", &seen(1_000, SecretState::Intact)), Step::Regenerate);
     }
 
@@ -344,16 +345,16 @@ mod tests {
     #[test]
     fn rotation_every_renews_by_age_or_before_expiry_whichever_is_first() {
         let mut every = spec();
-        every.rotation = Some(Rotation { every: Some("20s".into()), ..Default::default() });
+        every.rotation = Some(Box::new(Rotation { every: Some("20s".into()), ..Default::default() }));
         assert_eq!(lifetime_from(&every, ts(0)).unwrap(), (Some(ts(90)), Some(ts(20))), "every first");
-        every.rotation = Some(Rotation { every: Some("80s".into()), ..Default::default() });
+        every.rotation = Some(Box::new(Rotation { every: Some("80s".into()), ..Default::default() }));
         assert_eq!(lifetime_from(&every, ts(0)).unwrap(), (Some(ts(90)), Some(ts(60))), "a third before expiry first");
         every.expires_after = None;
         assert_eq!(lifetime_from(&every, ts(0)).unwrap(), (None, Some(ts(80))), "no expiry: by age only");
         assert_eq!(renew_at(&every, ts(100), None).unwrap(), Some(ts(180)));
         // The actual lifetime (e.g. the vendor's expiry) decides the default and bounds renewBefore.
         let mut before = spec();
-        before.rotation = Some(Rotation { renew_before: Some("60s".into()), ..Default::default() });
+        before.rotation = Some(Box::new(Rotation { renew_before: Some("60s".into()), ..Default::default() }));
         assert_eq!(renew_at(&before, ts(0), Some(ts(300))).unwrap(), Some(ts(240)));
         assert!(renew_at(&before, ts(0), Some(ts(60))).unwrap_err().contains("renewBefore"));
         before.rotation = None;

@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn regenerate_secret_is_deep_security_only() {
         let s = WorkloadApiKeySpec {
-            rotation: Some(Rotation { strategy: Some(RotationStrategy::RegenerateSecret), ..Default::default() }),
+            rotation: Some(Box::new(Rotation {
+                strategy: Some(RotationStrategy::RegenerateSecret),
+                ..Default::default()
+            })),
             ..spec()
         };
         assert!(check_fields(DS, &s).is_ok());
@@ -258,12 +261,12 @@ mod tests {
     fn vision_one_renew_before_must_fit_the_shortest_month() {
         let mut s = WorkloadApiKeySpec {
             expires_after: Some("800h".into()),
-            rotation: Some(Rotation { renew_before: Some("672h".into()), ..Default::default() }),
+            rotation: Some(Box::new(Rotation { renew_before: Some("672h".into()), ..Default::default() })),
             ..spec()
         };
         let e = terms(V1, &s, "k").unwrap_err();
         assert!(e.contains("rotation.renewBefore 672h") && e.contains("672h"), "{e}");
-        s.rotation = Some(Rotation { renew_before: Some("671h".into()), ..Default::default() });
+        s.rotation = Some(Box::new(Rotation { renew_before: Some("671h".into()), ..Default::default() }));
         assert_eq!(terms(V1, &s, "k").unwrap().months, Some(ExpiryMonths::One));
         s.expires_after = Some("10h".into());
         assert!(terms(V1, &s, "k").unwrap_err().contains("shorter than one month"));
@@ -274,11 +277,11 @@ mod tests {
         let base = terms(C1, &spec(), "k").unwrap();
         assert_eq!(terms(DS, &spec(), "k").unwrap().attributes, None, "Deep Security modifies in place");
         let same = WorkloadApiKeySpec {
-            rotation: Some(Rotation {
+            rotation: Some(Box::new(Rotation {
                 every: Some("24h".into()),
                 grace_period: Some("1m".into()),
                 ..Default::default()
-            }),
+            })),
             ..spec()
         };
         assert_eq!(terms(C1, &same, "k").unwrap(), base, "rotation timings are not attributes");
