@@ -10,9 +10,10 @@ use super::{
     provider::ProviderRef,
 };
 
-// The status and the larger optional parts of the spec (`rotation`, `secret`) are boxed: the operator's watch cache
-// holds one SecureWorkloadCredential per resource, without its status (`controller::slim`), and an absent box costs 8 bytes where
-// the inline structs cost hundreds (1,136 -> 520 bytes a resource). The schema is the same.
+// The status and the larger optional parts of the spec (`rotation`, `secret`) are boxed: the operator's
+// watch cache holds one SecureWorkloadCredential per resource, without its status (`controller::slim`), and an
+// absent box costs 8 bytes where the inline structs cost hundreds (1,136 -> 520 bytes a resource). The
+// schema is the same.
 /// A Cisco Secure Workload API key pair: imported (or, experimentally, minted), verified, published in a Secret.
 // The derive repeats `type_` across printer columns, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]

@@ -12,9 +12,10 @@ use super::{
     provider::ProviderRef,
 };
 
-// The status and the larger optional parts of the spec (`rotation`, `secret`) are boxed: the operator's watch cache
-// holds one WorkloadApiKey per resource, without its status (`controller::slim`), and an absent box costs 8 bytes where
-// the inline structs cost hundreds (1,232 -> 560 bytes a resource). The schema is the same.
+// The status and the larger optional parts of the spec (`rotation`, `secret`) are boxed: the operator's
+// watch cache holds one WorkloadApiKey per resource, without its status (`controller::slim`), and an
+// absent box costs 8 bytes where the inline structs cost hundreds (1,232 -> 560 bytes a resource). The
+// schema is the same.
 /// A Trend Micro API key (Workload Security / Deep Security `/api`, Cloud One accounts or Vision One, as the provider's
 /// `spec.trend.api` says), created through the vendor API and kept in a Secret.
 // The derive repeats `type_` across printer columns, which clippy mistakes for duplicated attributes.
