@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Default of `--max-concurrent-reconciles`.
-pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 8;
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 16;
 
 /// Operator-wide settings.
 #[derive(Clone, Debug)]

@@ -113,7 +113,7 @@ fn non_default_values_render_as_asked() {
     assert_eq!(env["WKO_WATCH_NAMESPACE"], "apps,billing");
     assert_eq!(env["WKO_CLUSTER_RESOURCE_NAMESPACE"], NAMESPACE);
     assert_eq!(env["WKO_LOG_FORMAT"], "text");
-    assert_eq!(env["WKO_MAX_CONCURRENT_RECONCILES"], "8", "the default bound");
+    assert_eq!(env["WKO_MAX_CONCURRENT_RECONCILES"], "16", "the default bound");
     assert_eq!(env["MALLOC_ARENA_MAX"], "1", "the allocator settings the benchmark measured");
     assert_eq!(env["MALLOC_TRIM_THRESHOLD_"], "131072");
     let defaults = render(&crate::cases::Case { name: "glibc defaults", args: &["--set", "allocator=null"] });
