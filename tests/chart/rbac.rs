@@ -174,7 +174,8 @@ fn rendered_rbac_has_no_wildcards_and_exactly_the_rules_the_operator_needs() {
     let crr = find(&docs, "Role", &format!("{FULLNAME}-cluster-resources")).unwrap();
     assert_eq!(crr["metadata"]["namespace"], "platform-keys");
 
-    // Leader election: create any Lease (a create has no name to restrict), touch only its own, in its namespace.
+    // Leader election: create any Lease (a create has no name to restrict), touch only its own, in its namespace; a
+    // standby lists and watches it by name (a `metadata.name` field selector) to see it released.
     let docs = render(&DEFAULT);
     let lease_role = find(&docs, "Role", &format!("{FULLNAME}-leader-election")).unwrap();
     assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE);
@@ -189,6 +190,8 @@ fn rendered_rbac_has_no_wildcards_and_exactly_the_rules_the_operator_needs() {
     let expected = BTreeSet::from([
         lease("create", &[]),
         lease("get", &[FULLNAME]),
+        lease("list", &[FULLNAME]),
+        lease("watch", &[FULLNAME]),
         lease("update", &[FULLNAME]),
         lease("patch", &[FULLNAME]),
     ]);
