@@ -105,7 +105,10 @@ async fn acquire(
     let mut failures = 0u32;
     loop {
         let manager = match manager(lease, client).await {
-            Ok(m) => m,
+            Ok(m) => {
+                failures = 0;
+                m
+            }
             Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, "could not read the leader Lease");
@@ -129,8 +132,9 @@ async fn acquire(
                     }
                 }
             },
-            // Released (or gone): start over with a manager that reads the Lease fresh.
-            _ = released.next() => tracing::debug!("leader Lease released"),
+            // Released: start over with a manager that reads the Lease fresh. (A watch never ends; if it did, this
+            // branch would be disabled and the Lease's expiry would still hand it over.)
+            Some(()) = released.next() => tracing::debug!("leader Lease released"),
         }
     }
 }
@@ -151,5 +155,16 @@ async fn manager(
 
 /// 1 s, 2 s, 4 s … at most 30 s between attempts after API errors.
 fn retry_after(failures: u32) -> Duration {
-    Duration::from_secs((1u64 << failures.min(5).saturating_sub(1)).min(30))
+    Duration::from_secs((1u64 << (failures.clamp(1, 6) - 1)).min(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_up_to_30_seconds() {
+        let secs: Vec<u64> = (0..9).map(|f| retry_after(f).as_secs()).collect();
+        assert_eq!(secs, [1, 1, 2, 4, 8, 16, 30, 30, 30]);
+    }
 }
