@@ -105,10 +105,7 @@ async fn acquire(
     let mut failures = 0u32;
     loop {
         let manager = match manager(lease, client).await {
-            Ok(m) => {
-                failures = 0;
-                m
-            }
+            Ok(m) => m,
             Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, "could not read the leader Lease");
@@ -134,7 +131,11 @@ async fn acquire(
             },
             // Released: start over with a manager that reads the Lease fresh. (A watch never ends; if it did, this
             // branch would be disabled and the Lease's expiry would still hand it over.)
-            Some(()) = released.next() => tracing::debug!("leader Lease released"),
+            Some(()) = released.next() => {
+                // The Lease was read fine: later errors back off from the start again.
+                failures = 0;
+                tracing::debug!("leader Lease released");
+            }
         }
     }
 }
