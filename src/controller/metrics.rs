@@ -206,6 +206,7 @@ impl ResourceSeries {
     }
 
     /// The value of one gauge, if set.
+    #[cfg(test)]
     pub fn get(&self, kind: &str, namespace: &str, name: &str, series: Series) -> Option<i64> {
         let mut table = self.table.lock().expect("metrics table poisoned");
         let key = table.key(kind, namespace, name);
@@ -230,11 +231,13 @@ impl ResourceSeries {
         }
     }
 
-    /// How many resources have a row (for tests and sizing).
+    /// How many resources have a row.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.table.lock().expect("metrics table poisoned").rows.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
