@@ -193,6 +193,10 @@ pub struct WorkloadApiKeyStatus {
     /// Keyed hash (HMAC-SHA256 under an operator key) of the Secret data last written; detects edits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_hash: Option<String>,
+    /// `resourceVersion` of the target Secret when its data last matched `secretHash` (written or read back): while
+    /// the Secret keeps this version, the operator knows it unchanged without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_resource_version: Option<String>,
     /// Last value of the `workloadkeys.io/rotate` annotation acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_annotation: Option<String>,

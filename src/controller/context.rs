@@ -10,7 +10,14 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, Resource, ResourceExt, runtime::events::EventType};
 use sha2::{Digest, Sha256};
 
-use super::{cache::Caches, error::Error, events::Publisher, metrics::Metrics};
+use super::{
+    cache::Caches,
+    error::Error,
+    events::Publisher,
+    metrics::Metrics,
+    versions::{OwnedSecrets, Written},
+    wakeups::Wakeups,
+};
 use crate::{
     api::SecretKeySelector,
     clients::{RateLimiters, SecretString, TlsOptions},
@@ -54,6 +61,12 @@ pub struct Context {
     pub limiters: RateLimiters,
     /// The watch caches the reconcilers read instead of the API server.
     pub caches: Caches,
+    /// The versions of the Secrets the operator owns, from their watch (see `versions`).
+    pub owned_secrets: OwnedSecrets,
+    /// Each resource's version after the operator's last write to it.
+    pub written: Written,
+    /// The far wake-ups of each kind's resources at rest.
+    wakeups: Mutex<HashMap<String, Arc<Wakeups>>>,
     clients: Mutex<HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>,
     roles: Mutex<HashMap<(String, String), (i64, Instant)>>,
 }
@@ -67,12 +80,21 @@ impl Context {
             events: Publisher::new(client.clone(), crate::api::MANAGED_BY, std::env::var("POD_NAME").ok()),
             limiters: RateLimiters::new(settings.vendor_requests_per_minute),
             caches: Caches::default(),
+            owned_secrets: OwnedSecrets::default(),
+            written: Written::default(),
+            wakeups: Mutex::default(),
             client,
             metrics,
             settings,
             clients: Mutex::default(),
             roles: Mutex::default(),
         }
+    }
+
+    /// The far wake-ups of `K`'s resources.
+    pub fn wakeups<K: Resource<DynamicType = ()>>(&self) -> Arc<Wakeups> {
+        let mut map = self.wakeups.lock().expect("wake-ups poisoned");
+        map.entry(K::kind(&()).into_owned()).or_default().clone()
     }
 
     /// Publishes an Event on `obj`. Failures are logged, never fatal: events are advisory.

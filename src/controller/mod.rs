@@ -14,6 +14,8 @@ pub mod secret;
 pub mod secure_workload_credential;
 pub mod server;
 pub mod vendor_key;
+pub mod versions;
+pub mod wakeups;
 pub mod workload_api_key;
 
 use std::{collections::HashMap, sync::Arc};
@@ -66,16 +68,41 @@ impl Scope {
             + Send
             + 'static,
     {
+        self.watch_observed(client, config, |_, _| {})
+    }
+
+    /// The same, with every event of each underlying watch shown to `observe` first, with that watch's namespace
+    /// (`None`: all of them), relists included.
+    fn watch_observed<K, F>(&self, client: &Client, config: watcher::Config, observe: F) -> Events<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + 'static,
+        F: Fn(Option<&str>, &watcher::Event<K>) + Clone + Send + Sync + 'static,
+    {
+        let observed = move |namespace: Option<String>, events: BoxStream<'static, _>| {
+            let observe = observe.clone();
+            events
+                .inspect(move |e: &Result<watcher::Event<K>, watcher::Error>| {
+                    if let Ok(e) = e {
+                        observe(namespace.as_deref(), e);
+                    }
+                })
+                .boxed()
+        };
         match self {
-            Scope::AllNamespaces => watcher(Api::all(client.clone()), config).boxed(),
+            Scope::AllNamespaces => observed(None, watcher(Api::all(client.clone()), config).boxed()),
             Scope::Namespaces(list) if list.len() == 1 => {
-                watcher(Api::namespaced(client.clone(), &list[0]), config).boxed()
+                observed(Some(list[0].clone()), watcher(Api::namespaced(client.clone(), &list[0]), config).boxed())
             }
             Scope::Namespaces(list) => {
                 // Each namespace's watch lists on its own schedule, and a store takes any one list for the whole
                 // of it. So the merged stream starts with one empty list and brings every object as an update.
                 let each = list.iter().map(|ns| {
-                    watcher(Api::namespaced(client.clone(), ns), config.clone())
+                    observed(Some(ns.clone()), watcher(Api::namespaced(client.clone(), ns), config.clone()).boxed())
                         .filter_map(|e| async move {
                             match e {
                                 Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
@@ -146,8 +173,14 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
     let secret_scope = scope.with(&ctx.settings.cluster_resource_namespace);
     let (referenced_store, referenced_writer) = reflector::store();
     let (secret_txs, [wak_secrets, swc_secrets, ckp_secrets, kp_secrets]) = channels::<SecretMeta, 4>();
+    let versions = ctx.clone();
     let owned = secret_scope
-        .watch::<SecretMeta>(&client, cfg().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")))
+        // Their versions, kept before anyone is woken (see `versions`).
+        .watch_observed::<SecretMeta, _>(
+            &client,
+            cfg().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
+            move |ns, e| versions.owned_secrets.apply(ns, e),
+        )
         .default_backoff();
     let referenced = secret_scope
         .watch::<SecretMeta>(&client, cfg().labels(LABEL_REFERENCED))
@@ -388,6 +421,7 @@ async fn controller<K, R, RF>(
         + Send
         + 'static,
 {
+    let written = ctx.clone();
     // Our own status writes must not wake the controller (a failure would otherwise retry in a tight loop):
     // only spec (generation), annotations (rotate), finalizers and deletion do.
     let events = changed_only(
@@ -401,6 +435,12 @@ async fn controller<K, R, RF>(
                 if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) = e {
                     tap.touched(o);
                 }
+                if let Ok(watcher::Event::Delete(o)) = e
+                    && let Some(uid) = o.uid()
+                {
+                    written.written.forget(&uid);
+                    written.wakeups::<K>().cancel(&uid);
+                }
             }),
     );
     let (by_secret, by_ckp, by_kp, by_ns) = (store.clone(), store.clone(), store.clone(), store.clone());
@@ -408,6 +448,18 @@ async fn controller<K, R, RF>(
     let rollouts = triggers
         .workloads
         .flat_map(move |(target, ns)| futures::stream::iter(waiting_on(&by_workload.state(), &ns, &target)));
+    // Resources whose far wake-up fell due, found in the cache by UID.
+    let by_uid = store.clone();
+    let due = ctx.wakeups::<K>().due().flat_map(move |uids| {
+        let uids: std::collections::HashSet<u128> = uids.into_iter().collect();
+        let refs: Vec<ObjectRef<K>> = by_uid
+            .state()
+            .iter()
+            .filter(|r| uids.contains(&uid_key(r.as_ref())))
+            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .collect();
+        futures::stream::iter(refs)
+    });
     Controller::for_stream(events, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles))
         .watches_stream(triggers.secrets.map(Ok::<_, watcher::Error>), move |secret| {
@@ -442,7 +494,7 @@ async fn controller<K, R, RF>(
                 .map(|r| ObjectRef::from_obj(r.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .reconcile_on(rollouts)
+        .reconcile_on(futures::stream::select(rollouts, due))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, reconcile::error_policy::<K>, ctx.clone())
         .for_each(|res| async move {
@@ -583,29 +635,9 @@ fn changed_only<K: Managed>(
     })
 }
 
-/// A resource's UID as its 128 bits (Kubernetes UIDs are UUIDs); any other string by its hash.
+/// A resource's UID as its 128 bits (see `versions::uid_bits`).
 fn uid_key<K: Resource>(o: &K) -> u128 {
-    let uid = o.meta().uid.as_deref().unwrap_or_default();
-    let (mut bits, mut digits) = (0u128, 0);
-    for c in uid.chars().filter(|c| *c != '-') {
-        match c.to_digit(16) {
-            Some(d) if digits < 32 => {
-                bits = bits << 4 | u128::from(d);
-                digits += 1;
-            }
-            _ => {
-                digits = 0;
-                break;
-            }
-        }
-    }
-    if digits == 32 {
-        return bits;
-    }
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    uid.hash(&mut h);
-    u128::from(h.finish())
+    versions::uid_bits(o.meta().uid.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -664,20 +696,5 @@ mod tests {
         let want: Vec<(String, i64)> =
             [(a, 1), (b, 1), (a, 2), (c, 1), (b, 1), (c, 3)].iter().map(|(u, g)| (u.to_string(), *g)).collect();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn uid_keys_are_the_uuid_bits_or_a_hash() {
-        let meta = |uid: &str| {
-            let mut o = wak("x", 1, "True");
-            o.metadata.uid = Some(uid.into());
-            o
-        };
-        assert_eq!(uid_key(&meta("0f8fad5b-d9cb-469f-a165-70867728950e")), 0x0f8fad5bd9cb469fa16570867728950e);
-        assert_ne!(
-            uid_key(&meta("0f8fad5b-d9cb-469f-a165-70867728950")),
-            uid_key(&meta("0f8fad5b-d9cb-469f-a165-7086772895"))
-        );
-        assert!(uid_key(&meta("zz")) <= u128::from(u64::MAX), "not hex: hashed");
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{GetParams, Patch, PatchParams},
     core::object::HasStatus,
     runtime::{controller::Action, events::EventType, finalizer, reflector::ObjectRef},
 };
@@ -25,6 +25,7 @@ use super::{
     metrics::{ErrorLabels, InFlight, ReconcileLabels, Series},
     rollout::{self, Gate, Next},
     secret::{FIELD_MANAGER, SecretState, io as secret},
+    versions, wakeups,
 };
 use crate::api::{
     DEFAULT_ROLLOUT_TIMEOUT, FINALIZER, RolloutTarget, SecretRollout, SecretTemplate, SecureWorkloadCredentialStatus,
@@ -41,6 +42,9 @@ pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
     fn observed_generation_mut(&mut self) -> &mut Option<i64>;
     /// The target Secret last written, and the keyed hash of its data.
     fn written_secret(&self) -> (Option<&str>, Option<&str>);
+    /// The target Secret's version when its data last matched the recorded hash.
+    fn secret_version_mut(&mut self) -> &mut Option<String>;
+    fn secret_version(&self) -> Option<&str>;
     /// The restarts and rollouts for the Secret data written.
     fn rollout(&self) -> Option<&SecretRollout>;
     fn rollout_mut(&mut self) -> &mut Option<SecretRollout>;
@@ -69,6 +73,12 @@ macro_rules! conventional_status {
             }
             fn written_secret(&self) -> (Option<&str>, Option<&str>) {
                 (self.secret_name.as_deref(), self.secret_hash.as_deref())
+            }
+            fn secret_version_mut(&mut self) -> &mut Option<String> {
+                &mut self.secret_resource_version
+            }
+            fn secret_version(&self) -> Option<&str> {
+                self.secret_resource_version.as_deref()
             }
             fn rollout(&self) -> Option<&SecretRollout> {
                 self.rollout.as_ref()
@@ -104,6 +114,12 @@ impl<S: ManagedStatus> ManagedStatus for Box<S> {
     }
     fn written_secret(&self) -> (Option<&str>, Option<&str>) {
         S::written_secret(self)
+    }
+    fn secret_version_mut(&mut self) -> &mut Option<String> {
+        S::secret_version_mut(self)
+    }
+    fn secret_version(&self) -> Option<&str> {
+        S::secret_version(self)
     }
     fn rollout(&self) -> Option<&SecretRollout> {
         S::rollout(self)
@@ -181,10 +197,7 @@ where
     let _running = InFlight::start(&ctx.metrics, &labels);
     let started = std::time::Instant::now();
     let resources = api(&ctx, obj.as_ref());
-    // Decide on the object as the API server has it now, not as the watch cache last saw it: under load the cache
-    // can lag behind our own status writes, and a stale status would create a second key or repair a Secret
-    // that is fine (the scale benchmark showed both at 10,000 resources).
-    let obj = match resources.get_opt(&obj.name_any()).await {
+    let obj = match read_fresh(&ctx, &resources, obj.as_ref()).await {
         Ok(Some(fresh)) => Arc::new(fresh),
         Ok(None) => return Ok(Action::await_change()),
         Err(e) => return Err(finalizer::Error::ApplyFailed(Error::Kube(e))),
@@ -202,6 +215,29 @@ where
     .await;
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     result
+}
+
+/// The resource to decide on: as the API server has it, never older than the newest version this process knows
+/// of, the cached copy's or the one its own last write returned. Not the cached copy itself: under load the
+/// watch cache can lag behind our own status writes, and a stale status would create a second key or repair a
+/// Secret that is fine (the scale benchmark showed both at 10,000 resources).
+///
+/// Asked "not older than" that version, the API server answers from its own watch cache instead of a quorum read
+/// of etcd (a restart with 10,000 resources makes 10,000 of these reads). Its cache can lag only by what no watch
+/// of ours has shown yet, and that is a change by someone else (a spec edit, a deletion), which wakes the resource
+/// again once the watch brings it. Without a version, or when the server's cache has not caught up within its
+/// wait, a quorum read.
+async fn read_fresh<K: Managed>(ctx: &Context, api: &Api<K>, cached: &K) -> Result<Option<K>, kube::Error> {
+    let name = cached.name_any();
+    let written = cached.uid().and_then(|uid| ctx.written.get(&uid));
+    if let Some(at) = versions::newest(versions::version_number(cached.resource_version().as_deref()), written) {
+        match api.get_with(&name, &GetParams::at(&at.to_string())).await {
+            Ok(fresh) => return Ok(Some(fresh)),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
+            Err(e) => tracing::debug!(resource = %name, error = %e, "read at a version failed; quorum read"),
+        }
+    }
+    api.get_opt(&name).await
 }
 
 /// What the runtime does with an error that escaped [`reconcile`] (a cleanup failure, a finalizer patch).
@@ -228,7 +264,7 @@ async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<
     tracing::info!(resource = %display_name(obj.as_ref()), reason, error = %err, "not ready");
     // Re-read: `apply` may have recorded progress (e.g. an intent) before failing. Without a fresh copy, write
     // nothing: applying an older status could erase that intent and allow a second create.
-    let latest = match api(ctx, obj.as_ref()).get_opt(&obj.name_any()).await {
+    let latest = match read_fresh(ctx, &api(ctx, obj.as_ref()), obj.as_ref()).await {
         Ok(Some(latest)) => latest,
         _ => {
             let attempts = status_of(obj.as_ref()).failed_attempts().unwrap_or(0).saturating_add(1);
@@ -265,7 +301,11 @@ pub async fn patch_status<K: Managed>(ctx: &Context, obj: &K, status: &impl Seri
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api(ctx, obj).patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await?)
+    let patched = api(ctx, obj).patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await?;
+    if let Some(uid) = patched.uid() {
+        ctx.written.record(&uid, patched.resource_version().as_deref());
+    }
+    Ok(patched)
 }
 
 /// Records the steady state: `Ready` (True, or False with `reason` for a state waiting cannot fix), no failed
@@ -336,12 +376,22 @@ where
     for _ in 0..MAX_STEPS {
         let status = status_of(&obj);
         let (name, hash) = status.written_secret();
-        let state = match (&just_written, name, hash) {
-            (Some((n, h)), Some(name), Some(hash)) if n == name && h == hash => SecretState::Intact,
-            _ => secret::observe(ctx, &obj, name, hash).await?,
+        let observed = match (&just_written, name, hash) {
+            (Some((n, h)), Some(name), Some(hash)) if n == name && h == hash => {
+                secret::Observed { state: SecretState::Intact, version: None }
+            }
+            _ => secret::observe(ctx, &obj, name, hash, status.secret_version()).await?,
         };
+        let state = observed.state;
         if state == SecretState::Foreign {
             return Err(Error::SecretConflict { name: obj.target_secret() });
+        }
+        // Read and intact at a version not recorded yet (a change of its metadata only, or a status from before
+        // versions were recorded): recorded, so that the next look needs no read.
+        if let Some(version) = observed.version.filter(|v| status.secret_version() != Some(v.as_str())) {
+            let mut recorded = status.clone();
+            *recorded.secret_version_mut() = Some(version);
+            obj = patch_status(ctx, &obj, &recorded).await?;
         }
         if let Some(status) = rollout_pass(ctx, &obj, state).await? {
             obj = patch_status(ctx, &obj, &status).await?;
@@ -434,16 +484,27 @@ fn humantime(d: Duration) -> String {
 }
 
 /// Requeue exactly when something is due (a little after, so the comparison `<= now` holds); with nothing
-/// scheduled, watches bring the resource back on any change and a long safety resync catches the rest.
-pub fn requeue_at(until: Option<Timestamp>) -> Action {
-    match until {
-        Some(t) => Action::requeue(
+/// scheduled, watches bring the resource back on any change and a long safety resync catches the rest. A wake-up
+/// [`wakeups::FAR`] or more ahead is kept by the kind's compact heap rather than the runtime's queue.
+pub fn requeue_at<K: Managed>(ctx: &Context, obj: &K, until: Option<Timestamp>) -> Action {
+    let after = match until {
+        Some(t) => {
             Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or(Duration::ZERO)
-                + Duration::from_millis(200),
-        ),
-        None => Action::requeue(Duration::from_secs(3600)),
+                + Duration::from_millis(200)
+        }
+        None => SAFETY_RESYNC,
+    };
+    if after >= wakeups::FAR
+        && let Some(uid) = obj.uid()
+    {
+        ctx.wakeups::<K>().at(&uid, std::time::SystemTime::now() + after);
+        return Action::await_change();
     }
+    Action::requeue(after)
 }
+
+/// How long a resource at rest with nothing due waits before it is looked at anyway.
+const SAFETY_RESYNC: Duration = Duration::from_secs(3600);
 
 /// The note of the `InsecureTLS` Warning Event.
 pub const INSECURE_TLS_NOTE: &str = "TLS verification is disabled for this connection";

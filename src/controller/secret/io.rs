@@ -17,25 +17,54 @@ use crate::controller::{
     reconcile::{Managed, uid},
 };
 
-/// The state of the target Secret, compared with what was last written (`recorded_name`, `recorded_hash`).
+/// The target Secret as observed: its state, and its version when it was read and found intact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub state: SecretState,
+    /// Read and intact at this version (to record, see `secretResourceVersion`); `None` when not read.
+    pub version: Option<String>,
+}
+
+/// The state of the target Secret, compared with what was last written (`recorded`: name, hash, version).
+/// Not read when the owned-Secret watch has it, owned by `obj`, at the version recorded with the hash: nothing has
+/// changed it since (an edit gives a new version, which the watch brings, and which wakes the resource).
 pub async fn observe<K: Managed>(
     ctx: &Context,
     obj: &K,
     recorded_name: Option<&str>,
     recorded_hash: Option<&str>,
-) -> Result<SecretState, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    recorded_version: Option<&str>,
+) -> Result<Observed, Error> {
+    let ns = obj.namespace().unwrap_or_default();
     let name = obj.target_secret();
-    let Some(secret) = api.get_opt(&name).await? else { return Ok(SecretState::Missing) };
     let uid = uid(obj)?;
+    let state = |state| Ok(Observed { state, version: None });
+    if let (Some(recorded), Some(_), Some(version)) = (recorded_name, recorded_hash, recorded_version)
+        && recorded == name
+        && ctx.owned_secrets.unchanged(&ns, &name, &uid, version).await
+    {
+        return state(SecretState::Intact);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(secret) = api.get_opt(&name).await? else { return state(SecretState::Missing) };
     if !is_owned_by(&secret, &uid) {
-        return Ok(SecretState::Foreign);
+        return state(SecretState::Foreign);
     }
     if recorded_name != Some(name.as_str()) {
-        return Ok(SecretState::Missing);
+        return state(SecretState::Missing);
     }
     let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&secret));
-    Ok(if recorded_hash == Some(hash.as_str()) { SecretState::Intact } else { SecretState::Edited })
+    if recorded_hash != Some(hash.as_str()) {
+        return state(SecretState::Edited);
+    }
+    Ok(Observed { state: SecretState::Intact, version: secret.resource_version() })
+}
+
+/// A Secret just written: the keyed hash of its data and the version the write gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenSecret {
+    pub hash: String,
+    pub version: Option<String>,
 }
 
 /// The keyed hash the target Secret would have with `data`.
@@ -44,9 +73,13 @@ pub fn hash_of<K: Managed>(ctx: &Context, obj: &K, data: &BTreeMap<String, Vec<u
     Ok(data_hash(&ctx.settings.hash_key, &uid(obj)?, &data))
 }
 
-/// Writes the target Secret by server-side apply and returns the keyed hash of its data. A Secret of that
-/// name that is not the resource's own is never touched (`SecretConflict`).
-pub async fn write<K: Managed>(ctx: &Context, obj: &K, data: BTreeMap<String, Vec<u8>>) -> Result<String, Error> {
+/// Writes the target Secret by server-side apply and returns the keyed hash of its data and its new version. A
+/// Secret of that name that is not the resource's own is never touched (`SecretConflict`).
+pub async fn write<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    data: BTreeMap<String, Vec<u8>>,
+) -> Result<WrittenSecret, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.target_secret();
     let uid = uid(obj)?;
@@ -60,8 +93,8 @@ pub async fn write<K: Managed>(ctx: &Context, obj: &K, data: BTreeMap<String, Ve
     let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
     let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
-    Ok(hash)
+    let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    Ok(WrittenSecret { hash, version: written.resource_version() })
 }
 
 /// Deletes the Secret `name` if the resource owns it (a target Secret left behind by a rename).

@@ -343,12 +343,13 @@ async fn publish(
     fingerprint: String,
     status: &mut SecureWorkloadCredentialStatus,
 ) -> Result<(), Error> {
-    let hash = secret::io::write(ctx, obj, data).await?;
+    let written = secret::io::write(ctx, obj, data).await?;
     let name = obj.target_secret();
     if let Some(old) = status.secret_name.replace(name.clone()).filter(|old| *old != name) {
         secret::io::delete_owned(ctx, obj, &old).await?;
     }
-    status.secret_hash = Some(hash);
+    status.secret_hash = Some(written.hash);
+    status.secret_resource_version = written.version;
     status.api_key_fingerprint = Some(fingerprint);
     Ok(())
 }
@@ -473,9 +474,9 @@ async fn mint(
     let created = with_ui(obj, ctx, conn, |s| async move { s.create_credential(description, wanted).await }).await?;
     failpoint::hit("after-vendor-create");
     let data = source::secret_data(&created.credentials, &conn.endpoint, conn.tls.ca_pem.as_deref());
-    let hash = secret::io::write(ctx, obj, data).await?;
+    let secret = secret::io::write(ctx, obj, data).await?;
     failpoint::hit("after-secret-write");
-    let minted = Minted { id: created.id, fingerprint: created.credentials.key_fingerprint(), hash };
+    let minted = Minted { id: created.id, fingerprint: created.credentials.key_fingerprint(), secret };
     let replaced = status.credential_id.clone().filter(|old| *old != minted.id);
     let name = obj.target_secret();
     let (reason, note) = match (&replaced, retire) {
@@ -496,11 +497,11 @@ async fn mint(
     complete_mint(obj, status, minted, retire)
 }
 
-/// A credential that is now current: its UI id, key fingerprint, and the hash of the Secret holding it.
+/// A credential that is now current: its UI id, key fingerprint, and the Secret holding it as written.
 struct Minted {
     id: String,
     fingerprint: String,
-    hash: String,
+    secret: secret::io::WrittenSecret,
 }
 
 /// Makes `minted` current. The credential it replaces is kept for the grace period (rotation), or deleted by
@@ -528,7 +529,8 @@ fn complete_mint(
     status.credential_created_at = Some(Time(now));
     status.credential_capabilities = obj.spec.capabilities.clone();
     status.api_key_fingerprint = Some(minted.fingerprint);
-    status.secret_hash = Some(minted.hash);
+    status.secret_hash = Some(minted.secret.hash);
+    status.secret_resource_version = minted.secret.version;
     status.secret_name = Some(obj.target_secret());
     // The new pair is verified by the next step.
     status.last_verified_at = None;
@@ -562,8 +564,8 @@ async fn recover_mint(
     let mut adopted = None;
     for orphan in orphans {
         match &held {
-            Some((pair, hash)) if adopted.is_none() && orphan.api_key.as_deref() == Some(pair.api_key()) => {
-                adopted = Some(Minted { id: orphan.id, fingerprint: pair.key_fingerprint(), hash: hash.clone() });
+            Some((pair, held)) if adopted.is_none() && orphan.api_key.as_deref() == Some(pair.api_key()) => {
+                adopted = Some(Minted { id: orphan.id, fingerprint: pair.key_fingerprint(), secret: held.clone() });
             }
             _ => {
                 tracing::info!(resource = %display_name(obj), credential_id = %orphan.id,
@@ -575,12 +577,12 @@ async fn recover_mint(
     Ok(adopted)
 }
 
-/// The pair in the target Secret when the resource owns it, with the hash of the Secret's data.
+/// The pair in the target Secret when the resource owns it, with the hash of the Secret's data and its version.
 async fn held_pair(
     obj: &SecureWorkloadCredential,
     ctx: &Context,
     uid: &str,
-) -> Result<Option<(ApiCredentials, String)>, Error> {
+) -> Result<Option<(ApiCredentials, secret::io::WrittenSecret)>, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let secret = match ctx.secret(&ns, &obj.target_secret()).await {
         Ok(s) if is_owned_by(&s, uid) => s,
@@ -590,7 +592,7 @@ async fn held_pair(
     let data = secret.data.clone().unwrap_or_default();
     let Ok(pair) = source::credentials_from_data(&data) else { return Ok(None) };
     let hash = super::secret::data_hash(&ctx.settings.hash_key, uid, &data);
-    Ok(Some((pair, hash)))
+    Ok(Some((pair, secret::io::WrittenSecret { hash, version: secret.resource_version() })))
 }
 
 fn carries(credential: &UiCredential, marker: &str) -> bool {
@@ -630,7 +632,7 @@ async fn finish(
     }
     let (ready, reason, message) = verification::readiness(mode, &status, &obj.target_secret(), rotate_at);
     settle(ctx, obj, status, ready, reason, message).await?;
-    Ok(reconcile::requeue_at(Some(until)))
+    Ok(reconcile::requeue_at(ctx, obj, Some(until)))
 }
 
 /// Finalizer cleanup. Imported keys are never touched at the vendor. Provision mode with `deletionPolicy: Delete`

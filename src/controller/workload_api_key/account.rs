@@ -134,12 +134,12 @@ pub(super) async fn create(
     failpoint::hit("after-vendor-create");
     let now = Timestamp::now();
     let new_id = VendorKeyId::new(issued.id.clone());
-    let hash = write_secret(obj, ctx, &account.endpoint, SECRET_API_KEY, &issued.secret, &issued.id).await?;
+    let written = write_secret(obj, ctx, &account.endpoint, SECRET_API_KEY, &issued.secret, &issued.id).await?;
     let expires_at = issued.expires_at.or_else(|| terms.months.map(|m| rules::months_after(now, m)));
     let replaced = make_current(&mut status, &new_id, &name, &account.endpoint, now, grace);
     status.role = Some(role);
     status.key_attributes.clone_from(&terms.attributes);
-    super::record_secret(obj, ctx, &mut status, hash).await?;
+    super::record_secret(obj, ctx, &mut status, written).await?;
     status.created_at = Some(Time(now));
     status.expires_at = expires_at.map(Time);
     status.renew_at = renewal(obj, now, expires_at).map(Time);

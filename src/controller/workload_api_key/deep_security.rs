@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::runtime::events::EventType;
 
-use super::{SECRET_KEY, base_key_name, created_event, make_current, plan, secret_name, write_secret};
+use super::{SECRET_KEY, WrittenSecret, base_key_name, created_event, make_current, plan, secret_name, write_secret};
 use crate::{
     api::{RoleRef, VendorKeyId, WorkloadApiKey, WorkloadApiKeyStatus},
     clients::{
@@ -165,12 +165,13 @@ pub(super) async fn create(
         }
     };
     let new_id = VendorKeyId::from(issued.key.id);
-    let hash = write(obj, ctx, vendor, &issued).await?;
+    let written = write(obj, ctx, vendor, &issued).await?;
     let grace = plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
     let replaced = make_current(&mut status, &new_id, &name, &vendor.endpoint, now, grace);
     status.role_id = Some(role_id);
     status.secret_name = Some(secret_name(obj));
-    status.secret_hash = Some(hash);
+    status.secret_hash = Some(written.hash);
+    status.secret_resource_version = written.version;
     status.created_at = Some(Time(issued.key.created_at().unwrap_or(now)));
     status.expires_at = issued.key.expires_at().or(expires_at).map(Time);
     status.renew_at = renew_at.map(Time);
@@ -318,8 +319,14 @@ fn lost_key_or(e: VendorError, status: &mut WorkloadApiKeyStatus) -> Error {
     e.into()
 }
 
-/// Writes the Secret (`api-secret-key`, `api-key-id`, `endpoint`) and returns the keyed hash of its data.
-async fn write(obj: &WorkloadApiKey, ctx: &Context, vendor: &Vendor, issued: &IssuedApiKey) -> Result<String, Error> {
+/// Writes the Secret (`api-secret-key`, `api-key-id`, `endpoint`) and returns the keyed hash of its data and its
+/// version.
+async fn write(
+    obj: &WorkloadApiKey,
+    ctx: &Context,
+    vendor: &Vendor,
+    issued: &IssuedApiKey,
+) -> Result<WrittenSecret, Error> {
     write_secret(obj, ctx, &vendor.endpoint, SECRET_KEY, &issued.secret_key, &issued.key.id.to_string()).await
 }
 

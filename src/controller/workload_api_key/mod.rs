@@ -24,7 +24,8 @@ use super::{
     metrics::Series,
     provider::{self, Provider, policy},
     reconcile::{self, Managed, Pass, namespace_terminating, set_resource_metric, settle, status_of, uid},
-    secret, vendor_key,
+    secret::{self, io::WrittenSecret},
+    vendor_key,
 };
 use crate::{
     api::{
@@ -300,7 +301,7 @@ async fn revoke_retired(
 }
 
 /// Writes the Secret by server-side apply (`credential_key` holding the credential, `api-key-id`, `endpoint`) and
-/// returns the keyed hash of its data.
+/// returns the keyed hash of its data and its version.
 async fn write_secret(
     obj: &WorkloadApiKey,
     ctx: &Context,
@@ -308,7 +309,7 @@ async fn write_secret(
     credential_key: &str,
     credential: &SecretString,
     id: &str,
-) -> Result<String, Error> {
+) -> Result<WrittenSecret, Error> {
     let data = BTreeMap::from([
         (credential_key.to_owned(), credential.expose().as_bytes().to_vec()),
         (SECRET_KEY_ID.to_owned(), id.as_bytes().to_vec()),
@@ -356,14 +357,16 @@ fn created_event(
     }
 }
 
-/// Records the Secret just written (its hash); a Secret left behind by a renamed `spec.secret.name` is removed.
+/// Records the Secret just written (its hash and version); a Secret left behind by a renamed `spec.secret.name` is
+/// removed.
 async fn record_secret(
     obj: &WorkloadApiKey,
     ctx: &Context,
     status: &mut WorkloadApiKeyStatus,
-    hash: String,
+    written: WrittenSecret,
 ) -> Result<(), Error> {
-    status.secret_hash = Some(hash);
+    status.secret_hash = Some(written.hash);
+    status.secret_resource_version = written.version;
     let previous = status.secret_name.replace(secret_name(obj));
     if let Some(old) = previous.filter(|old| *old != secret_name(obj)) {
         secret::io::delete_owned(ctx, obj, &old).await?;
@@ -390,7 +393,7 @@ async fn finish_ready(
         set_resource_metric(ctx, obj, Series::Renewal, t.0.as_second());
     }
     settle(ctx, obj, status, true, reason::READY, message).await?;
-    Ok(reconcile::requeue_at(until))
+    Ok(reconcile::requeue_at(ctx, obj, until))
 }
 
 /// Finalizer cleanup: revoke every key of the resource (Delete), or leave them (Retain).
