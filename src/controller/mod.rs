@@ -358,7 +358,7 @@ fn waiting_on<K: Managed>(store: &[Arc<K>], namespace: &str, target: &RolloutTar
     store
         .iter()
         .filter(|r| r.namespace().as_deref() == Some(namespace) && r.rollout_targets().contains(target))
-        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .map(|r| queue_key(r.as_ref()))
         .collect()
 }
 
@@ -435,11 +435,19 @@ async fn controller<K, R, RF>(
                 if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) = e {
                     tap.touched(o);
                 }
-                if let Ok(watcher::Event::Delete(o)) = e
-                    && let Some(uid) = o.uid()
-                {
-                    written.written.forget(&uid);
-                    written.wakeups::<K>().cancel(&uid);
+                match e {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                        if let Some(uid) = o.uid() {
+                            written.written.seen(&uid, o.resource_version().as_deref());
+                        }
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        if let Some(uid) = o.uid() {
+                            written.written.forget(&uid);
+                            written.wakeups::<K>().cancel(&uid);
+                        }
+                    }
+                    _ => {}
                 }
             }),
     );
@@ -456,7 +464,7 @@ async fn controller<K, R, RF>(
             .state()
             .iter()
             .filter(|r| uids.contains(&uid_key(r.as_ref())))
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
+            .map(|r| queue_key(r.as_ref()))
             .collect();
         futures::stream::iter(refs)
     });
@@ -491,7 +499,7 @@ async fn controller<K, R, RF>(
                 .iter()
                 .filter(|r| r.namespace().as_deref() == Some(name.as_str()))
                 .filter(|r| r.provider_ref().kind == ProviderKind::ClusterKeyProvider)
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .map(|r| queue_key(r.as_ref()))
                 .collect::<Vec<_>>()
         })
         .reconcile_on(futures::stream::select(rollouts, due))
@@ -519,7 +527,7 @@ fn users_of<K: Managed>(
             let p = r.provider_ref();
             p.kind == kind && p.name == name && (namespace.is_none() || r.namespace().as_deref() == namespace)
         })
-        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .map(|r| queue_key(r.as_ref()))
         .collect()
 }
 
@@ -565,7 +573,7 @@ async fn provider_controller<P>(
                     let view = p.view(&ctx_for_view);
                     view.secret_namespace == ns && provider::reconciler::names_secret(&view, &name)
                 })
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .map(|p| queue_key(p.as_ref()))
                 .collect::<Vec<_>>()
         })
         .reconcile_on(users_changed)
@@ -602,7 +610,7 @@ fn changed_only<K: Managed>(
     let mut seen: HashMap<u128, u64> = HashMap::new();
     let mut relisted: HashMap<u128, u64> = HashMap::new();
     events.filter_map(move |event| {
-        let out = match event {
+        let out: Option<Result<K, watcher::Error>> = match event {
             Ok(watcher::Event::Apply(o)) => match predicate.hash_property(&o) {
                 Some(h) => (seen.insert(uid_key(&o), h) != Some(h)).then_some(Ok(o)),
                 None => Some(Ok(o)),
@@ -631,8 +639,26 @@ fn changed_only<K: Managed>(
             }
             Err(e) => Some(Err(e)),
         };
-        futures::future::ready(out)
+        futures::future::ready(out.map(|o| o.map(trigger_only)))
     })
+}
+
+/// The reference a trigger queues: name and namespace, which is all a cache lookup compares. (`ObjectRef::from_obj`
+/// also copies the UID and version strings into each queued request: at a restart all of them are queued at once.)
+pub fn queue_key<K: Resource<DynamicType = ()>>(o: &K) -> ObjectRef<K> {
+    let key = ObjectRef::new(&o.name_any());
+    match o.meta().namespace.as_deref() {
+        Some(ns) => key.within(ns),
+        None => key,
+    }
+}
+
+/// The same for a changed object on its way to the controller, which queues it as `ObjectRef::from_obj` does:
+/// without its UID and version, which nothing downstream reads (the cache has its own copy).
+fn trigger_only<K: Resource>(mut o: K) -> K {
+    o.meta_mut().uid = None;
+    o.meta_mut().resource_version = None;
+    o
 }
 
 /// A resource's UID as its 128 bits (see `versions::uid_bits`).
@@ -664,7 +690,11 @@ mod tests {
         let out = futures::executor::block_on(
             changed_only(futures::stream::iter(events.into_iter().map(Ok))).collect::<Vec<_>>(),
         );
-        out.into_iter().map(|o| o.unwrap()).map(|o| (o.metadata.uid.unwrap(), o.metadata.generation.unwrap())).collect()
+        let named = |o: WorkloadApiKey| {
+            assert!(o.metadata.uid.is_none() && o.metadata.resource_version.is_none(), "queued without UID or version");
+            (o.metadata.name.unwrap().trim_start_matches("n-").to_owned(), o.metadata.generation.unwrap())
+        };
+        out.into_iter().map(|o| named(o.unwrap())).collect()
     }
 
     #[test]

@@ -559,6 +559,6 @@ pub fn affected_by_secret<K: Managed>(
                 || r.referenced_secrets().contains(&secret_name)
                 || r.target_secret() == secret_name
         })
-        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .map(|r| super::queue_key(r.as_ref()))
         .collect()
 }

@@ -192,6 +192,21 @@ impl Written {
         self.versions.lock().expect("written versions poisoned").get(&uid_bits(uid)).copied()
     }
 
+    /// The watch brought the resource at `version`: once that is the recorded version or a later one, the cached
+    /// copy is as new, and the entry goes (so the map holds only the resources written since the watch last
+    /// caught up, not every resource).
+    pub fn seen(&self, uid: &str, version: Option<&str>) {
+        let Some(seen) = version_number(version) else { return };
+        let mut map = self.versions.lock().expect("written versions poisoned");
+        let key = uid_bits(uid);
+        if map.get(&key).is_some_and(|written| *written <= seen) {
+            map.remove(&key);
+        }
+        if map.is_empty() && map.capacity() > 1024 {
+            map.shrink_to_fit();
+        }
+    }
+
     /// The resource is gone: nothing left to read.
     pub fn forget(&self, uid: &str) {
         self.versions.lock().expect("written versions poisoned").remove(&uid_bits(uid));
@@ -304,6 +319,12 @@ mod tests {
         assert_eq!(w.get(OWNER), None, "a version that is not a number is not kept");
         w.record(OWNER, Some("43"));
         w.forget(OWNER);
+        assert_eq!(w.get(OWNER), None);
+        // Kept until the watch brings that version or a later one.
+        w.record(OWNER, Some("50"));
+        w.seen(OWNER, Some("49"));
+        assert_eq!(w.get(OWNER), Some(50));
+        w.seen(OWNER, Some("50"));
         assert_eq!(w.get(OWNER), None);
         assert_eq!(newest(Some(7), Some(42)), Some(42));
         assert_eq!(newest(None, Some(42)), Some(42));
