@@ -39,9 +39,11 @@ use workload_key_operator::{
 ///    Secret SSA, an Event `KeyCreated`, status SSA with the key, status SSA with `Ready=True`, an Event `Ready`.
 ///
 /// With `reads`, also the GETs the operator makes on the way: the resource (read fresh by every reconcile: the
-/// two above and a third that the new Secret's watch event causes) and the target Secret (observed before the
-/// create, re-checked right before it is written, observed by the third reconcile). The provider, the namespace and
-/// the provider's admin-key and CA Secrets come from the operator's watch caches: no read.
+/// two above and a third that the new Secret's watch event causes; the operator's are "not older than" reads the
+/// API server answers from its watch cache, these are quorum reads) and the target Secret (observed before the
+/// create, re-checked right before it is written; the third reconcile knows it unchanged by its version). The
+/// provider, the namespace and the provider's admin-key and CA Secrets come from the operator's watch caches: no
+/// read.
 #[derive(Clone)]
 pub struct PlainClient {
     pub client: Client,
@@ -124,7 +126,6 @@ impl PlainClient {
         apply_status(&waks, &name, &status).await.map_err(err("Ready"))?;
         self.event(&obj, reason::READY, "Reconcile", message).await;
         self.read_resource(&waks, &name).await?;
-        self.read(&secrets, &[&name]).await?;
         Ok(())
     }
 

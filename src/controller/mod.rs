@@ -57,17 +57,20 @@ pub enum Scope {
 
 type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
+/// What a namespaced watch needs of its objects.
+trait Watchable:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static
+{
+}
+
+impl<K> Watchable for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static
+{
+}
+
 impl Scope {
     /// The watch events of namespaced `K` in scope.
-    fn watch<K>(&self, client: &Client, config: watcher::Config) -> Events<K>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + 'static,
-    {
+    fn watch<K: Watchable>(&self, client: &Client, config: watcher::Config) -> Events<K> {
         self.watch_observed(client, config, |_, _| {})
     }
 
@@ -75,12 +78,7 @@ impl Scope {
     /// (`None`: all of them), relists included.
     fn watch_observed<K, F>(&self, client: &Client, config: watcher::Config, observe: F) -> Events<K>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug
-            + Send
-            + 'static,
+        K: Watchable,
         F: Fn(Option<&str>, &watcher::Event<K>) + Clone + Send + Sync + 'static,
     {
         let observed = move |namespace: Option<String>, events: BoxStream<'static, _>| {
@@ -341,7 +339,7 @@ fn workload_changes<W>(
     kind: WorkloadKind,
 ) -> BoxStream<'static, Result<WorkloadChange, watcher::Error>>
 where
-    W: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    W: Watchable,
 {
     scope
         .watch::<PartialObjectMeta<W>>(client, watch_config())
