@@ -79,6 +79,9 @@ type Versions = HashMap<u64, (u128, u64)>;
 pub struct OwnedSecrets {
     state: Mutex<OwnedState>,
     listed: tokio::sync::Notify,
+    /// A reader already waited the whole [`FIRST_LIST_WAIT`] in vain (the watch cannot list): later ones read at
+    /// once instead of each waiting again.
+    gave_up: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -149,9 +152,13 @@ impl OwnedSecrets {
     /// watch. `false` when the watch has not listed yet (after a short wait), or the version is not a number.
     pub async fn unchanged(&self, namespace: &str, name: &str, owner_uid: &str, version: &str) -> bool {
         let Some(version) = version_number(Some(version)) else { return false };
+        use std::sync::atomic::Ordering::Relaxed;
         let listed = self.listed.notified();
-        if !self.state.lock().expect("owned-Secret versions poisoned").is_listed(namespace) {
-            let _ = tokio::time::timeout(FIRST_LIST_WAIT, listed).await;
+        if !self.state.lock().expect("owned-Secret versions poisoned").is_listed(namespace)
+            && !self.gave_up.load(Relaxed)
+            && tokio::time::timeout(FIRST_LIST_WAIT, listed).await.is_err()
+        {
+            self.gave_up.store(true, Relaxed);
         }
         let state = self.state.lock().expect("owned-Secret versions poisoned");
         state.is_listed(namespace)
