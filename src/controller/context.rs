@@ -66,7 +66,7 @@ pub struct Context {
     /// Each resource's version after the operator's last write to it.
     pub written: Written,
     /// The far wake-ups of each kind's resources at rest.
-    wakeups: Mutex<HashMap<String, Arc<Wakeups>>>,
+    wakeups: Mutex<HashMap<std::any::TypeId, Arc<Wakeups>>>,
     clients: Mutex<HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>,
     roles: Mutex<HashMap<(String, String), (i64, Instant)>>,
 }
@@ -92,9 +92,9 @@ impl Context {
     }
 
     /// The far wake-ups of `K`'s resources.
-    pub fn wakeups<K: Resource<DynamicType = ()>>(&self) -> Arc<Wakeups> {
+    pub fn wakeups<K: 'static>(&self) -> Arc<Wakeups> {
         let mut map = self.wakeups.lock().expect("wake-ups poisoned");
-        map.entry(K::kind(&()).into_owned()).or_default().clone()
+        map.entry(std::any::TypeId::of::<K>()).or_default().clone()
     }
 
     /// Publishes an Event on `obj`. Failures are logged, never fatal: events are advisory.

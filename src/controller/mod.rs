@@ -420,6 +420,7 @@ async fn controller<K, R, RF>(
         + 'static,
 {
     let written = ctx.clone();
+    let wakeups = ctx.wakeups::<K>();
     // Our own status writes must not wake the controller (a failure would otherwise retry in a tight loop):
     // only spec (generation), annotations (rotate), finalizers and deletion do.
     let events = changed_only(
@@ -429,24 +430,21 @@ async fn controller<K, R, RF>(
             // The cache keeps what the triggers need; every reconcile reads the resource fresh.
             .modify(slim::<K>)
             .reflect(writer)
-            .inspect(move |e| {
-                if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) = e {
+            .inspect(move |e| match e {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
                     tap.touched(o);
-                }
-                match e {
-                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                        if let Some(uid) = o.uid() {
-                            written.written.seen(&uid, o.resource_version().as_deref());
-                        }
+                    if let Some(uid) = o.uid() {
+                        written.written.seen(&uid, o.resource_version().as_deref());
                     }
-                    Ok(watcher::Event::Delete(o)) => {
-                        if let Some(uid) = o.uid() {
-                            written.written.forget(&uid);
-                            written.wakeups::<K>().cancel(&uid);
-                        }
-                    }
-                    _ => {}
                 }
+                Ok(watcher::Event::Delete(o)) => {
+                    tap.touched(o);
+                    if let Some(uid) = o.uid() {
+                        written.written.forget(&uid);
+                        wakeups.cancel(&uid);
+                    }
+                }
+                _ => {}
             }),
     );
     let (by_secret, by_ckp, by_kp, by_ns) = (store.clone(), store.clone(), store.clone(), store.clone());

@@ -45,6 +45,8 @@ pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
     /// The target Secret's version when its data last matched the recorded hash.
     fn secret_version_mut(&mut self) -> &mut Option<String>;
     fn secret_version(&self) -> Option<&str>;
+    /// Records the target Secret just written: its hash and the version that goes with it, always together.
+    fn record_written(&mut self, written: secret::WrittenSecret);
     /// The restarts and rollouts for the Secret data written.
     fn rollout(&self) -> Option<&SecretRollout>;
     fn rollout_mut(&mut self) -> &mut Option<SecretRollout>;
@@ -79,6 +81,10 @@ macro_rules! conventional_status {
             }
             fn secret_version(&self) -> Option<&str> {
                 self.secret_resource_version.as_deref()
+            }
+            fn record_written(&mut self, written: secret::WrittenSecret) {
+                self.secret_hash = Some(written.hash);
+                self.secret_resource_version = written.version;
             }
             fn rollout(&self) -> Option<&SecretRollout> {
                 self.rollout.as_ref()
@@ -120,6 +126,9 @@ impl<S: ManagedStatus> ManagedStatus for Box<S> {
     }
     fn secret_version(&self) -> Option<&str> {
         S::secret_version(self)
+    }
+    fn record_written(&mut self, written: secret::WrittenSecret) {
+        S::record_written(self, written)
     }
     fn rollout(&self) -> Option<&SecretRollout> {
         S::rollout(self)

@@ -8,7 +8,7 @@
 //!
 //! Versions are kept only when they are decimal numbers (what etcd-backed API servers give); anything else is not
 //! kept, and the reader goes to the API server as before. They are compared for equality only, except in
-//! [`newest`] (see there).
+//! [`newest`] and [`Written::seen`] (see [`newest`] for why ordering them holds).
 
 use std::{
     collections::{HashMap, HashSet},

@@ -34,7 +34,8 @@ use super::{
     metrics::Series,
     provider::{self, Provider, policy},
     reconcile::{
-        self, Managed, Pass, namespace_terminating, patch_status, set_resource_metric, settle, status_of, uid,
+        self, Managed, ManagedStatus, Pass, namespace_terminating, patch_status, set_resource_metric, settle,
+        status_of, uid,
     },
     secret,
     secret::is_owned_by,
@@ -348,8 +349,7 @@ async fn publish(
     if let Some(old) = status.secret_name.replace(name.clone()).filter(|old| *old != name) {
         secret::io::delete_owned(ctx, obj, &old).await?;
     }
-    status.secret_hash = Some(written.hash);
-    status.secret_resource_version = written.version;
+    status.record_written(written);
     status.api_key_fingerprint = Some(fingerprint);
     Ok(())
 }
@@ -529,8 +529,7 @@ fn complete_mint(
     status.credential_created_at = Some(Time(now));
     status.credential_capabilities = obj.spec.capabilities.clone();
     status.api_key_fingerprint = Some(minted.fingerprint);
-    status.secret_hash = Some(minted.secret.hash);
-    status.secret_resource_version = minted.secret.version;
+    status.record_written(minted.secret);
     status.secret_name = Some(obj.target_secret());
     // The new pair is verified by the next step.
     status.last_verified_at = None;

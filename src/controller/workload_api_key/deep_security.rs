@@ -18,7 +18,7 @@ use crate::{
         error::Error,
         failpoint,
         provider::Provider,
-        reconcile::{patch_status, uid},
+        reconcile::{ManagedStatus, patch_status, uid},
         vendor_key,
     },
 };
@@ -170,8 +170,7 @@ pub(super) async fn create(
     let replaced = make_current(&mut status, &new_id, &name, &vendor.endpoint, now, grace);
     status.role_id = Some(role_id);
     status.secret_name = Some(secret_name(obj));
-    status.secret_hash = Some(written.hash);
-    status.secret_resource_version = written.version;
+    status.record_written(written);
     status.created_at = Some(Time(issued.key.created_at().unwrap_or(now)));
     status.expires_at = issued.key.expires_at().or(expires_at).map(Time);
     status.renew_at = renew_at.map(Time);

@@ -23,7 +23,9 @@ use super::{
     error::Error,
     metrics::Series,
     provider::{self, Provider, policy},
-    reconcile::{self, Managed, Pass, namespace_terminating, set_resource_metric, settle, status_of, uid},
+    reconcile::{
+        self, Managed, ManagedStatus, Pass, namespace_terminating, set_resource_metric, settle, status_of, uid,
+    },
     secret::{self, io::WrittenSecret},
     vendor_key,
 };
@@ -365,8 +367,7 @@ async fn record_secret(
     status: &mut WorkloadApiKeyStatus,
     written: WrittenSecret,
 ) -> Result<(), Error> {
-    status.secret_hash = Some(written.hash);
-    status.secret_resource_version = written.version;
+    status.record_written(written);
     let previous = status.secret_name.replace(secret_name(obj));
     if let Some(old) = previous.filter(|old| *old != secret_name(obj)) {
         secret::io::delete_owned(ctx, obj, &old).await?;
