@@ -1,7 +1,8 @@
 //! The operator's image and chart on one real node: `dev-cluster up --real-node` (kube-scheduler, containerd and a
 //! kubelet, host network only), the image built without Docker by `scripts/local-image`, `helm install` of the chart.
 //! The image must agree with the Dockerfile that published images are built from.
-//! Skips (saying why) only where containerd cannot run (see `support::real_node_unavailable`).
+//! Skips (saying why) only where containerd cannot run (see `support::real_node_unavailable`); the packages both
+//! tests need are installed once, before either uses them (`support::node_packages`).
 //! The operator in the pod issues through ClusterKeyProviders pointing at the vendor simulator, which runs in this
 //! test process on 127.0.0.1 (the pod shares the host's network namespace); the official SDKs use what it wrote.
 #![cfg(feature = "sim")]
@@ -42,6 +43,7 @@ fn local_image(args: &[&str]) -> String {
 /// The same, and whether the image waited for a compile of the operator (a cold build cache): its own, or one by
 /// the other test of this file building the same release binary at the same time (cargo then blocks on its lock).
 fn local_image_build(args: &[&str]) -> (String, bool) {
+    support::node_packages();
     let out =
         Command::new(repo_root().join("scripts/local-image")).args(args).output().expect("run scripts/local-image");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -72,6 +72,7 @@ pub fn control_plane_with_nodes() -> &'static ControlPlane {
 /// The control plane with one real node (containerd + kubelet). Call it before anything else uses the cluster;
 /// see [`real_node_unavailable`] for where it cannot run.
 pub fn control_plane_with_real_node() -> &'static ControlPlane {
+    node_packages();
     control_plane_with(Nodes::Real)
 }
 
@@ -93,7 +94,8 @@ fn start_control_plane(nodes: Nodes) -> ControlPlane {
 }
 
 /// Why a real node cannot run on this machine (the real-node tests skip then, saying so), or `None`.
-/// containerd, runc and the kubelet need root; the packages are installed by `dev-cluster` when missing.
+/// containerd, runc and the kubelet need root and cgroups; the packages are installed by [`node_packages`], which
+/// fails the test (saying what is missing and how to get it) rather than skipping it when they cannot be had.
 pub fn real_node_unavailable() -> Option<String> {
     let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
@@ -104,18 +106,24 @@ pub fn real_node_unavailable() -> Option<String> {
     if !Path::new("/sys/fs/cgroup").is_dir() {
         return Some("no /sys/fs/cgroup".into());
     }
-    let have = |tool: &str| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if !have("containerd") && !have("apt-get") {
-        return Some("containerd is not installed and there is no apt-get to install it".into());
-    }
     None
+}
+
+/// Debian's containerd, runc, umoci and the loopback CNI plugin, which the real node and `scripts/local-image` use:
+/// installed once per test binary (`scripts/dev-cluster packages`) before any test of it uses them. Every caller
+/// waits for that one install; a failure panics in each with what is missing and how to install it.
+pub fn node_packages() {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = INSTALLED.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/dev-cluster"))
+            .arg("packages")
+            .output()
+            .map_err(|e| format!("could not run scripts/dev-cluster packages: {e}"))?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()) }
+    });
+    if let Err(why) = result {
+        panic!("the real-node packages (containerd, runc, umoci, CNI loopback) are missing:\n{why}");
+    }
 }
 
 /// Runs `scripts/dev-cluster up` and returns the kubeconfig path from its last line.
