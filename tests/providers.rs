@@ -21,6 +21,10 @@ use support::{
 };
 use workload_key_operator::{
     api::{Capability, ClusterKeyProvider, KeyProvider, SecureWorkloadCredential, WorkloadApiKey},
+    clients::{
+        SecretString, TlsOptions,
+        trend::{Auth, NewApiKey, TrendClient},
+    },
     sim::{self, RunningSim, SimOptions},
 };
 
@@ -104,7 +108,7 @@ impl Env {
     }
 
     fn live_trend_keys(&self, uid: &str) -> Vec<workload_key_operator::sim::trend::SimApiKey> {
-        let marker = format!("[workloadkeys.io/uid={uid}]");
+        let marker = format!("[workloadkeys.io/owner={uid}.");
         let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         self.sim
             .trend
@@ -377,7 +381,7 @@ async fn cisco_existing_and_provision_through_cluster_providers() {
     env.apply_swc(0, "minted", provision(json!(["flow_inventory_query"]))).await;
     wait_reason(&env.swcs(0), "minted", "Ready").await;
     let minted = env.swcs(0).get("minted").await.unwrap();
-    let marker = format!("[workloadkeys.io/uid={}]", minted.uid().unwrap());
+    let marker = format!("[workloadkeys.io/owner={}.", minted.uid().unwrap());
     let live = |marker: String| {
         env.sim.cisco.keys().into_iter().filter(|k| !k.revoked && k.description.contains(&marker)).count()
     };
@@ -391,7 +395,7 @@ async fn cisco_existing_and_provision_through_cluster_providers() {
     assert!(message.contains("sensor_management"), "{message}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let greedy = env.swcs(0).get("greedy").await.unwrap();
-    assert_eq!(live(format!("[workloadkeys.io/uid={}]", greedy.uid().unwrap())), 0, "nothing minted");
+    assert_eq!(live(format!("[workloadkeys.io/owner={}.", greedy.uid().unwrap())), 0, "nothing minted");
     assert_eq!(env.sim.counts.total("cisco", "POST /api/api_credentials"), mints, "no mint request");
     assert_eq!(env.sim.counts.total("cisco", ""), calls, "no vendor request at all");
     assert!(greedy.status.as_ref().unwrap().credential_id.is_none());
@@ -405,4 +409,147 @@ async fn cisco_existing_and_provision_through_cluster_providers() {
     let mut leaks = vec![secret.expose().to_owned(), env.sim.info.cisco["uiPassword"].as_str().unwrap().to_owned()];
     leaks.extend(env.sim.cisco.issued_ui_secrets());
     support::assert_no_leaks(&env.apps[0], &env.op, &leaks).await;
+}
+
+/// Issue 19 §1: ownership a tenant cannot forge. Two namespaces share one `ClusterKeyProvider`; the attacker knows
+/// the victim's UID and key name (cluster-wide `view` shows both). Free text naming an ownership marker is refused at
+/// admission; the attacker's own resource takes the victim's key name (names are free text); and, as the strongest
+/// forgeries an older operator could have left, keys of that name whose descriptions hold the victim's markers
+/// (the UID marker of old, and the victim's nonce marker read from its status) but not as their exact ending are
+/// planted at the vendor. The victim's create then fails once, so its recovery searches by name: it adopts none of
+/// them, and each resource ends with exactly its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_make_another_adopt_its_key() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start("prov-own", 2).await;
+    let (victim_ns, attacker_ns) = (0, 1);
+    let mut spec = sim_env::trend_provider_spec(&env.sim, sim_env::ADMIN_SECRET);
+    merge(&mut spec, &json!({"allowedNamespaces": {"names": [env.apps[victim_ns].name, env.apps[attacker_ns].name]}}));
+    let provider = env.cluster_provider("trend", spec).await;
+    let via = |extra: serde_json::Value| {
+        let mut s = sim_env::wak_spec("tenant");
+        merge(&mut s, &json!({"providerRef": sim_env::cluster_provider_ref(&provider)}));
+        merge(&mut s, &extra);
+        s
+    };
+    let shared_name = format!("{}-payments", env.system.name);
+
+    // Admission refuses every free-text field that names a marker, saying which field.
+    for (field, extra) in [
+        ("spec.description", json!({"description": "x [workloadkeys.io/uid=0b6f5d7e-1111-4c4c-9a9a-123456789abc]"})),
+        ("spec.keyName", json!({"keyName": "k[workloadkeys.io/owner=u.n]"})),
+        ("spec.role.name", json!({"role": {"name": "Auditor workloadkeys.io/"}})),
+    ] {
+        let obj = sim_env::wak("forger", via(extra));
+        let err = env.waks(attacker_ns).patch("forger", &PatchParams::apply("test"), &Patch::Apply(&obj)).await;
+        let message = match err {
+            Err(kube::Error::Api(e)) => e.message,
+            other => panic!("{field}: expected a refusal, got {other:?}"),
+        };
+        assert!(message.contains(&format!("{field} must not contain 'workloadkeys.io/'")), "{message}");
+    }
+
+    // The attacker's own resource takes the key name the victim will use.
+    env.apply_wak(attacker_ns, "squatter", via(json!({"keyName": shared_name, "description": "looks harmless"}))).await;
+    wait_reason(&env.waks(attacker_ns), "squatter", "Ready").await;
+    let squatter = env.waks(attacker_ns).get("squatter").await.unwrap();
+    let squatter_key = squatter.status.as_ref().unwrap().key_id.clone().expect("attacker's key id");
+
+    // The victim's first create fails (the vendor refuses it once): the intent, with its nonce, is recorded first.
+    let before_fault = env.sim.counts.total("trend", "");
+    env.sim
+        .faults
+        .add(
+            serde_json::from_value(json!({
+                "vendor": "trend", "pathPrefix": "/api/apikeys", "method": "POST", "status": 400, "count": 1
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+    env.apply_wak(victim_ns, "payments", via(json!({"keyName": shared_name}))).await;
+    let failed = eventually(WAIT, "the victim's create failed with its intent recorded", || async {
+        let w = env.waks(victim_ns).get("payments").await.ok()?;
+        let (status, _, _) = ready(&w)?;
+        let s = w.status.as_ref()?;
+        (status == "False" && s.pending_key_name.is_some() && s.owner_nonce.is_some()).then_some(w)
+    })
+    .await;
+    assert!(env.sim.counts.total("trend", "") > before_fault, "the create reached the vendor");
+    let victim_uid = failed.uid().unwrap();
+    let nonce = failed.status.as_ref().unwrap().owner_nonce.clone().unwrap();
+    let pending = failed.status.as_ref().unwrap().pending_key_name.clone().unwrap();
+    assert_eq!(pending, shared_name);
+
+    // Before the victim retries (5 s backoff), keys of its pending name holding its markers, not as their ending.
+    let admin = TrendClient::with_default_limiter(
+        &env.sim.info.trend_url(),
+        Auth::ApiKey(SecretString::new(env.sim.info.trend_admin_api_key())),
+        &TlsOptions { ca_pem: Some(env.sim.ca_pem.clone()), insecure_skip_verify: false },
+    )
+    .unwrap();
+    let attacker_uid = squatter.uid().unwrap();
+    let forgeries = [
+        format!("old style [workloadkeys.io/uid={victim_uid}] [workloadkeys.io/uid={attacker_uid}]"),
+        format!("[workloadkeys.io/owner={victim_uid}.{nonce}] [workloadkeys.io/owner={attacker_uid}.0000]"),
+        format!("a guess [workloadkeys.io/owner={victim_uid}.00000000000000000000000000000000]"),
+    ];
+    let mut planted = Vec::new();
+    for description in &forgeries {
+        let key = NewApiKey { description: Some(description.clone()), ..NewApiKey::new(&pending, 2) };
+        planted.push(admin.create_api_key(&key).await.expect("plant a forged key").key.id);
+    }
+
+    // The victim recovers by name and adopts none of them: it creates its own key.
+    wait_reason(&env.waks(victim_ns), "payments", "Ready").await;
+    let victim = env.waks(victim_ns).get("payments").await.unwrap();
+    let victim_key = victim.status.as_ref().unwrap().key_id.clone().expect("victim's key id");
+    assert_ne!(victim_key, squatter_key, "the victim never holds the attacker's key");
+    for id in &planted {
+        assert_ne!(victim_key.to_string(), id.to_string(), "the victim adopted a forged key");
+    }
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let live: Vec<_> = env.sim.trend.keys().into_iter().filter(|k| k.is_live(now)).collect();
+    let victim_marker = format!("[workloadkeys.io/owner={victim_uid}.{nonce}]");
+    let victims: Vec<i64> = live
+        .iter()
+        .filter(|k| k.description.as_deref().is_some_and(|d| d.ends_with(&victim_marker)))
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(victims.len(), 1, "exactly one key is the victim's: {victims:?}");
+    assert_eq!(victims[0].to_string(), victim_key.to_string());
+    let attackers: Vec<i64> = live
+        .iter()
+        .filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&format!("owner={attacker_uid}."))))
+        .filter(|k| k.description.as_deref().is_some_and(|d| d.starts_with("looks harmless")))
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(attackers.len(), 1, "the attacker keeps exactly its own key: {attackers:?}");
+    assert_eq!(attackers[0].to_string(), squatter_key.to_string());
+    for id in &planted {
+        assert!(live.iter().any(|k| k.id == *id), "recovery deleted planted key {id}, which was not the victim's");
+    }
+
+    // Deleting the attacker's resource revokes its own key only; the victim's Secret still works.
+    env.waks(attacker_ns).delete("squatter", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "squatter gone", || async {
+        env.waks(attacker_ns).get_opt("squatter").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let secret = env.apps[victim_ns].api::<k8s_openapi::api::core::v1::Secret>().get("payments").await.unwrap();
+    let value = String::from_utf8(secret.data.unwrap()["api-secret-key"].0.clone()).unwrap();
+    let tls = TlsOptions { ca_pem: Some(env.sim.ca_pem.clone()), insecure_skip_verify: false };
+    let as_victim =
+        TrendClient::with_default_limiter(&env.sim.info.trend_url(), Auth::ApiKey(SecretString::new(value)), &tls)
+            .unwrap();
+    let current = as_victim.describe_current_api_key().await.expect("the victim's key still works");
+    assert_eq!(current.id.to_string(), victim_key.to_string());
+
+    env.waks(victim_ns).delete("payments", &DeleteParams::default()).await.unwrap();
+    env.remove_cluster_providers(&[&provider]).await;
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let live: Vec<i64> = env.sim.trend.keys().into_iter().filter(|k| k.is_live(now)).map(|k| k.id).collect();
+    assert!(!live.iter().any(|id| id.to_string() == victim_key.to_string()), "the victim's key is revoked on delete");
+    for id in &planted {
+        assert!(live.contains(id), "the victim's delete revoked planted key {id}, which was never its own");
+    }
 }

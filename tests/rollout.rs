@@ -109,7 +109,7 @@ impl Env {
 
     /// Live Trend keys whose description carries the resource's UID.
     fn live_keys(&self, uid: &str) -> Vec<i64> {
-        let marker = format!("[workloadkeys.io/uid={uid}]");
+        let marker = format!("[workloadkeys.io/owner={uid}.");
         let now = Timestamp::now().as_millisecond();
         let keys = self.sim.trend.keys().into_iter();
         keys.filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now))
@@ -341,7 +341,7 @@ async fn a_rollout_that_never_completes_keeps_the_old_credential_until_rollout_t
     .unwrap();
     swcs.patch("cred", &PatchParams::apply("test").force(), &Patch::Apply(&obj)).await.unwrap();
     let swc = support::wait_condition(&swcs, "cred", "Ready", "True", "Ready", WAIT).await;
-    let marker = format!("[workloadkeys.io/uid={}]", swc.uid().unwrap());
+    let marker = format!("[workloadkeys.io/owner={}.", swc.uid().unwrap());
     let old = swc.status.unwrap().credential_id.unwrap();
     let live =
         |id: &str| env.sim.cisco.keys().iter().any(|k| k.id == id && !k.revoked && k.description.contains(&marker));

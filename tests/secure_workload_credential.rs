@@ -101,7 +101,7 @@ impl Env {
 
     /// Live credentials at the vendor whose description carries this resource's UID marker.
     fn live_credentials_of(&self, swc: &SecureWorkloadCredential) -> Vec<SimKey> {
-        let marker = format!("[workloadkeys.io/uid={}]", swc.uid().unwrap());
+        let marker = format!("[workloadkeys.io/owner={}.", swc.uid().unwrap());
         self.sim.cisco.keys().into_iter().filter(|k| !k.revoked && k.description.contains(&marker)).collect()
     }
 
@@ -374,7 +374,7 @@ async fn provision_mints_rotates_and_deletes() {
     let first = live[0].clone();
     assert_eq!(status.credential_id.as_deref(), Some(first.id.as_str()));
     assert_eq!(first.capabilities, vec![Capability::SensorManagement, Capability::FlowInventoryQuery]);
-    assert!(first.description.starts_with("payments reporting [workloadkeys.io/uid="), "{}", first.description);
+    assert!(first.description.starts_with("payments reporting [workloadkeys.io/owner="), "{}", first.description);
     assert_eq!(status.verified_capabilities, vec![Capability::SensorManagement, Capability::FlowInventoryQuery]);
     let data = env.secret_data("minted").await;
     assert_eq!(data["api_key"], first.api_key);
@@ -628,7 +628,7 @@ async fn provision_survives_random_crashes_without_orphans() {
         .cisco
         .keys()
         .into_iter()
-        .filter(|k| !k.revoked && k.description.contains("workloadkeys.io/uid="))
+        .filter(|k| !k.revoked && k.description.contains("workloadkeys.io/owner="))
         .collect();
     assert!(orphans.is_empty(), "orphaned credentials after {kills} crashes: {orphans:?}");
     let mints = env.sim.counts.total("cisco", "POST /api/api_credentials");

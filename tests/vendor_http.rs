@@ -87,7 +87,7 @@ impl Env {
     /// Live keys at the vendor whose description carries this resource's UID.
     async fn live_keys_of(&self, name: &str) -> usize {
         let wak = self.waks().get(name).await.unwrap();
-        let marker = format!("[workloadkeys.io/uid={}]", wak.uid().unwrap());
+        let marker = format!("[workloadkeys.io/owner={}.", wak.uid().unwrap());
         let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         let keys = self.sim.trend.keys();
         keys.iter().filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now)).count()

@@ -92,7 +92,7 @@ impl Env {
 
     /// Live keys at the vendor whose description carries this resource's UID.
     fn live_keys_of(&self, wak: &WorkloadApiKey) -> Vec<i64> {
-        let marker = format!("[workloadkeys.io/uid={}]", wak.uid().unwrap());
+        let marker = format!("[workloadkeys.io/owner={}.", wak.uid().unwrap());
         let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         self.sim
             .trend
@@ -136,7 +136,7 @@ async fn creates_a_key_whose_secret_works_and_revokes_it_on_delete() {
     let expiry = current.expiry_date.expect("an expiry");
     let expected = k8s_openapi::jiff::Timestamp::now().as_millisecond() + 336 * 3600 * 1000;
     assert!((expiry - expected).abs() < 120_000, "expiry is two weeks out");
-    assert!(current.description.unwrap().starts_with("Read-only access [workloadkeys.io/uid="));
+    assert!(current.description.unwrap().starts_with("Read-only access [workloadkeys.io/owner="));
     assert_eq!(env.live_keys_of(&wak).len(), 1);
 
     // kubectl users can wait on it.
@@ -624,7 +624,7 @@ async fn crashes_at_any_point_leave_no_orphaned_keys() {
         .trend
         .keys()
         .into_iter()
-        .filter(|k| k.description.as_deref().is_some_and(|d| d.contains("workloadkeys.io/uid=")))
+        .filter(|k| k.description.as_deref().is_some_and(|d| d.contains("workloadkeys.io/owner=")))
         .collect();
     assert!(ours.is_empty(), "orphaned vendor keys after {kills} crashes: {ours:?}");
     let creates = env.sim.counts.snapshot()["trend"].get("POST /api/apikeys").map_or(0, |c| c.total);

@@ -154,7 +154,7 @@ impl Env {
 
     /// IDs of the live vendor keys whose description carries this resource's UID marker.
     fn live_keys_of(&self, api: AccountApi, wak: &WorkloadApiKey) -> Vec<VendorKeyId> {
-        let marker = format!("[workloadkeys.io/uid={}]", wak.uid().unwrap());
+        let marker = format!("[workloadkeys.io/owner={}.", wak.uid().unwrap());
         let ours = |d: Option<&String>| d.is_some_and(|d| d.contains(&marker));
         match api {
             VisionOne => self
@@ -256,7 +256,7 @@ async fn keys_from_both_apis_work_and_are_revoked_on_delete() {
     let id = key_id(&v1);
     let vendor = env.sim.vision_one.keys().into_iter().find(|k| k.id == id.as_str()).expect("the vendor key");
     assert_eq!((vendor.name.as_str(), vendor.role.as_str()), (format!("{}-v1-app", env.ns.name).as_str(), "Auditor"));
-    assert!(vendor.description.as_deref().unwrap().starts_with("Read-only access [workloadkeys.io/uid="));
+    assert!(vendor.description.as_deref().unwrap().starts_with("Read-only access [workloadkeys.io/owner="));
     assert_eq!((status.role.as_deref(), status.role_id), (Some("Auditor"), None));
     let expires = status.expires_at.as_ref().expect("expiresAt").0;
     assert_eq!(expires, vendor.expired_date_time.parse::<Timestamp>().unwrap(), "the vendor's expiredDateTime");
@@ -372,7 +372,7 @@ async fn replace_rotation_attribute_changes_and_drift_repair_replace_the_key() {
                 env.sim.cloud_one.keys().into_iter().find(|k| k.id == key_id(&replaced).as_str()).unwrap().description
             }
         };
-        assert!(description.unwrap().starts_with("Reporting job [workloadkeys.io/uid="), "{api:?}");
+        assert!(description.unwrap().starts_with("Reporting job [workloadkeys.io/owner="), "{api:?}");
         let current = eventually(WAIT, "Secret holds the replacement", || async {
             let v = env.api_key(&name).await;
             (v != new_key).then_some(v)

@@ -192,7 +192,7 @@ pub async fn rate(plan: &Plan, sim: &RunningSim, keep: &mut Vec<TestNamespace>) 
         .trend
         .keys()
         .into_iter()
-        .filter(|k| k.description.as_deref().is_some_and(|d| d.contains("workloadkeys.io/uid=")))
+        .filter(|k| k.description.as_deref().is_some_and(|d| d.contains("workloadkeys.io/owner=")))
         .map(|k| k.created)
         .collect();
     created.sort_unstable();

@@ -89,12 +89,13 @@ pub struct ExistingSource {
     pub secret_ref: SecretReference,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisionSource {
-    /// Description of the minted key; the operator appends a marker holding the resource UID.
+    /// Description of the minted key; the operator appends a marker that says which resource owns the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 200))]
+    #[x_kube(validation = Rule::new("!self.contains('workloadkeys.io/')").message("spec.source.provision.description must not contain 'workloadkeys.io/': that text marks which resource owns a vendor key and only the operator writes it"))]
     pub description: Option<String>,
 }
 
@@ -156,6 +157,11 @@ pub struct SecureWorkloadCredentialStatus {
     /// Provision mode: a credential is about to be minted (intent recorded first, for crash recovery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_credential: Option<bool>,
+    /// Random value made with the first create intent and kept: the vendor description of each key this resource
+    /// creates ends with a marker holding the resource UID and it, and only a key ending with exactly that marker is
+    /// adopted after a crash or revoked on delete. Not a secret; text an app team writes can never hold a marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_nonce: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotated_at: Option<Time>,
     /// Provision mode: replaced credentials kept valid until `revokeAt`.

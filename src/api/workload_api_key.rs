@@ -56,10 +56,12 @@ pub struct WorkloadApiKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 200))]
     #[x_kube(validation = Rule::new("self.trim() == self && self != ''").message("spec.keyName must not be empty or start/end with spaces"))]
+    #[x_kube(validation = Rule::new("!self.contains('workloadkeys.io/')").message("spec.keyName must not contain 'workloadkeys.io/': that text marks which resource owns a vendor key and only the operator writes it"))]
     pub key_name: Option<String>,
-    /// Free text shown in the vendor console; the operator appends a marker holding the resource UID.
+    /// Free text shown in the vendor console; the operator appends a marker that says which resource owns the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 500))]
+    #[x_kube(validation = Rule::new("!self.contains('workloadkeys.io/')").message("spec.description must not contain 'workloadkeys.io/': that text marks which resource owns a vendor key and only the operator writes it"))]
     pub description: Option<String>,
     /// The role of the key: by name (looked up) or by numeric ID (DeepSecurity only). Exactly one.
     pub role: RoleRef,
@@ -97,6 +99,7 @@ pub struct RoleRef {
     /// Role name, e.g. `Auditor` or `Full Access` (Cloud One: the role's name or its ID slug, e.g. `read-only`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 254))]
+    #[x_kube(validation = Rule::new("!self.contains('workloadkeys.io/')").message("spec.role.name must not contain 'workloadkeys.io/': that text marks which resource owns a vendor key and only the operator writes it"))]
     pub name: Option<String>,
     /// Role ID (DeepSecurity only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +163,11 @@ pub struct WorkloadApiKeyStatus {
     /// Name of a key about to be created (intent recorded before the vendor call, for crash recovery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_key_name: Option<String>,
+    /// Random value made with the first create intent and kept: the vendor description of each key this resource
+    /// creates ends with a marker holding the resource UID and it, and only a key ending with exactly that marker is
+    /// adopted after a crash or revoked on delete. Not a secret; text an app team writes can never hold a marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_nonce: Option<String>,
     /// DeepSecurity: the numeric ID of the current key's role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_id: Option<i64>,

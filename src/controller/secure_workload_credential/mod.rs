@@ -39,7 +39,7 @@ use super::{
     },
     secret,
     secret::is_owned_by,
-    vendor_key::{shift, uid_marker},
+    vendor_key::{self, Owner, shift},
 };
 use crate::{
     api::{
@@ -211,7 +211,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
     reconcile::warn_on_first_reconcile(ctx, &obj, provider.insecure_tls(), "InsecureTLS", reconcile::INSECURE_TLS_NOTE)
         .await;
     reconcile::warn_on_first_reconcile(ctx, &obj, mode == Mode::Provision, "Experimental", EXPERIMENTAL_NOTE).await;
-    plan::check_durations(&obj.spec).map_err(Error::InvalidSpec)?;
+    plan::check_spec(&obj.spec).map_err(Error::InvalidSpec)?;
     if mode == Mode::Provision && obj.spec.capabilities.is_empty() {
         return Err(Error::InvalidSpec("provision mode needs at least one capability to mint a key with".into()));
     }
@@ -454,7 +454,8 @@ async fn mint(
 ) -> Result<SecureWorkloadCredentialStatus, Error> {
     let uid = uid(obj)?;
     if recover {
-        if let Some(adopted) = recover_mint(obj, ctx, conn, &status, &uid).await? {
+        let owner = Owner::new(&uid, status.owner_nonce.as_deref());
+        if let Some(adopted) = recover_mint(obj, ctx, conn, &status, &owner).await? {
             let note = format!(
                 "EXPERIMENTAL provision mode: recovered credential {} (API key {}) minted before a restart",
                 adopted.id, adopted.fingerprint
@@ -465,10 +466,15 @@ async fn mint(
     } else {
         // Intent first: after a crash the credential is found by its UID marker instead of being minted twice.
         status.pending_credential = Some(true);
+        vendor_key::ensure_nonce(&mut status.owner_nonce);
         status.endpoint = Some(conn.endpoint.clone());
         patch_status(ctx, obj, &status).await?;
     }
-    let description = plan::vendor_description(&obj.spec, &uid);
+    if vendor_key::ensure_nonce(&mut status.owner_nonce) {
+        // Recovering an intent recorded before nonces: the nonce is recorded before any credential carries it.
+        patch_status(ctx, obj, &status).await?;
+    }
+    let description = plan::vendor_description(&obj.spec, &Owner::new(&uid, status.owner_nonce.as_deref()));
     let wanted = &obj.spec.capabilities;
     let (description, wanted) = (description.as_str(), wanted.as_slice());
     let created = with_ui(obj, ctx, conn, |s| async move { s.create_credential(description, wanted).await }).await?;
@@ -536,17 +542,17 @@ fn complete_mint(
     Ok(status)
 }
 
-/// After a crash between recording the intent and recording its result: credentials carrying our UID marker that
-/// the status does not know. One whose pair the target Secret already holds (the crash came after the write) is
+/// After a crash between recording the intent and recording its result: credentials whose description ends with
+/// exactly `owner`'s marker that the status does not know. One whose pair the target Secret already holds (the crash came after the write) is
 /// adopted; the secrets of the others were only ever in a lost create answer, so they are deleted.
 async fn recover_mint(
     obj: &SecureWorkloadCredential,
     ctx: &Context,
     conn: &Connection,
     status: &SecureWorkloadCredentialStatus,
-    uid: &str,
+    owner: &Owner<'_>,
 ) -> Result<Option<Minted>, Error> {
-    let marker = uid_marker(uid);
+    let uid = uid(obj)?;
     let known: Vec<&str> = status
         .credential_id
         .iter()
@@ -554,12 +560,14 @@ async fn recover_mint(
         .chain(status.retiring_credentials.iter().map(|c| c.credential_id.as_str()))
         .collect();
     let listed = with_ui(obj, ctx, conn, |s| async move { s.list_credentials().await }).await?;
-    let orphans: Vec<UiCredential> =
-        listed.into_iter().filter(|c| carries(c, &marker) && !known.contains(&c.id.as_str())).collect();
+    let orphans: Vec<UiCredential> = listed
+        .into_iter()
+        .filter(|c| owner.created(c.description.as_deref()) && !known.contains(&c.id.as_str()))
+        .collect();
     if orphans.is_empty() {
         return Ok(None);
     }
-    let held = held_pair(obj, ctx, uid).await?;
+    let held = held_pair(obj, ctx, &uid).await?;
     let mut adopted = None;
     for orphan in orphans {
         match &held {
@@ -592,10 +600,6 @@ async fn held_pair(
     let Ok(pair) = source::credentials_from_data(&data) else { return Ok(None) };
     let hash = super::secret::data_hash(&ctx.settings.hash_key, uid, &data);
     Ok(Some((pair, secret::io::WrittenSecret { hash, version: secret.resource_version() })))
-}
-
-fn carries(credential: &UiCredential, marker: &str) -> bool {
-    credential.description.as_deref().is_some_and(|d| d.contains(marker))
 }
 
 async fn revoke_retired(
@@ -647,7 +651,9 @@ async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Resul
         ctx.event(obj.as_ref(), EventType::Normal, "CredentialRetained", "Delete", note).await;
         return Ok(Action::await_change());
     }
-    let marker = uid_marker(&uid(obj.as_ref())?);
+    let uid = uid(obj.as_ref())?;
+    let status = status_of(obj.as_ref());
+    let owner = Owner::new(&uid, status.owner_nonce.as_deref());
     let revoke_skipped = async |why: String| {
         let note = format!("could not delete the minted credential: {why}; delete it in the Secure Workload UI");
         ctx.event(obj.as_ref(), EventType::Warning, "RevokeSkipped", "Delete", note).await;
@@ -677,7 +683,7 @@ async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Resul
         Err(e @ Error::EndpointChanged { .. }) => return revoke_skipped(e.to_string()).await,
         Err(e) => return Err(e),
     };
-    let ours: Vec<String> = listed.into_iter().filter(|c| carries(c, &marker)).map(|c| c.id).collect();
+    let ours: Vec<String> = listed.into_iter().filter(|c| owner.owns(c.description.as_deref())).map(|c| c.id).collect();
     for id in &ours {
         delete_credential(&obj, &ctx, &conn, id).await?;
     }

@@ -17,7 +17,7 @@ use crate::{
         Capability, DEFAULT_ROLLOUT_TIMEOUT, SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus,
         parse_duration,
     },
-    controller::vendor_key::shift,
+    controller::vendor_key::{self, shift},
 };
 
 pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(3600);
@@ -66,8 +66,11 @@ pub fn rollout_timeout(spec: &SecureWorkloadCredentialSpec) -> Result<Duration, 
         .unwrap_or(Ok(DEFAULT_ROLLOUT_TIMEOUT))
 }
 
-/// Validates every duration of the spec, so a bad one is reported before any vendor call.
-pub fn check_durations(spec: &SecureWorkloadCredentialSpec) -> Result<(), String> {
+/// Validates every duration of the spec and its free text, so a bad one is reported before any vendor call.
+pub fn check_spec(spec: &SecureWorkloadCredentialSpec) -> Result<(), String> {
+    // The API server refuses this since the rule exists; a resource stored before it is refused here.
+    let description = spec.source.provision.as_ref().and_then(|p| p.description.as_deref());
+    vendor_key::check_free_text("spec.source.provision.description", description)?;
     verify_interval(spec)?;
     rotation_every(spec)?;
     grace_period(spec)?;
@@ -205,9 +208,9 @@ fn same_set(a: &[Capability], b: &[Capability]) -> bool {
 }
 
 /// The vendor's description of a minted credential: the user's text plus the UID marker crash recovery needs.
-pub fn vendor_description(spec: &SecureWorkloadCredentialSpec, uid: &str) -> String {
+pub fn vendor_description(spec: &SecureWorkloadCredentialSpec, owner: &vendor_key::Owner) -> String {
     let text = spec.source.provision.as_ref().and_then(|p| p.description.as_deref());
-    crate::controller::vendor_key::vendor_description(text, uid)
+    vendor_key::vendor_description(text, owner)
 }
 
 #[cfg(test)]
@@ -291,7 +294,11 @@ mod tests {
         assert_eq!(rotation_every(&provision()), Ok(Some(Duration::from_secs(100))));
         assert_eq!(grace_period(&provision()), Ok(Duration::from_secs(5)));
         bare.verify_interval = Some("1d".into());
-        assert!(check_durations(&bare).is_err());
+        assert!(check_spec(&bare).is_err());
+        let mut marked = provision();
+        marked.source.provision.as_mut().unwrap().description = Some("x [workloadkeys.io/owner=u.n]".into());
+        let e = check_spec(&marked).unwrap_err();
+        assert!(e.starts_with("spec.source.provision.description must not contain 'workloadkeys.io/'"), "{e}");
     }
 
     #[test]
@@ -421,7 +428,8 @@ mod tests {
     }
 
     #[test]
-    fn description_carries_the_uid_marker() {
-        assert_eq!(vendor_description(&provision(), "u-1"), "payments [workloadkeys.io/uid=u-1]");
+    fn description_ends_with_the_owner_marker() {
+        let owner = vendor_key::Owner::new("u-1", Some("n1"));
+        assert_eq!(vendor_description(&provision(), &owner), "payments [workloadkeys.io/owner=u-1.n1]");
     }
 }

@@ -22,7 +22,7 @@ use crate::{
         failpoint,
         provider::Provider,
         reconcile::{patch_status, uid},
-        vendor_key,
+        vendor_key::{self, Owner},
     },
 };
 
@@ -110,21 +110,29 @@ pub(super) async fn create(
     };
     if recover {
         // The secret of a key whose create was not recorded exists nowhere else and cannot be shown again.
-        for id in leftovers(account, &status, &name, &uid).await? {
+        for id in leftovers(account, &status, &name, &Owner::new(&uid, status.owner_nonce.as_deref())).await? {
             tracing::info!(key_id = %id, "deleting a key whose create was interrupted; creating it again");
             delete_key(account, &id).await?;
         }
     } else {
         // Intent first: after a crash the key is found by this exact name instead of being left behind.
         status.pending_key_name = Some(name.clone());
+        vendor_key::ensure_nonce(&mut status.owner_nonce);
         status.key_generation.get_or_insert(1);
         status.endpoint = Some(account.endpoint.clone());
+        patch_status(ctx, obj, &status).await?;
+    }
+    if vendor_key::ensure_nonce(&mut status.owner_nonce) {
+        // Recovering an intent recorded before nonces: the nonce is recorded before any key carries it.
         patch_status(ctx, obj, &status).await?;
     }
     let cloud_one = account.api == TrendApiKind::CloudOne;
     let request = KeyRequest {
         name: name.clone(),
-        description: Some(vendor_key::vendor_description(obj.spec.description.as_deref(), &uid)),
+        description: Some(vendor_key::vendor_description(
+            obj.spec.description.as_deref(),
+            &Owner::new(&uid, status.owner_nonce.as_deref()),
+        )),
         role: role.clone(),
         expiry: terms.months,
         locale: obj.spec.locale.filter(|_| cloud_one),
@@ -205,22 +213,21 @@ pub(super) fn reschedule(
     Ok(status)
 }
 
-/// Keys named exactly `name` carrying the resource's UID marker that status does not know: what creates of that
-/// name left behind.
+/// Keys named exactly `name` whose description ends with exactly `owner`'s marker that status does not know: what
+/// creates of that name left behind.
 pub(super) async fn leftovers(
     account: &Account,
     status: &WorkloadApiKeyStatus,
     name: &str,
-    uid: &str,
+    owner: &Owner<'_>,
 ) -> Result<Vec<VendorKeyId>, Error> {
-    let marker = vendor_key::uid_marker(uid);
     let known: Vec<&VendorKeyId> = status.key_id.iter().chain(status.retiring_keys.iter().map(|k| &k.key_id)).collect();
     Ok(account
         .client
         .find_keys_by_name(name)
         .await?
         .into_iter()
-        .filter(|k| k.name == name && k.description.as_deref().is_some_and(|d| d.contains(&marker)))
+        .filter(|k| k.name == name && owner.created(k.description.as_deref()))
         .map(|k| VendorKeyId::new(k.id))
         .filter(|id| !known.contains(&id))
         .collect())

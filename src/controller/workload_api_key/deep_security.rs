@@ -19,7 +19,7 @@ use crate::{
         failpoint,
         provider::Provider,
         reconcile::{ManagedStatus, patch_status, uid},
-        vendor_key,
+        vendor_key::{self, Owner},
     },
 };
 
@@ -134,11 +134,13 @@ pub(super) async fn create(
     if !recover {
         // Intent first: after a crash the key is found by this exact name instead of being created twice.
         status.pending_key_name = Some(name.clone());
+        vendor_key::ensure_nonce(&mut status.owner_nonce);
         status.key_generation.get_or_insert(1);
         status.endpoint = Some(vendor.endpoint.clone());
         patch_status(ctx, obj, &status).await?;
     }
-    let adopted = if recover { adopt(vendor, &name, &uid).await? } else { None };
+    let adopted =
+        if recover { adopt(vendor, &name, &Owner::new(&uid, status.owner_nonce.as_deref())).await? } else { None };
     let now = Timestamp::now();
     let (expires_at, renew_at) = plan::lifetime_from(&obj.spec, now).map_err(Error::InvalidSpec)?;
     let issued = match adopted {
@@ -151,9 +153,14 @@ pub(super) async fn create(
             vendor.client.regenerate_secret(id).await?
         }
         None => {
+            if vendor_key::ensure_nonce(&mut status.owner_nonce) {
+                // Recovering an intent recorded before nonces: the nonce is recorded before any key carries it.
+                patch_status(ctx, obj, &status).await?;
+            }
+            let owner = Owner::new(&uid, status.owner_nonce.as_deref());
             let key = NewApiKey {
                 key_name: name.clone(),
-                description: Some(vendor_key::vendor_description(obj.spec.description.as_deref(), &uid)),
+                description: Some(vendor_key::vendor_description(obj.spec.description.as_deref(), &owner)),
                 locale: Some(obj.spec.locale.unwrap_or_default()),
                 role_id,
                 time_zone: obj.spec.time_zone.clone(),
@@ -180,16 +187,15 @@ pub(super) async fn create(
     Ok(status)
 }
 
-/// A key named exactly `name` with our UID marker, from a create whose result was never recorded.
-/// Extra matches (only possible through outside interference) are deleted so exactly one remains.
-pub(super) async fn adopt(vendor: &Vendor, name: &str, uid: &str) -> Result<Option<i64>, Error> {
-    let marker = vendor_key::uid_marker(uid);
+/// A key named exactly `name` whose description ends with exactly `owner`'s marker, from a create whose result was
+/// never recorded. Extra matches (only possible through outside interference) are deleted so exactly one remains.
+pub(super) async fn adopt(vendor: &Vendor, name: &str, owner: &Owner<'_>) -> Result<Option<i64>, Error> {
     let mut ours: Vec<i64> = vendor
         .client
         .find_api_keys_by_name(name)
         .await?
         .into_iter()
-        .filter(|k| k.key_name == name && k.description.as_deref().is_some_and(|d| d.contains(&marker)))
+        .filter(|k| k.key_name == name && owner.created(k.description.as_deref()))
         .map(|k| k.id)
         .collect();
     ours.sort_unstable();
@@ -281,7 +287,10 @@ pub(super) async fn update(
     let (expires_at, renew_at) = plan::lifetime_from(&obj.spec, created).map_err(Error::InvalidSpec)?;
     let changes = ApiKeyChanges {
         key_name: Some(name.clone()),
-        description: Some(vendor_key::vendor_description(obj.spec.description.as_deref(), &uid)),
+        description: Some(vendor_key::vendor_description(
+            obj.spec.description.as_deref(),
+            &Owner::new(&uid, status.owner_nonce.as_deref()),
+        )),
         locale: Some(obj.spec.locale.unwrap_or_default()),
         role_id: Some(role_id),
         time_zone: obj.spec.time_zone.clone(),

@@ -108,11 +108,12 @@ impl Issuer {
         name: &str,
         uid: &str,
     ) -> Result<Vec<VendorKeyId>, Error> {
+        let owner = vendor_key::Owner::new(uid, status.owner_nonce.as_deref());
         match self {
             Issuer::DeepSecurity(v) => {
-                Ok(deep_security::adopt(v, name, uid).await?.into_iter().map(Into::into).collect())
+                Ok(deep_security::adopt(v, name, &owner).await?.into_iter().map(Into::into).collect())
             }
-            Issuer::Account(a) => account::leftovers(a, status, name, uid).await,
+            Issuer::Account(a) => account::leftovers(a, status, name, &owner).await,
         }
     }
 }

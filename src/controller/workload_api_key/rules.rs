@@ -10,7 +10,7 @@ use super::plan;
 use crate::{
     api::{RotationStrategy, WorkloadApiKeySpec, parse_duration},
     clients::trend::{ExpiryMonths, TrendApiKind},
-    controller::context::digest,
+    controller::{context::digest, vendor_key},
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -19,6 +19,14 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 pub fn check_fields(api: TrendApiKind, spec: &WorkloadApiKeySpec) -> Result<(), String> {
     let account = api != TrendApiKind::DeepSecurity;
     let mut problems = Vec::new();
+    // The API server refuses these since the rule exists; a resource stored before it is refused here.
+    for (field, text) in
+        [("spec.keyName", &spec.key_name), ("spec.description", &spec.description), ("spec.role.name", &spec.role.name)]
+    {
+        if let Err(e) = vendor_key::check_free_text(field, text.as_deref()) {
+            problems.push(e);
+        }
+    }
     if account && spec.role.id.is_some() {
         problems.push(format!("spec.role.id is not accepted by Trend {api}: use role.name"));
     }
@@ -161,6 +169,23 @@ mod tests {
     fn a_plain_spec_is_accepted_everywhere() {
         for api in [DS, C1, V1] {
             assert_eq!(check_fields(api, &spec()), Ok(()), "{api}");
+        }
+    }
+
+    #[test]
+    fn free_text_with_an_ownership_marker_is_refused_on_every_api() {
+        let marker = "[workloadkeys.io/uid=0b6f5d7e-1111-4c4c-9a9a-123456789abc]";
+        let s = WorkloadApiKeySpec {
+            key_name: Some(format!("k{marker}")),
+            description: Some(format!("payments {marker}")),
+            role: RoleRef { name: Some(format!("Auditor{marker}")), id: None },
+            ..spec()
+        };
+        for api in [DS, C1, V1] {
+            let e = refused(api, &s);
+            for field in ["spec.keyName", "spec.description", "spec.role.name"] {
+                assert!(e.contains(&format!("{field} must not contain 'workloadkeys.io/'")), "{api}: {e}");
+            }
         }
     }
 
