@@ -553,3 +553,93 @@ async fn a_tenant_cannot_make_another_adopt_its_key() {
         assert!(live.contains(id), "the victim's delete revoked planted key {id}, which was never its own");
     }
 }
+
+/// Issue 19 §3: what lengthens a key's life is the platform's to bound. `maxGracePeriod`, `maxRolloutTimeout` and
+/// `deletionPolicies` refuse, with no vendor call, what exceeds them (a default over the bound included); a `Retain`
+/// the provider stopped allowing does not keep the key: deleting the resource revokes it all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifetime_bounds_refuse_without_vendor_calls_and_a_forbidden_retain_revokes() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start("prov-life", 1).await;
+    let mut spec = sim_env::trend_provider_spec(&env.sim, sim_env::ADMIN_SECRET);
+    merge(
+        &mut spec,
+        &json!({
+            "allowedNamespaces": {"names": [env.apps[0].name]},
+            "policy": {"maxGracePeriod": "5m", "maxRolloutTimeout": "10m", "deletionPolicies": ["Delete"]}
+        }),
+    );
+    let provider = env.cluster_provider("trend", spec.clone()).await;
+    let via = |extra: serde_json::Value| {
+        let mut s = sim_env::wak_spec("lifetime bounds");
+        merge(&mut s, &json!({"providerRef": sim_env::cluster_provider_ref(&provider)}));
+        merge(&mut s, &extra);
+        s
+    };
+    let before = env.sim.counts.total("trend", "");
+    let cases = [
+        (
+            "long-grace",
+            json!({"rotation": {"gracePeriod": "1h"}}),
+            "spec.rotation.gracePeriod 1h is longer than the provider's maxGracePeriod 5m",
+        ),
+        (
+            "default-grace",
+            json!({}),
+            "spec.rotation.gracePeriod is not set and its default 10m is longer than the provider's maxGracePeriod 5m: set one of at most 5m",
+        ),
+        (
+            "long-rollout",
+            json!({"rotation": {"gracePeriod": "1m", "rolloutTimeout": "1h"}}),
+            "spec.rotation.rolloutTimeout 1h is longer than the provider's maxRolloutTimeout 10m",
+        ),
+        (
+            "retained",
+            json!({"rotation": {"gracePeriod": "1m"}, "deletionPolicy": "Retain"}),
+            "spec.deletionPolicy Retain is not allowed; allowed deletion policies: Delete",
+        ),
+    ];
+    for (name, extra, expected) in &cases {
+        env.apply_wak(0, name, via(extra.clone())).await;
+        let message = wait_reason(&env.waks(0), name, "PolicyViolation").await;
+        assert!(message.contains(expected), "{name}: {message}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.sim.counts.total("trend", ""), before, "refusals cost no vendor request");
+
+    // Within the bounds: Ready. Retain allowed for a while, then the platform narrows the policy again.
+    env.apply_wak(0, "within", via(json!({"rotation": {"gracePeriod": "5m", "rolloutTimeout": "10m"}}))).await;
+    wait_reason(&env.waks(0), "within", "Ready").await;
+    merge(&mut spec, &json!({"policy": {"deletionPolicies": ["Delete", "Retain"]}}));
+    sim_env::apply_cluster_key_provider(&env.client, &provider, spec.clone()).await;
+    wait_reason(&env.waks(0), "retained", "Ready").await;
+    let retained = env.waks(0).get("retained").await.unwrap();
+    let retained_key = retained.status.as_ref().unwrap().key_id.clone().expect("a key");
+    assert_eq!(env.live_trend_keys(&retained.uid().unwrap()).len(), 1);
+    merge(&mut spec, &json!({"policy": {"deletionPolicies": ["Delete"]}}));
+    sim_env::apply_cluster_key_provider(&env.client, &provider, spec.clone()).await;
+    wait_reason(&env.waks(0), "retained", "PolicyViolation").await;
+    assert_eq!(
+        env.live_trend_keys(&retained.uid().unwrap()).len(),
+        1,
+        "a refused spec keeps the key it has (onAccessLost Keep)"
+    );
+    env.waks(0).delete("retained", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "retained gone", || async { env.waks(0).get_opt("retained").await.ok()?.is_none().then_some(()) })
+        .await;
+    assert!(env.live_trend_keys(&retained.uid().unwrap()).is_empty(), "key {retained_key} revoked despite Retain");
+    let note = eventually(WAIT, "a RetainRefused Event", || async {
+        support::event_notes(&env.apps[0], "RetainRefused").await.into_iter().next()
+    })
+    .await;
+    assert!(note.contains("spec.deletionPolicy Retain is not allowed") && note.contains(&provider), "{note}");
+
+    for (name, _, _) in &cases {
+        if *name != "retained" {
+            env.waks(0).delete(name, &DeleteParams::default()).await.unwrap();
+        }
+    }
+    env.waks(0).delete("within", &DeleteParams::default()).await.unwrap();
+    env.remove_cluster_providers(&[&provider]).await;
+    support::assert_no_leaks(&env.apps[0], &env.op, &[env.sim.info.trend_admin_api_key()]).await;
+}

@@ -70,9 +70,7 @@ async fn pod_uids(pods: &Api<Pod>, app: &str) -> BTreeSet<String> {
 
 /// The notes of the Events of `reason` in the namespace.
 async fn events(env: &Env, reason: &str) -> Vec<String> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = env.ns.api();
-    let list = api.list(&ListParams::default()).await.unwrap();
-    list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).filter_map(|e| e.note).collect()
+    support::event_notes(&env.ns, reason).await
 }
 
 fn ready_message<K: serde::Serialize>(obj: &K) -> String {

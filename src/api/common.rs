@@ -19,6 +19,8 @@ pub const LABEL_REFERENCED: &str = "workloadkeys.io/referenced";
 pub const ANNOTATION_RESTARTED_AT: &str = "workloadkeys.io/restartedAt";
 /// The default of `rotation.rolloutTimeout`.
 pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The default of `rotation.gracePeriod` (both kinds).
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10 * 60);
 
 /// A key of a Secret. A resource's or `KeyProvider`'s Secrets are in its own namespace; a `ClusterKeyProvider`'s are
 /// in the operator's cluster-resource namespace.

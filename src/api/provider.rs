@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    common::{SecretKeySelector, SecretReference},
+    common::{DeletionPolicy, SecretKeySelector, SecretReference},
     workload_api_key::RoleRef,
 };
 use crate::clients::{cisco::Capability, trend::TrendApiKind};
@@ -212,6 +212,23 @@ pub struct IssuePolicy {
     #[schemars(length(max = 16))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub capabilities: Option<Vec<Capability>>,
+    /// The longest `rotation.gracePeriod` a resource may ask for (a replaced key's overlap), e.g. `1h`. Its default
+    /// (`10m`) counts too: over this, a resource must set a shorter one. Absent: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub max_grace_period: Option<String>,
+    /// The longest `rotation.rolloutTimeout` (how long a replaced key may wait for rollouts after its grace period),
+    /// e.g. `1h`. Its default (`30m`) counts too. Absent: no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub max_rollout_timeout: Option<String>,
+    /// The `deletionPolicy` values resources may use, e.g. `[Delete]` so that every key is revoked with its
+    /// resource. A resource asking for another is refused; one deleted with a `Retain` this list no longer allows
+    /// has its keys revoked all the same. Absent: both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub deletion_policies: Option<Vec<DeletionPolicy>>,
 }
 
 /// Observed state of a provider.

@@ -345,3 +345,10 @@ pub async fn assert_no_leaks(ns: &TestNamespace, op: &operator::Operator, secret
         }
     }
 }
+
+/// The notes of the Events of `reason` in the namespace.
+pub async fn event_notes(ns: &TestNamespace, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let list = api.list(&kube::api::ListParams::default()).await.expect("list Events");
+    list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).filter_map(|e| e.note).collect()
+}

@@ -14,8 +14,8 @@ use kube::{Api, ResourceExt};
 use super::{Context, cache::Cached, error::Error};
 use crate::{
     api::{
-        CiscoEndpoint, ClusterKeyProvider, IssuePolicy, KeyProvider, KeyProviderStatus, ProviderKind, ProviderRef,
-        TrendEndpoint, conditions,
+        CiscoEndpoint, ClusterKeyProvider, DeletionPolicy, IssuePolicy, KeyProvider, KeyProviderStatus, ProviderKind,
+        ProviderRef, TrendEndpoint, conditions,
     },
     clients::TlsOptions,
 };
@@ -120,6 +120,20 @@ impl Provider {
             None => Err("its admin credential has not been checked yet".into()),
         }
     }
+}
+
+/// On deleting a resource whose `deletionPolicy` is `Retain`: the note saying why its keys are revoked all the same
+/// when its provider's `policy.deletionPolicies` no longer allows `Retain`; `None` when `Retain` stands (allowed, or
+/// the provider is gone, so nothing could revoke them anyway).
+pub async fn retain_forbidden(ctx: &Context, namespace: &str, r: &ProviderRef) -> Result<Option<String>, Error> {
+    let provider = match fetch(ctx, namespace, r).await {
+        Ok(p) => p,
+        Err(Error::ProviderNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(policy::check_deletion_policy(&provider.policy, DeletionPolicy::Retain)
+        .err()
+        .map(|problem| format!("{problem} by {}: the resource's keys are revoked with it", provider.display())))
 }
 
 /// The provider a resource in `namespace` names, whatever its state.

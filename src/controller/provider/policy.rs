@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{AllowedNamespaces, Capability, IssuePolicy, RoleRef, parse_duration};
+use crate::api::{AllowedNamespaces, Capability, DeletionPolicy, IssuePolicy, RoleRef, parse_duration};
 
 /// Whether a namespace with `labels` may use a `ClusterKeyProvider` with `allowed` (absent: none may).
 pub fn namespace_allowed(
@@ -135,6 +135,72 @@ pub fn check_capabilities(policy: &IssuePolicy, wanted: &[Capability]) -> Result
     ))
 }
 
+/// The longest time a resource can keep a key alive beyond its lifetime, each bounded by the provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlap {
+    /// `rotation.gracePeriod`, bounded by `maxGracePeriod`.
+    GracePeriod,
+    /// `rotation.rolloutTimeout`, bounded by `maxRolloutTimeout`.
+    RolloutTimeout,
+}
+
+impl Overlap {
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Overlap::GracePeriod => ("spec.rotation.gracePeriod", "maxGracePeriod"),
+            Overlap::RolloutTimeout => ("spec.rotation.rolloutTimeout", "maxRolloutTimeout"),
+        }
+    }
+}
+
+/// A resource's `what` (`requested`, or `default` when it sets none) within the provider's bound. The default
+/// counts: a provider that bounds below it requires the resource to set a shorter value, so the refusal says so.
+pub fn check_overlap(
+    policy: &IssuePolicy,
+    what: Overlap,
+    requested: Option<&str>,
+    default: Duration,
+) -> Result<(), String> {
+    let (field, bound) = what.names();
+    let max_text = match what {
+        Overlap::GracePeriod => policy.max_grace_period.as_deref(),
+        Overlap::RolloutTimeout => policy.max_rollout_timeout.as_deref(),
+    };
+    let Some(max_text) = max_text else { return Ok(()) };
+    let max = parse_duration(max_text)?;
+    match requested {
+        Some(text) if parse_duration(text)? > max => {
+            Err(format!("{field} {text} is longer than the provider's {bound} {max_text}"))
+        }
+        Some(_) => Ok(()),
+        None if default > max => Err(format!(
+            "{field} is not set and its default {} is longer than the provider's {bound} {max_text}: set one of at \
+             most {max_text}",
+            go_duration(default)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `d` as the CRDs write durations (`10m`, `1h`, `90s`).
+fn go_duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Whether the provider allows `asked` as the resource's `deletionPolicy`.
+pub fn check_deletion_policy(policy: &IssuePolicy, asked: DeletionPolicy) -> Result<(), String> {
+    let Some(allowed) = &policy.deletion_policies else { return Ok(()) };
+    if allowed.contains(&asked) {
+        return Ok(());
+    }
+    let list: Vec<String> = allowed.iter().map(|p| format!("{p:?}")).collect();
+    Err(format!("spec.deletionPolicy {asked:?} is not allowed; allowed deletion policies: {}", list.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
@@ -227,6 +293,39 @@ mod tests {
         let err = effective_rotation_every(&policy, Some("800h")).unwrap_err();
         assert!(err.starts_with("rotation.every 800h") && err.contains("maxExpiresAfter 720h"), "{err}");
         assert_eq!(effective_rotation_every(&IssuePolicy::default(), Some("1h")), Ok(Some("1h".into())));
+    }
+
+    #[test]
+    fn overlaps_are_bounded_and_the_default_counts() {
+        let open = IssuePolicy::default();
+        let ten_min = Duration::from_secs(600);
+        assert!(check_overlap(&open, Overlap::GracePeriod, Some("100h"), ten_min).is_ok(), "no bound, no refusal");
+        let policy = IssuePolicy {
+            max_grace_period: Some("5m".into()),
+            max_rollout_timeout: Some("1h".into()),
+            ..Default::default()
+        };
+        assert!(check_overlap(&policy, Overlap::GracePeriod, Some("5m"), ten_min).is_ok());
+        let e = check_overlap(&policy, Overlap::GracePeriod, Some("6m"), ten_min).unwrap_err();
+        assert_eq!(e, "spec.rotation.gracePeriod 6m is longer than the provider's maxGracePeriod 5m");
+        let e = check_overlap(&policy, Overlap::GracePeriod, None, ten_min).unwrap_err();
+        assert_eq!(
+            e,
+            "spec.rotation.gracePeriod is not set and its default 10m is longer than the provider's maxGracePeriod \
+             5m: set one of at most 5m"
+        );
+        assert!(check_overlap(&policy, Overlap::RolloutTimeout, None, Duration::from_secs(1800)).is_ok());
+        let e = check_overlap(&policy, Overlap::RolloutTimeout, Some("2h"), Duration::from_secs(1800)).unwrap_err();
+        assert_eq!(e, "spec.rotation.rolloutTimeout 2h is longer than the provider's maxRolloutTimeout 1h");
+    }
+
+    #[test]
+    fn deletion_policies_must_be_allowed() {
+        assert!(check_deletion_policy(&IssuePolicy::default(), DeletionPolicy::Retain).is_ok());
+        let policy = IssuePolicy { deletion_policies: Some(vec![DeletionPolicy::Delete]), ..Default::default() };
+        assert!(check_deletion_policy(&policy, DeletionPolicy::Delete).is_ok());
+        let e = check_deletion_policy(&policy, DeletionPolicy::Retain).unwrap_err();
+        assert_eq!(e, "spec.deletionPolicy Retain is not allowed; allowed deletion policies: Delete");
     }
 
     #[test]

@@ -32,7 +32,10 @@ use super::{
     error::Error,
     failpoint,
     metrics::Series,
-    provider::{self, Provider, policy},
+    provider::{
+        self, Provider,
+        policy::{self, Overlap},
+    },
     reconcile::{
         self, Managed, ManagedStatus, Pass, namespace_terminating, patch_status, set_resource_metric, settle,
         status_of, uid,
@@ -43,8 +46,9 @@ use super::{
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DeletionPolicy, LABEL_REFERENCED, ProviderRef, RetiringCredential, SecretReference,
-        SecretTemplate, SecureWorkloadCredential, SecureWorkloadCredentialStatus,
+        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, LABEL_REFERENCED,
+        ProviderRef, RetiringCredential, SecretReference, SecretTemplate, SecureWorkloadCredential,
+        SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus,
     },
     clients::{
         ErrorKind, TlsOptions, VendorError,
@@ -191,6 +195,25 @@ struct Source {
     hash: String,
 }
 
+/// The provider's policy on capabilities and, for minted credentials, on how long a replaced one may live and
+/// whether one may outlive its resource: refused before any vendor call.
+fn within_policy(spec: &SecureWorkloadCredentialSpec, provider: &Provider) -> Result<(), Error> {
+    let violation = |problem| Error::PolicyViolation { provider: provider.display(), problem };
+    policy::check_capabilities(&provider.policy, &spec.capabilities).map_err(violation)?;
+    if spec.source.provision.is_none() {
+        return Ok(());
+    }
+    let rotation = spec.rotation.as_deref();
+    let grace = rotation.and_then(|r| r.grace_period.as_deref());
+    policy::check_overlap(&provider.policy, Overlap::GracePeriod, grace, DEFAULT_GRACE_PERIOD).map_err(violation)?;
+    let rollout_timeout = rotation.and_then(|r| r.rollout_timeout.as_deref());
+    if rollout_timeout.is_some() || spec.secret.as_ref().is_some_and(|s| !s.rollout_restart_targets.is_empty()) {
+        policy::check_overlap(&provider.policy, Overlap::RolloutTimeout, rollout_timeout, DEFAULT_ROLLOUT_TIMEOUT)
+            .map_err(violation)?;
+    }
+    policy::check_deletion_policy(&provider.policy, spec.deletion_policy.unwrap_or_default()).map_err(violation)
+}
+
 async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = ctx.as_ref();
     let obj = obj.as_ref().clone();
@@ -198,8 +221,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
     let ns = obj.namespace().unwrap_or_default();
     // Everything the provider decides comes before any vendor call: a refusal costs none.
     let provider = provider::admit(ctx, &ns, &obj.spec.provider_ref).await?;
-    policy::check_capabilities(&provider.policy, &obj.spec.capabilities)
-        .map_err(|problem| Error::PolicyViolation { provider: provider.display(), problem })?;
+    within_policy(&obj.spec, &provider)?;
     let conn = connection(&provider, ctx).await?;
     if mode == Mode::Provision && conn.login.is_none() {
         return Err(Error::InvalidSpec(format!(
@@ -646,10 +668,16 @@ async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Resul
     if obj.spec.source.provision.is_none() {
         return Ok(Action::await_change());
     }
+    let ns = obj.namespace().unwrap_or_default();
     if obj.spec.deletion_policy == Some(DeletionPolicy::Retain) {
-        let note = "deletionPolicy Retain: the minted credential is left at the vendor".to_owned();
-        ctx.event(obj.as_ref(), EventType::Normal, "CredentialRetained", "Delete", note).await;
-        return Ok(Action::await_change());
+        match provider::retain_forbidden(&ctx, &ns, &obj.spec.provider_ref).await? {
+            Some(note) => ctx.event(obj.as_ref(), EventType::Warning, "RetainRefused", "Delete", note).await,
+            None => {
+                let note = "deletionPolicy Retain: the minted credential is left at the vendor".to_owned();
+                ctx.event(obj.as_ref(), EventType::Normal, "CredentialRetained", "Delete", note).await;
+                return Ok(Action::await_change());
+            }
+        }
     }
     let uid = uid(obj.as_ref())?;
     let status = status_of(obj.as_ref());
@@ -659,7 +687,6 @@ async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Resul
         ctx.event(obj.as_ref(), EventType::Warning, "RevokeSkipped", "Delete", note).await;
         Ok(Action::await_change())
     };
-    let ns = obj.namespace().unwrap_or_default();
     // The provider's finalizer keeps it while we use it; one that is gone anyway cannot delete anything.
     let provider = match provider::fetch(&ctx, &ns, &obj.spec.provider_ref).await {
         Ok(p) => p,

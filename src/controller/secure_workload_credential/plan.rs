@@ -14,14 +14,13 @@ use k8s_openapi::jiff::Timestamp;
 pub use crate::controller::{rollout::Gate, secret::SecretState};
 use crate::{
     api::{
-        Capability, DEFAULT_ROLLOUT_TIMEOUT, SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus,
-        parse_duration,
+        Capability, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, SecureWorkloadCredentialSpec,
+        SecureWorkloadCredentialStatus, parse_duration,
     },
     controller::vendor_key::{self, shift},
 };
 
 pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(3600);
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(600);
 
 /// Where the key pair comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,10 @@ use super::{
     context::{Context, display_name},
     error::Error,
     metrics::Series,
-    provider::{self, Provider, policy},
+    provider::{
+        self, Provider,
+        policy::{self, Overlap},
+    },
     reconcile::{
         self, Managed, ManagedStatus, Pass, namespace_terminating, set_resource_metric, settle, status_of, uid,
     },
@@ -31,8 +34,9 @@ use super::{
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DeletionPolicy, ProviderRef, RetiringKey, SecretTemplate, VendorKeyId, WorkloadApiKey,
-        WorkloadApiKeySpec, WorkloadApiKeyStatus, conditions::reason,
+        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, ProviderRef, RetiringKey,
+        RotationStrategy, SecretTemplate, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec, WorkloadApiKeyStatus,
+        conditions::reason,
     },
     clients::{ErrorKind, SecretString, VendorError, trend::TrendApiKind},
 };
@@ -252,6 +256,18 @@ impl Effective {
 fn within_policy(spec: &WorkloadApiKeySpec, provider: &Provider, api: TrendApiKind) -> Result<Effective, Error> {
     let violation = |problem| Error::PolicyViolation { provider: provider.display(), problem };
     policy::check_role(&provider.policy, &spec.role).map_err(violation)?;
+    let rotation = spec.rotation.as_deref();
+    if plan::strategy(spec) == RotationStrategy::Replace {
+        let grace = rotation.and_then(|r| r.grace_period.as_deref());
+        policy::check_overlap(&provider.policy, Overlap::GracePeriod, grace, DEFAULT_GRACE_PERIOD)
+            .map_err(violation)?;
+    }
+    let rollout_timeout = rotation.and_then(|r| r.rollout_timeout.as_deref());
+    if rollout_timeout.is_some() || spec.secret.as_ref().is_some_and(|s| !s.rollout_restart_targets.is_empty()) {
+        policy::check_overlap(&provider.policy, Overlap::RolloutTimeout, rollout_timeout, DEFAULT_ROLLOUT_TIMEOUT)
+            .map_err(violation)?;
+    }
+    policy::check_deletion_policy(&provider.policy, spec.deletion_policy).map_err(violation)?;
     let every = spec.rotation.as_ref().and_then(|r| r.every.as_deref());
     if api == TrendApiKind::CloudOne {
         let every = policy::effective_rotation_every(&provider.policy, every).map_err(violation)?;
@@ -401,22 +417,21 @@ async fn finish_ready(
 /// Finalizer cleanup: revoke every key of the resource (Delete), or leave them (Retain).
 async fn cleanup(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     reconcile::forget_metrics(&ctx, obj.as_ref());
+    let ns = obj.namespace().unwrap_or_default();
     if obj.spec.deletion_policy == DeletionPolicy::Retain {
-        ctx.event(
-            obj.as_ref(),
-            EventType::Normal,
-            "KeyRetained",
-            "Delete",
-            "deletionPolicy Retain: vendor key left in place".into(),
-        )
-        .await;
-        return Ok(Action::await_change());
+        match provider::retain_forbidden(&ctx, &ns, &obj.spec.provider_ref).await? {
+            Some(note) => ctx.event(obj.as_ref(), EventType::Warning, "RetainRefused", "Delete", note).await,
+            None => {
+                let note = "deletionPolicy Retain: vendor key left in place".to_owned();
+                ctx.event(obj.as_ref(), EventType::Normal, "KeyRetained", "Delete", note).await;
+                return Ok(Action::await_change());
+            }
+        }
     }
     let status = *status_of(obj.as_ref());
     if status.key_id.is_none() && status.retiring_keys.is_empty() && status.pending_key_name.is_none() {
         return Ok(Action::await_change());
     }
-    let ns = obj.namespace().unwrap_or_default();
     let revoke_skipped = async |why: String| {
         ctx.event(
             obj.as_ref(),

@@ -5,7 +5,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
-    DEFAULT_ROLLOUT_TIMEOUT, RotationStrategy, VendorKeyId, WorkloadApiKeySpec, WorkloadApiKeyStatus, parse_duration,
+    DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, RotationStrategy, VendorKeyId, WorkloadApiKeySpec,
+    WorkloadApiKeyStatus, parse_duration,
 };
 use crate::controller::vendor_key::shift;
 pub use crate::controller::{rollout::Gate, secret::SecretState};
@@ -84,7 +85,7 @@ pub fn grace_period(spec: &WorkloadApiKeySpec) -> Result<Duration, String> {
         .as_ref()
         .and_then(|r| r.grace_period.as_deref())
         .map(parse_duration)
-        .unwrap_or(Ok(Duration::from_secs(600)))
+        .unwrap_or(Ok(DEFAULT_GRACE_PERIOD))
 }
 
 /// `rotation.rolloutTimeout`, default 30 minutes.
