@@ -643,3 +643,145 @@ async fn lifetime_bounds_refuse_without_vendor_calls_and_a_forbidden_retain_revo
     env.remove_cluster_providers(&[&provider]).await;
     support::assert_no_leaks(&env.apps[0], &env.op, &[env.sim.info.trend_admin_api_key()]).await;
 }
+
+/// Issue 19 §4: offboarding that revokes. With `onAccessLost` unset (Keep) a namespace that loses its label keeps a
+/// working key; with `Revoke`, within 60 s of the label's removal the key is revoked at the vendor and the Secret
+/// deleted (the resource stays, not Ready, with an Event naming the key); allowed again, a new key; a role the
+/// narrowed policy no longer allows revokes likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lost_keeps_or_revokes_as_the_provider_says() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start("prov-off", 1).await;
+    let label = format!("tenant-{}", env.system.name);
+    let mut spec = sim_env::trend_provider_spec(&env.sim, sim_env::ADMIN_SECRET);
+    merge(&mut spec, &json!({"allowedNamespaces": {"selector": {"matchLabels": {label.clone(): "yes"}}}}));
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    let set_label = |value: serde_json::Value| {
+        let namespaces = namespaces.clone();
+        let (name, label) = (env.apps[0].name.clone(), label.clone());
+        async move {
+            let patch = json!({"metadata": {"labels": {label: value}}});
+            namespaces.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        }
+    };
+    set_label(json!("yes")).await;
+    let provider = env.cluster_provider("trend", spec.clone()).await;
+    let mut wak = sim_env::wak_spec("offboarding");
+    merge(&mut wak, &json!({"providerRef": sim_env::cluster_provider_ref(&provider)}));
+    env.apply_wak(0, "tenant", wak).await;
+    wait_reason(&env.waks(0), "tenant", "Ready").await;
+    let uid = env.waks(0).get("tenant").await.unwrap().uid().unwrap();
+    let key_of = |w: &WorkloadApiKey| w.status.as_ref().and_then(|s| s.key_id.clone()).map(|k| k.to_string());
+    let first = key_of(&env.waks(0).get("tenant").await.unwrap()).expect("a key");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = env.apps[0].api();
+
+    // Keep (the default): not Ready, but the key and its Secret stay.
+    set_label(serde_json::Value::Null).await;
+    wait_reason(&env.waks(0), "tenant", "NamespaceNotAllowed").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.live_trend_keys(&uid).len(), 1, "Keep: the key still works");
+    assert!(secrets.get_opt("tenant").await.unwrap().is_some(), "Keep: the Secret stays");
+    set_label(json!("yes")).await;
+    wait_reason(&env.waks(0), "tenant", "Ready").await;
+    assert_eq!(key_of(&env.waks(0).get("tenant").await.unwrap()).as_deref(), Some(first.as_str()), "same key");
+
+    // Revoke: the label's removal revokes the key and deletes the Secret within 60 s.
+    merge(&mut spec, &json!({"policy": {"onAccessLost": "Revoke", "roles": [{"name": "Auditor"}]}}));
+    sim_env::apply_cluster_key_provider(&env.client, &provider, spec.clone()).await;
+    set_label(serde_json::Value::Null).await;
+    let removed = std::time::Instant::now();
+    eventually(Duration::from_secs(60), "key revoked and Secret deleted", || async {
+        let gone = env.live_trend_keys(&uid).is_empty() && secrets.get_opt("tenant").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    eprintln!("access loss to revocation: {:?}", removed.elapsed());
+    let message = wait_reason(&env.waks(0), "tenant", "NamespaceNotAllowed").await;
+    assert!(message.contains(&env.apps[0].name), "{message}");
+    let note = eventually(WAIT, "a KeysRevoked Event", || async {
+        support::event_notes(&env.apps[0], "KeysRevoked").await.into_iter().next()
+    })
+    .await;
+    assert!(note.contains(&first) && note.contains("onAccessLost Revoke"), "{note}");
+    let status = env.waks(0).get("tenant").await.unwrap().status.unwrap();
+    assert!(status.key_id.is_none() && status.retiring_keys.is_empty() && status.secret_hash.is_none(), "{status:?}");
+
+    // Allowed again: a new key, as on a first create.
+    set_label(json!("yes")).await;
+    wait_reason(&env.waks(0), "tenant", "Ready").await;
+    let second = key_of(&env.waks(0).get("tenant").await.unwrap()).expect("a new key");
+    assert_ne!(second, first);
+    assert_eq!(env.live_trend_keys(&uid).len(), 1);
+    assert!(secrets.get_opt("tenant").await.unwrap().is_some(), "the Secret is written again");
+
+    // A narrowed policy (the role no longer allowed) revokes likewise.
+    merge(&mut spec, &json!({"policy": {"roles": [{"name": "Full Access"}]}}));
+    sim_env::apply_cluster_key_provider(&env.client, &provider, spec.clone()).await;
+    eventually(Duration::from_secs(60), "key revoked after the role was narrowed", || async {
+        let gone = env.live_trend_keys(&uid).is_empty() && secrets.get_opt("tenant").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    wait_reason(&env.waks(0), "tenant", "PolicyViolation").await;
+
+    env.waks(0).delete("tenant", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "tenant gone", || async { env.waks(0).get_opt("tenant").await.ok()?.is_none().then_some(()) })
+        .await;
+    env.remove_cluster_providers(&[&provider]).await;
+    support::assert_no_leaks(&env.apps[0], &env.op, &[env.sim.info.trend_admin_api_key()]).await;
+}
+
+/// Issue 19 §4 for Cisco: a minted credential of a namespace dropped from `allowedNamespaces` is deleted at the
+/// vendor with its Secret under `onAccessLost: Revoke`; added back, a new one is minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lost_deletes_minted_cisco_credentials() {
+    let _serial = SERIAL.lock().await;
+    let env = Env::start("prov-offc", 1).await;
+    let mut spec = sim_env::cisco_provider_spec(&env.sim, Some(sim_env::LOGIN_SECRET));
+    merge(
+        &mut spec,
+        &json!({"allowedNamespaces": {"names": [env.apps[0].name]}, "policy": {"onAccessLost": "Revoke"}}),
+    );
+    let mint = env.cluster_provider("mint", spec.clone()).await;
+    env.apply_swc(
+        0,
+        "minted",
+        json!({
+            "providerRef": sim_env::cluster_provider_ref(&mint),
+            "source": {"provision": {"description": "offboarding"}},
+            "capabilities": ["flow_inventory_query"]
+        }),
+    )
+    .await;
+    wait_reason(&env.swcs(0), "minted", "Ready").await;
+    let swc = env.swcs(0).get("minted").await.unwrap();
+    let marker = format!("[workloadkeys.io/owner={}.", swc.uid().unwrap());
+    let live = || env.sim.cisco.keys().into_iter().filter(|k| !k.revoked && k.description.contains(&marker)).count();
+    assert_eq!(live(), 1);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = env.apps[0].api();
+
+    merge(&mut spec, &json!({"allowedNamespaces": {"names": ["somewhere-else"]}}));
+    sim_env::apply_cluster_key_provider(&env.client, &mint, spec.clone()).await;
+    eventually(Duration::from_secs(60), "credential deleted and Secret gone", || async {
+        (live() == 0 && secrets.get_opt("minted").await.ok()?.is_none()).then_some(())
+    })
+    .await;
+    wait_reason(&env.swcs(0), "minted", "NamespaceNotAllowed").await;
+    let note = eventually(WAIT, "a KeysRevoked Event", || async {
+        support::event_notes(&env.apps[0], "KeysRevoked").await.into_iter().next()
+    })
+    .await;
+    assert!(note.contains(swc.status.as_ref().unwrap().credential_id.as_deref().unwrap()), "{note}");
+
+    merge(&mut spec, &json!({"allowedNamespaces": {"names": [env.apps[0].name]}}));
+    sim_env::apply_cluster_key_provider(&env.client, &mint, spec).await;
+    wait_reason(&env.swcs(0), "minted", "Ready").await;
+    assert_eq!(live(), 1, "a new credential");
+    assert!(secrets.get_opt("minted").await.unwrap().is_some());
+
+    env.swcs(0).delete("minted", &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, "minted gone", || async { env.swcs(0).get_opt("minted").await.ok()?.is_none().then_some(()) })
+        .await;
+    assert_eq!(live(), 0);
+    env.remove_cluster_providers(&[&mint]).await;
+}

@@ -12,7 +12,7 @@ pub use common::{
     SecretReference, SecretRollout, SecretTemplate, TargetRollout, WorkloadKind, parse_duration,
 };
 pub use provider::{
-    AllowedNamespaces, CiscoEndpoint, ClusterKeyProvider, ClusterKeyProviderSpec, IssuePolicy, KeyProvider,
+    AccessLost, AllowedNamespaces, CiscoEndpoint, ClusterKeyProvider, ClusterKeyProviderSpec, IssuePolicy, KeyProvider,
     KeyProviderSpec, KeyProviderStatus, PROVIDER_FINALIZER, ProviderKind, ProviderRef, SECRET_FINALIZER, TrendEndpoint,
 };
 pub use secure_workload_credential::{

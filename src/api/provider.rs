@@ -229,6 +229,22 @@ pub struct IssuePolicy {
     #[schemars(length(min = 1, max = 2))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub deletion_policies: Option<Vec<DeletionPolicy>>,
+    /// What happens to the keys of a resource that loses access to this provider (its namespace no longer allowed,
+    /// or its spec no longer within this policy): `Keep` (default) leaves them working until the resource is fixed
+    /// or deleted; `Revoke` revokes every one of them at the vendor and deletes the Secret holding it at once, the
+    /// resource staying, not Ready. Access regained, a new key is made as on a first create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_access_lost: Option<AccessLost>,
+}
+
+/// What losing access to a provider does to a resource's keys.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AccessLost {
+    /// The keys keep working; the resource is not Ready until access is regained.
+    #[default]
+    Keep,
+    /// Every key of the resource is revoked at the vendor and its Secret deleted.
+    Revoke,
 }
 
 /// Observed state of a provider.

@@ -34,9 +34,9 @@ use super::{
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, ProviderRef, RetiringKey,
-        RotationStrategy, SecretTemplate, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec, WorkloadApiKeyStatus,
-        conditions::reason,
+        ANNOTATION_ROTATE, AccessLost, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, ProviderRef,
+        RetiringKey, RotationStrategy, SecretTemplate, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec,
+        WorkloadApiKeyStatus, conditions::reason,
     },
     clients::{ErrorKind, SecretString, VendorError, trend::TrendApiKind},
 };
@@ -142,10 +142,16 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     let ctx = ctx.as_ref();
     let ns = obj.namespace().unwrap_or_default();
     // Everything the provider, its API and its policy decide comes before any vendor call: a refusal costs none.
-    let provider = provider::admit(ctx, &ns, &obj.spec.provider_ref).await?;
+    let provider = match provider::admit(ctx, &ns, &obj.spec.provider_ref).await {
+        Err(e @ Error::NamespaceNotAllowed { .. }) => return Err(access_lost(&obj, ctx, e).await),
+        admitted => admitted?,
+    };
     let api = provider.trend()?.api();
     rules::check_fields(api, &obj.spec).map_err(Error::InvalidSpec)?;
-    let effective = within_policy(&obj.spec, &provider, api)?;
+    let effective = match within_policy(&obj.spec, &provider, api) {
+        Err(e) => return Err(access_lost(&obj, ctx, e).await),
+        Ok(effective) => effective,
+    };
     let obj = &effective.apply_to(obj.as_ref().clone());
     reconcile::warn_on_first_reconcile(ctx, obj, provider.insecure_tls(), "InsecureTLS", reconcile::INSECURE_TLS_NOTE)
         .await;
@@ -277,6 +283,65 @@ fn within_policy(spec: &WorkloadApiKeySpec, provider: &Provider, api: TrendApiKi
         policy::effective_expires_after(&provider.policy, spec.expires_after.as_deref()).map_err(violation)?;
     let expiry_from_policy = spec.expires_after.is_none() && expires_after.is_some();
     Ok(Effective { expires_after, every: every.map(str::to_owned), expiry_from_policy })
+}
+
+/// The resource lost access to its provider (`lost`: its namespace is no longer allowed, or its spec no longer within
+/// the policy). With the provider's `policy.onAccessLost: Revoke`, every key it has is revoked at the vendor and its
+/// Secret deleted before `lost` is reported; a failure to do so is reported instead (and retried).
+async fn access_lost(obj: &WorkloadApiKey, ctx: &Context, lost: Error) -> Error {
+    match revoke_on_access_lost(obj, ctx, &lost).await {
+        Ok(()) => lost,
+        Err(e) => e,
+    }
+}
+
+async fn revoke_on_access_lost(obj: &WorkloadApiKey, ctx: &Context, lost: &Error) -> Result<(), Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let provider = provider::fetch(ctx, &ns, &obj.spec.provider_ref).await?;
+    if provider.policy.on_access_lost != Some(AccessLost::Revoke) {
+        return Ok(());
+    }
+    let mut status = *status_of(obj);
+    let has_keys = status.key_id.is_some() || !status.retiring_keys.is_empty() || status.pending_key_name.is_some();
+    let secret = status.secret_name.clone();
+    if !has_keys && secret.is_none() {
+        return Ok(());
+    }
+    let issuer = Issuer::of(&provider, ctx).await?;
+    bound_to(obj, issuer.endpoint(), &provider)?;
+    let mut ids: Vec<VendorKeyId> =
+        status.key_id.iter().chain(status.retiring_keys.iter().map(|k| &k.key_id)).cloned().collect();
+    if let Some(pending) = &status.pending_key_name {
+        ids.extend(issuer.pending_keys(&status, pending, &uid(obj)?).await?);
+    }
+    for id in &ids {
+        issuer.delete_key(id).await?;
+    }
+    if let Some(name) = &secret {
+        secret::io::delete_owned(ctx, obj, name).await?;
+    }
+    // As on a first create once access is regained; the next key takes a new name beside the revoked ones.
+    let generation = status.key_generation.unwrap_or(1).max(1);
+    status = WorkloadApiKeyStatus {
+        conditions: status.conditions,
+        observed_generation: status.observed_generation,
+        owner_nonce: status.owner_nonce,
+        endpoint: status.endpoint,
+        key_generation: Some(generation + 1),
+        rotate_annotation: status.rotate_annotation,
+        failed_attempts: status.failed_attempts,
+        ..Default::default()
+    };
+    reconcile::patch_status(ctx, obj, &status).await?;
+    reconcile::forget_metrics(ctx, obj);
+    let list: Vec<String> = ids.iter().map(VendorKeyId::to_string).collect();
+    let note = format!(
+        "access to {} lost ({lost}); policy.onAccessLost Revoke: revoked vendor key(s) {list:?} and deleted Secret {}",
+        provider.display(),
+        secret.as_deref().unwrap_or("(none)")
+    );
+    ctx.event(obj, EventType::Warning, "KeysRevoked", "Offboard", note).await;
+    Ok(())
 }
 
 /// Keys are bound to the endpoint that issued them: refuse to act when the provider now points elsewhere.
