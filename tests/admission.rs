@@ -50,6 +50,40 @@ fn rollout_target_cases() -> Vec<(&'static str, Value, &'static str)> {
     ]
 }
 
+/// The size bounds on what an app team writes into the Secret's metadata, the same on both kinds.
+fn secret_metadata_cases() -> Vec<(&'static str, Value, &'static str)> {
+    let many: serde_json::Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let big = |n: usize| json!({"a": "x".repeat(n)});
+    vec![
+        ("more than 16 labels", json!({"secret": {"labels": many.clone()}}), "spec.secret.labels"),
+        ("labels over 4096 characters", json!({"secret": {"labels": big(4096)}}), "spec.secret.labels must total"),
+        ("more than 16 annotations", json!({"secret": {"annotations": many}}), "spec.secret.annotations"),
+        (
+            "annotations over 8192 characters",
+            json!({"secret": {"annotations": big(8192)}}),
+            "spec.secret.annotations must total",
+        ),
+    ]
+}
+
+/// Free text holding an ownership marker, refused in each field that has one (issue 19 §1).
+fn marker_cases() -> Vec<(&'static str, Value, &'static str)> {
+    let marked = "x [workloadkeys.io/uid=0b6f5d7e-1111-4c4c-9a9a-123456789abc]";
+    vec![
+        (
+            "marker in description",
+            json!({"description": marked}),
+            "spec.description must not contain 'workloadkeys.io/'",
+        ),
+        ("marker in keyName", json!({"keyName": marked}), "spec.keyName must not contain 'workloadkeys.io/'"),
+        (
+            "marker in role name",
+            json!({"role": {"name": marked}}),
+            "spec.role.name must not contain 'workloadkeys.io/'",
+        ),
+    ]
+}
+
 fn valid_swc() -> Value {
     json!({
         "providerRef": {"name": "team-cisco"},
@@ -110,6 +144,8 @@ async fn invalid_workload_api_keys_are_refused_with_field_names() {
     ]
     .into_iter()
     .chain(rollout_target_cases())
+    .chain(secret_metadata_cases())
+    .chain(marker_cases())
     .collect();
     assert!(cases.len() >= 12);
     for (i, (what, patch, field)) in cases.into_iter().enumerate() {
@@ -157,6 +193,12 @@ async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
     ]
     .into_iter()
     .chain(rollout_target_cases())
+    .chain(secret_metadata_cases())
+    .chain([(
+        "marker in the minted key's description",
+        json!({"source": {"existing": null, "provision": {"description": "[workloadkeys.io/owner=u.n]"}}}),
+        "spec.source.provision.description must not contain 'workloadkeys.io/'",
+    )])
     .collect();
     assert!(cases.len() >= 8);
     for (i, (what, patch, field)) in cases.into_iter().enumerate() {

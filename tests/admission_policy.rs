@@ -126,6 +126,11 @@ async fn the_chart_refuses_at_admission_what_the_provider_refuses_and_keeps_the_
     // Each refusal: the message the runtime's PolicyViolation condition shows (the same pure checks make it).
     let alice = client_as(ALICE).await;
     let waks: Api<WorkloadApiKey> = Api::namespaced(alice.clone(), &app.name);
+    // The chart's roles reach `edit` through aggregation, a moment after the install.
+    eventually(Duration::from_secs(30), "alice may create WorkloadApiKeys", || async {
+        dry_run(&waks, &wak("w", via("ClusterKeyProvider", &provider, json!({})))).await.ok()
+    })
+    .await;
     let full_access = RoleRef { name: Some("Full Access".into()), id: None };
     let cases = [
         (json!({"role": {"name": "Full Access"}}), violation(policy::check_role(&policy, &full_access).unwrap_err())),

@@ -53,11 +53,15 @@ pub struct SecretTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: Option<String>,
-    /// Extra labels on the Secret.
+    /// Extra labels on the Secret: at most 16, keys and values together at most 4096 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 4096").message("spec.secret.labels must total at most 4096 characters (keys and values)"))]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations on the Secret.
+    /// Extra annotations on the Secret: at most 16, keys and values together at most 8192 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 8192").message("spec.secret.annotations must total at most 8192 characters (keys and values)"))]
     pub annotations: BTreeMap<String, String>,
     /// Workloads of this namespace that use the Secret: each is restarted (as `kubectl rollout restart` does) once
     /// whenever the Secret's data changes after its first write, and a replaced key is revoked only after their

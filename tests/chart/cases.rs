@@ -45,6 +45,8 @@ pub const BRING_YOUR_OWN: Case = Case {
         "podDisruptionBudget.enabled=false",
         "--set",
         "networkPolicy.enabled=false",
+        "--set",
+        "admissionPolicy.enabled=false",
     ],
 };
 pub const HARDENED: Case = Case {

@@ -39,12 +39,34 @@ fn default_values_render_a_restricted_cluster_wide_operator_with_leader_election
         "PodDisruptionBudget",
         "NetworkPolicy",
         "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .map(String::from)
     .into();
     assert_eq!(kinds(&docs), expected);
+    // The admission policies: the finalizer guard and one per provider kind, each with its binding.
+    for suffix in ["finalizer", "clusterkeyprovider-policy", "keyprovider-policy"] {
+        let name = format!("{FULLNAME}-{suffix}");
+        let policy = find(&docs, "ValidatingAdmissionPolicy", &name).unwrap_or_else(|| panic!("{name}"));
+        let failure = if suffix == "finalizer" { "Fail" } else { "Ignore" };
+        assert_eq!(policy["spec"]["failurePolicy"], failure, "{name}: the runtime refuses the same");
+        let binding =
+            find(&docs, "ValidatingAdmissionPolicyBinding", &name).unwrap_or_else(|| panic!("{name} binding"));
+        assert_eq!(binding["spec"]["policyName"], name.as_str());
+        assert_eq!(binding["spec"]["validationActions"], serde_json::json!(["Deny"]));
+    }
+    let guard = find(&docs, "ValidatingAdmissionPolicy", &format!("{FULLNAME}-finalizer")).unwrap();
+    let exempt = guard["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
+    assert!(exempt.contains(r#"["system:masters"]"#), "{exempt}");
     for doc in &docs {
-        let cluster_scoped = ["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"];
+        let cluster_scoped = [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ];
         if !cluster_scoped.contains(&doc["kind"].as_str().unwrap()) {
             assert_eq!(doc["metadata"]["namespace"], NAMESPACE, "{} is in the release namespace", doc["kind"]);
         }
@@ -154,6 +176,13 @@ fn non_default_values_render_as_asked() {
     assert!(!env.keys().any(|k| k.starts_with("WKO_LEASE_")));
     assert!(find(&docs, "Role", &format!("{FULLNAME}-leader-election")).is_none());
     assert!(deployment(&docs)["spec"].get("strategy").is_none());
+
+    // The groups that may remove the operator's finalizer from a resource recording a live key.
+    let args = &["--set-json", r#"admissionPolicy.finalizerOverrideGroups=["platform:key-admins"]"#];
+    let docs = render(&crate::cases::Case { name: "finalizer override groups", args });
+    let guard = find(&docs, "ValidatingAdmissionPolicy", &format!("{FULLNAME}-finalizer")).unwrap();
+    let exempt = guard["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
+    assert!(exempt.contains(r#"["platform:key-admins"]"#) && !exempt.contains("system:masters"), "{exempt}");
 
     // Bring your own RBAC, CRDs and ServiceAccount.
     let docs = render(&BRING_YOUR_OWN);
