@@ -19,6 +19,8 @@ pub const LABEL_REFERENCED: &str = "workloadkeys.io/referenced";
 pub const ANNOTATION_RESTARTED_AT: &str = "workloadkeys.io/restartedAt";
 /// The default of `rotation.rolloutTimeout`.
 pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The form of every duration field: Go-style units, as [`parse_duration`] reads them (`90s`, `10m`, `1h30m`).
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 /// The default of `rotation.gracePeriod` (both kinds).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10 * 60);
 

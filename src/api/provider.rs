@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    common::DURATION_PATTERN,
     common::{DeletionPolicy, SecretKeySelector, SecretReference},
     workload_api_key::RoleRef,
 };
@@ -204,7 +205,7 @@ pub struct IssuePolicy {
     /// Trend: the longest key lifetime, e.g. `720h`. A resource without `expiresAfter` gets this one; one that
     /// asks for more is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("spec.policy.maxExpiresAfter must be at least 30s"))]
     pub max_expires_after: Option<String>,
     /// Cisco: the capabilities a resource may require or mint. Absent: any.
@@ -215,12 +216,12 @@ pub struct IssuePolicy {
     /// The longest `rotation.gracePeriod` a resource may ask for (a replaced key's overlap), e.g. `1h`. Its default
     /// (`10m`) counts too: over this, a resource must set a shorter one. Absent: no bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     pub max_grace_period: Option<String>,
     /// The longest `rotation.rolloutTimeout` (how long a replaced key may wait for rollouts after its grace period),
     /// e.g. `1h`. Its default (`30m`) counts too. Absent: no bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     pub max_rollout_timeout: Option<String>,
     /// The `deletionPolicy` values resources may use, e.g. `[Delete]` so that every key is revoked with its
     /// resource. A resource asking for another is refused; one deleted with a `Retain` this list no longer allows

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::clients::cisco::Capability;
 
 use super::{
+    common::DURATION_PATTERN,
     common::{DeletionPolicy, SecretReference, SecretRollout, SecretTemplate},
     provider::ProviderRef,
 };
@@ -56,7 +57,7 @@ pub struct SecureWorkloadCredentialSpec {
     pub capabilities: Vec<Capability>,
     /// How often the key is re-verified; revocation is noticed within this interval. Default `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.verifyInterval must be at least 1s"))]
     pub verify_interval: Option<String>,
     /// Provision mode only: mint a new key pair every `every`, keeping the old one for `gracePeriod`.
@@ -103,18 +104,18 @@ pub struct ProvisionSource {
 #[serde(rename_all = "camelCase")]
 pub struct SecureWorkloadRotation {
     /// Mint a new key pair this often, e.g. `720h`.
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("spec.rotation.every must be at least 10s"))]
     pub every: String,
     /// How long the old key pair stays valid after the Secret holds the new one. Default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     pub grace_period: Option<String>,
     /// How long a replaced key pair waits for the rollouts of `spec.secret.rolloutRestartTargets` once its grace
     /// period is over, counted from their restart; after it the pair is deleted anyway (Event `RolloutIncomplete`).
     /// Default `30m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.rotation.rolloutTimeout must be at least 1s"))]
     pub rollout_timeout: Option<String>,
 }

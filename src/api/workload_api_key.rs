@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use crate::clients::trend::Locale;
 
 use super::{
+    common::DURATION_PATTERN,
     common::{DeletionPolicy, SecretRollout, SecretTemplate},
     provider::ProviderRef,
 };
@@ -77,7 +78,7 @@ pub struct WorkloadApiKeySpec {
     /// (31, 92, 184, 366 days) is at most `expiresAfter`, so never more than asked; under 744h is refused. CloudOne:
     /// refused (its keys have no expiry; use `rotation.every`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("spec.expiresAfter must be at least 30s"))]
     pub expires_after: Option<String>,
     /// When and how keys are rotated.
@@ -113,13 +114,13 @@ pub struct RoleRef {
 pub struct Rotation {
     /// Rotate this long before expiry; defaults to one third of the key's lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     pub renew_before: Option<String>,
     /// Rotate each key this long after it was created (and before expiry as `renewBefore` says, whichever comes
     /// first), e.g. `720h`. For CloudOne, whose keys do not expire, the way to rotate; there the provider's
     /// `policy.maxExpiresAfter` caps it (and is its default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("spec.rotation.every must be at least 1m"))]
     pub every: Option<String>,
     /// `Replace` (new key, old one revoked after `gracePeriod`) or `RegenerateSecret` (same key, new secret;
@@ -128,13 +129,13 @@ pub struct Rotation {
     pub strategy: Option<RotationStrategy>,
     /// `Replace` only: how long the old key stays valid after the Secret holds the new one. Default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     pub grace_period: Option<String>,
     /// How long a replaced key waits for the rollouts of `spec.secret.rolloutRestartTargets` once its grace period
     /// is over, counted from their restart; after it the key is revoked anyway (Event `RolloutIncomplete`).
     /// Default `30m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.rotation.rolloutTimeout must be at least 1s"))]
     pub rollout_timeout: Option<String>,
 }

@@ -41,8 +41,8 @@ pub use context::{Context, Settings};
 pub use error::Error;
 
 use crate::api::{
-    ClusterKeyProvider, KeyProvider, KeyProviderStatus, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, ProviderKind,
-    RolloutTarget, SecureWorkloadCredential, WorkloadApiKey, WorkloadKind, conditions,
+    API_GROUP, ClusterKeyProvider, KeyProvider, KeyProviderStatus, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY,
+    ProviderKind, RolloutTarget, SecureWorkloadCredential, WorkloadApiKey, WorkloadKind, conditions,
 };
 use reconcile::{Managed, ManagedStatus};
 
@@ -299,13 +299,22 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
     futures::join!(secrets, ckps, kps, namespaces, workloads, wak, swc, ckp, kp);
 }
 
-/// What the watch cache keeps of a resource: what finds it from a trigger (spec, names, labels, annotations for the
-/// rotate request) and the failed-attempt count `reconcile::error_policy` backs off by. Not its status otherwise
-/// (every reconcile reads the resource fresh, see `reconcile::reconcile`), nor who wrote which field, nor
-/// `kubectl apply`'s copy of the spec: at 10,000 resources these were most of the operator's memory.
-fn slim<K: Managed>(o: &mut K) {
+/// What the watch cache keeps of a resource: what finds it from a trigger (spec, names, the operator's own
+/// annotations for the rotate request) and the failed-attempt count `reconcile::error_policy` backs off by. Not its
+/// status otherwise (every reconcile reads the resource fresh, see `reconcile::reconcile`), nor who wrote which
+/// field, nor `kubectl apply`'s copy of the spec: at 10,000 resources these were most of the operator's memory.
+/// Nor its labels and other annotations, which nothing reads and which an app team could make up to 256 KiB a
+/// resource; an operator annotation's value longer than [`CACHED_ANNOTATION`] is kept as its digest, which still
+/// changes when it does (the reconcile acts on the value it reads fresh).
+pub fn slim<K: Managed>(o: &mut K) {
     o.managed_fields_mut().clear();
-    o.annotations_mut().remove(LAST_APPLIED);
+    o.labels_mut().clear();
+    o.annotations_mut().retain(|k, _| k.strip_prefix(API_GROUP).is_some_and(|rest| rest.starts_with('/')));
+    for value in o.annotations_mut().values_mut() {
+        if value.len() > CACHED_ANNOTATION {
+            *value = context::digest(&[value.as_bytes()]);
+        }
+    }
     let attempts = o.status().and_then(|s| s.failed_attempts());
     *o.status_mut() = attempts.map(|a| {
         let mut s = K::Status::default();
@@ -320,8 +329,8 @@ fn slim_meta<K>(o: &mut PartialObjectMeta<K>) {
     o.metadata.annotations = None;
 }
 
-/// `kubectl apply`'s record of the applied object, in an annotation.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// The longest operator annotation value the watch cache keeps as it is (a digest is 64 characters).
+const CACHED_ANNOTATION: usize = 64;
 
 /// Every watch's list: from the API server's watch cache, in pages of [`LIST_PAGE`]. A page is decoded whole, with
 /// the who-wrote-what of each object that the caches then drop: at kube's default of 500 objects a page of
@@ -668,7 +677,38 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::api::WorkloadApiKey;
+    use crate::api::{ANNOTATION_ROTATE, WorkloadApiKey};
+
+    #[test]
+    fn the_cache_keeps_no_tenant_metadata_and_a_long_rotate_request_as_its_digest() {
+        let mut o = wak("u1", 1, "True");
+        let big = "x".repeat(200_000);
+        o.metadata.labels = Some([("team".to_owned(), "payments".to_owned())].into());
+        o.metadata.annotations = Some(
+            [
+                ("kubectl.kubernetes.io/last-applied-configuration".to_owned(), big.clone()),
+                ("example.com/notes".to_owned(), big.clone()),
+                ("workloadkeys.io.evil.com/x".to_owned(), big.clone()),
+                (ANNOTATION_ROTATE.to_owned(), big.clone()),
+            ]
+            .into(),
+        );
+        slim(&mut o);
+        assert!(o.labels().is_empty());
+        let kept: Vec<&String> = o.annotations().keys().collect();
+        assert_eq!(kept, [ANNOTATION_ROTATE]);
+        let rotate = o.annotations()[ANNOTATION_ROTATE].clone();
+        assert_eq!(rotate.len(), 64, "a digest, not 200,000 bytes");
+        let mut changed = wak("u1", 1, "True");
+        changed.metadata.annotations = Some([(ANNOTATION_ROTATE.to_owned(), format!("{big}y"))].into());
+        slim(&mut changed);
+        assert_ne!(changed.annotations()[ANNOTATION_ROTATE], rotate, "a changed request still changes the cache");
+        let mut short = wak("u1", 1, "True");
+        short.metadata.annotations = Some([(ANNOTATION_ROTATE.to_owned(), "2026-12-05".to_owned())].into());
+        slim(&mut short);
+        assert_eq!(short.annotations()[ANNOTATION_ROTATE], "2026-12-05");
+        assert!(short.status.is_none(), "no status without failed attempts");
+    }
 
     fn wak(uid: &str, generation: i64, status: &str) -> WorkloadApiKey {
         serde_json::from_value(json!({
