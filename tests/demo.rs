@@ -168,6 +168,13 @@ fn make_demo_ends_with_providers_and_resources_ready_the_consumer_succeeding_and
         "{output}"
     );
     assert!(output.contains("the refusal cost no vendor call"), "{output}");
+    // The same request refused at admission by the chart's policy, with the same message.
+    assert!(
+        output.contains(
+            r#"denied request: ClusterKeyProvider/platform-trend refuses this request: role "Full Access" is not allowed; allowed roles: "Auditor""#
+        ),
+        "{output}"
+    );
     assert!(
         output.contains("done: providers and resources Ready, consumer OK, the request outside the policy refused"),
         "{output}"
