@@ -112,8 +112,9 @@ pub struct IssuedKey {
     pub expires_at: Option<jiff::Timestamp>,
 }
 
-/// The operations the controller uses on Cloud One and Vision One. Object-safe, so a controller can hold an
-/// `Arc<dyn KeyApi>` and tests can substitute a fake.
+/// The operations the controller uses on Cloud One and Vision One. Object-safe: the provider factory
+/// (`controller::provider::connect`) picks the client of the provider's API and caches it as an `Arc<dyn KeyApi>`.
+/// Controller tests run against the vendor simulator over HTTPS, not a fake.
 pub trait KeyApi: Send + Sync {
     fn api(&self) -> TrendApiKind;
     /// The role as create wants it, when one is named (or identified) exactly `name`.

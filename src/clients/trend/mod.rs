@@ -32,8 +32,9 @@ use crate::clients::VendorError;
 /// The future every [`TrendApi`] operation returns.
 pub type TrendFuture<'a, T> = BoxFuture<'a, Result<T, VendorError>>;
 
-/// What the controllers need from a Workload Security endpoint. Object-safe, so a controller can hold
-/// an `Arc<dyn TrendApi>` and tests can substitute a fake.
+/// What the controllers need from a Workload Security endpoint. Object-safe: the provider factory
+/// (`controller::provider::connect`) caches one client per endpoint and credential as an `Arc<dyn TrendApi>`.
+/// Controller tests run against the vendor simulator over HTTPS, not a fake.
 pub trait TrendApi: Send + Sync {
     /// The role named exactly `name`, if any.
     fn find_role_by_name<'a>(&'a self, name: &'a str) -> TrendFuture<'a, Option<Role>>;

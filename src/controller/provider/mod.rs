@@ -3,6 +3,7 @@
 //! namespace allowed, the provider ready, the policy kept). None of these checks costs a vendor call.
 //! The providers' own reconciler (readiness, who uses them, finalizers) is in `reconciler`.
 
+pub mod connect;
 pub mod policy;
 pub mod reconciler;
 
@@ -20,6 +21,25 @@ use crate::{
     clients::TlsOptions,
 };
 
+/// The vendor a provider connects to: exactly one (the CRDs refuse a provider with both or neither; `Neither` is
+/// what an object stored before that rule would give, and every use refuses it).
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Trend(TrendEndpoint),
+    Cisco(CiscoEndpoint),
+    Neither,
+}
+
+impl Endpoint {
+    fn of(trend: Option<&TrendEndpoint>, cisco: Option<&CiscoEndpoint>) -> Self {
+        match (trend, cisco) {
+            (Some(t), _) => Endpoint::Trend(t.clone()),
+            (None, Some(c)) => Endpoint::Cisco(c.clone()),
+            (None, None) => Endpoint::Neither,
+        }
+    }
+}
+
 /// A provider of either kind, as a resource sees it.
 #[derive(Clone, Debug)]
 pub struct Provider {
@@ -27,8 +47,7 @@ pub struct Provider {
     pub name: String,
     /// Where the Secrets it names live: its own namespace, or the cluster-resource namespace.
     pub secret_namespace: String,
-    pub trend: Option<TrendEndpoint>,
-    pub cisco: Option<CiscoEndpoint>,
+    pub endpoint: Endpoint,
     pub policy: IssuePolicy,
     allowed: Option<crate::api::AllowedNamespaces>,
     generation: Option<i64>,
@@ -47,8 +66,7 @@ impl Provider {
             kind: ProviderKind::ClusterKeyProvider,
             name: p.name_any(),
             secret_namespace: cluster_resource_namespace.to_owned(),
-            trend: p.spec.trend.clone(),
-            cisco: p.spec.cisco.clone(),
+            endpoint: Endpoint::of(p.spec.trend.as_ref(), p.spec.cisco.as_ref()),
             policy: p.spec.policy.clone().unwrap_or_default(),
             allowed: p.spec.allowed_namespaces.clone(),
             generation: p.metadata.generation,
@@ -62,8 +80,7 @@ impl Provider {
             kind: ProviderKind::KeyProvider,
             name: p.name_any(),
             secret_namespace: p.namespace().unwrap_or_default(),
-            trend: p.spec.trend.clone(),
-            cisco: p.spec.cisco.clone(),
+            endpoint: Endpoint::of(p.spec.trend.as_ref(), p.spec.cisco.as_ref()),
             policy: p.spec.policy.clone().unwrap_or_default(),
             allowed: None,
             generation: p.metadata.generation,
@@ -74,38 +91,90 @@ impl Provider {
 
     /// The Trend endpoint, or `InvalidSpec` when the provider is of the other vendor.
     pub fn trend(&self) -> Result<&TrendEndpoint, Error> {
-        self.trend.as_ref().ok_or_else(|| {
-            Error::InvalidSpec(format!(
+        match &self.endpoint {
+            Endpoint::Trend(t) => Ok(t),
+            Endpoint::Cisco(_) => Err(Error::InvalidSpec(format!(
                 "{} is a Cisco Secure Workload provider; a WorkloadApiKey needs a provider with spec.trend",
                 self.display()
-            ))
-        })
+            ))),
+            Endpoint::Neither => Err(self.neither()),
+        }
     }
 
     /// The Cisco endpoint, or `InvalidSpec` when the provider is of the other vendor.
     pub fn cisco(&self) -> Result<&CiscoEndpoint, Error> {
-        self.cisco.as_ref().ok_or_else(|| {
-            Error::InvalidSpec(format!(
+        match &self.endpoint {
+            Endpoint::Cisco(c) => Ok(c),
+            Endpoint::Trend(_) => Err(Error::InvalidSpec(format!(
                 "{} is a Trend Micro provider; a SecureWorkloadCredential needs a provider with spec.cisco",
                 self.display()
-            ))
-        })
+            ))),
+            Endpoint::Neither => Err(self.neither()),
+        }
+    }
+
+    fn neither(&self) -> Error {
+        Error::InvalidSpec(format!("{} has neither spec.trend nor spec.cisco", self.display()))
+    }
+
+    /// `Trend` or `Cisco`, for its status; `None` for neither.
+    pub fn vendor(&self) -> Option<&'static str> {
+        match &self.endpoint {
+            Endpoint::Trend(_) => Some("Trend"),
+            Endpoint::Cisco(_) => Some("Cisco"),
+            Endpoint::Neither => None,
+        }
+    }
+
+    /// The vendor URL as the provider names it.
+    pub fn url(&self) -> Option<&str> {
+        match &self.endpoint {
+            Endpoint::Trend(t) => Some(&t.url),
+            Endpoint::Cisco(c) => Some(&c.url),
+            Endpoint::Neither => None,
+        }
+    }
+
+    /// The Secrets the provider names (credential, login, CA), in its Secret namespace.
+    pub fn named_secrets(&self) -> impl Iterator<Item = &str> {
+        let refs: Vec<&str> = match &self.endpoint {
+            Endpoint::Trend(t) => [
+                t.api_key_secret_ref.as_ref().map(|r| r.name.as_str()),
+                t.login_secret_ref.as_ref().map(|r| r.name.as_str()),
+                t.ca_secret_ref.as_ref().map(|r| r.name.as_str()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Endpoint::Cisco(c) => [
+                c.login_secret_ref.as_ref().map(|r| r.name.as_str()),
+                c.ca_secret_ref.as_ref().map(|r| r.name.as_str()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Endpoint::Neither => Vec::new(),
+        };
+        refs.into_iter()
     }
 
     /// TLS settings from the provider's CA fields (a CA Secret is read in the provider's Secret namespace).
     pub async fn tls(&self, ctx: &Context) -> Result<TlsOptions, Error> {
-        let (bundle, secret, insecure) = match (&self.trend, &self.cisco) {
-            (Some(t), _) => (t.ca_bundle.as_deref(), t.ca_secret_ref.as_ref(), t.insecure_skip_tls_verify),
-            (None, Some(c)) => (c.ca_bundle.as_deref(), c.ca_secret_ref.as_ref(), c.insecure_skip_tls_verify),
-            (None, None) => return Err(Error::InvalidSpec(format!("{} has neither trend nor cisco", self.display()))),
+        let (bundle, secret, insecure) = match &self.endpoint {
+            Endpoint::Trend(t) => (t.ca_bundle.as_deref(), t.ca_secret_ref.as_ref(), t.insecure_skip_tls_verify),
+            Endpoint::Cisco(c) => (c.ca_bundle.as_deref(), c.ca_secret_ref.as_ref(), c.insecure_skip_tls_verify),
+            Endpoint::Neither => return Err(self.neither()),
         };
         ctx.tls_options(&self.secret_namespace, bundle, secret, insecure.unwrap_or(false)).await
     }
 
     pub fn insecure_tls(&self) -> bool {
-        let t = self.trend.as_ref().and_then(|t| t.insecure_skip_tls_verify);
-        let c = self.cisco.as_ref().and_then(|c| c.insecure_skip_tls_verify);
-        t.or(c).unwrap_or(false)
+        match &self.endpoint {
+            Endpoint::Trend(t) => t.insecure_skip_tls_verify,
+            Endpoint::Cisco(c) => c.insecure_skip_tls_verify,
+            Endpoint::Neither => None,
+        }
+        .unwrap_or(false)
     }
 
     /// Whether its admin credential was proven for the current spec; the provider's own words otherwise.

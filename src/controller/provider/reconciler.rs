@@ -119,17 +119,7 @@ fn uses<K: Managed>(r: &K, provider: &Provider, provider_ns: Option<&str>) -> bo
 
 /// The Secrets a provider names, in its Secret namespace.
 fn named_secrets(provider: &Provider) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    if let Some(t) = &provider.trend {
-        names.extend(t.api_key_secret_ref.iter().map(|r| r.name.clone()));
-        names.extend(t.login_secret_ref.iter().map(|r| r.name.clone()));
-        names.extend(t.ca_secret_ref.iter().map(|r| r.name.clone()));
-    }
-    if let Some(c) = &provider.cisco {
-        names.extend(c.login_secret_ref.iter().map(|r| r.name.clone()));
-        names.extend(c.ca_secret_ref.iter().map(|r| r.name.clone()));
-    }
-    names
+    provider.named_secrets().map(str::to_owned).collect()
 }
 
 /// Whether `provider` names the Secret `name` (of its Secret namespace).
@@ -186,9 +176,8 @@ pub async fn reconcile<P: ProviderObject>(obj: Arc<P>, ctx: Arc<Context>, users:
     let all_users = users.cached(&provider, provider_ns.as_deref());
     status.in_use = Some(i32::try_from(all_users.len()).unwrap_or(i32::MAX));
     status.users = all_users.into_iter().take(USERS_LISTED).collect();
-    status.vendor = Some(if provider.trend.is_some() { "Trend" } else { "Cisco" }.to_owned());
-    status.url =
-        provider.trend.as_ref().map(|t| t.url.clone()).or_else(|| provider.cisco.as_ref().map(|c| c.url.clone()));
+    status.vendor = provider.vendor().map(str::to_owned);
+    status.url = provider.url().map(str::to_owned);
 
     // The credential is checked again only when what it depends on changed, or an hour has passed.
     let version = credential_version(&ctx, &provider, obj.meta().generation).await;
@@ -199,7 +188,7 @@ pub async fn reconcile<P: ProviderObject>(obj: Arc<P>, ctx: Arc<Context>, users:
         || status.checked_version.as_deref() != Some(version.as_str());
     let mut requeue = RECHECK;
     if due {
-        let (ok, why, message) = match check(&ctx, &provider).await {
+        let (ok, why, message) = match super::connect::check(&provider, &ctx).await {
             Ok(message) => (true, reason::READY, message),
             Err(e) => {
                 let why = match &e {
@@ -241,16 +230,6 @@ pub async fn reconcile<P: ProviderObject>(obj: Arc<P>, ctx: Arc<Context>, users:
 pub fn error_policy<P: ProviderObject>(obj: Arc<P>, err: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(provider = %obj.name_any(), error = %err, "provider reconcile failed");
     Action::requeue(backoff(3, None, rand::random()))
-}
-
-/// Proves the admin credential (or, for a Cisco provider without a sign-in, that the endpoint answers) with a
-/// read-only call. The message says what was proven.
-async fn check(ctx: &Context, provider: &Provider) -> Result<String, Error> {
-    if provider.trend.is_some() {
-        crate::controller::workload_api_key::check_provider(provider, ctx).await
-    } else {
-        crate::controller::secure_workload_credential::check_provider(provider, ctx).await
-    }
 }
 
 /// A digest of what the credential check depends on: the spec generation and the resource versions of the

@@ -28,12 +28,12 @@ use serde_json::json;
 use plan::{Mode, Observed, Retire, SecretState, Step};
 
 use super::{
-    context::{Context, digest, display_name, secret_key},
+    context::{Context, display_name},
     error::Error,
     failpoint,
     metrics::Series,
     provider::{
-        self, Provider,
+        self, Provider, connect,
         policy::{self, Overlap},
     },
     reconcile::{
@@ -51,8 +51,8 @@ use crate::{
         SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus,
     },
     clients::{
-        ErrorKind, TlsOptions, VendorError,
-        cisco::{self, ApiCredentials, CiscoClient, Liveness, UiCredential, UiLogin, UiSession},
+        VendorError,
+        cisco::{self, ApiCredentials, CiscoClient, Liveness, UiCredential, UiSession},
     },
 };
 
@@ -92,43 +92,22 @@ impl Managed for SecureWorkloadCredential {
     }
 }
 
-/// Where the vendor is and how to trust it.
+/// The provider's Cisco endpoint (see [`connect`]) and provision mode's sign-in (its `cisco.loginSecretRef`).
 struct Connection {
-    endpoint: String,
-    tls: TlsOptions,
-    /// The provider, for messages.
-    provider: String,
-    /// Provision mode's sign-in (the provider's `cisco.loginSecretRef`) and where that Secret lives.
+    inner: connect::Connection,
     login: Option<SecretReference>,
-    secret_namespace: String,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = connect::Connection;
+    fn deref(&self) -> &connect::Connection {
+        &self.inner
+    }
 }
 
 async fn connection(provider: &Provider, ctx: &Context) -> Result<Connection, Error> {
-    let cisco = provider.cisco()?;
-    Ok(Connection {
-        endpoint: source::endpoint(&cisco.url),
-        tls: provider.tls(ctx).await?,
-        provider: provider.display(),
-        login: cisco.login_secret_ref.clone(),
-        secret_namespace: provider.secret_namespace.clone(),
-    })
-}
-
-/// A Cisco provider's read-only check: with a sign-in, the UI session opens (and lists the credentials); without
-/// one, the OpenAPI answers over TLS (an unsigned read, refused with 401).
-pub(crate) async fn check_provider(provider: &Provider, ctx: &Context) -> Result<String, Error> {
-    let conn = connection(provider, ctx).await?;
-    if conn.login.is_some() {
-        let (login, _) = ui_login_of(ctx, &conn).await?;
-        let limiter = ctx.limiters.for_endpoint(&conn.endpoint);
-        let session =
-            UiSession::sign_in(&conn.endpoint, &login, &conn.tls, limiter, ctx.settings.vendor_timeout).await?;
-        let listed = session.list_credentials().await?;
-        Ok(format!("signed in to {} (EXPERIMENTAL UI session API); {} API key(s) listed", conn.endpoint, listed.len()))
-    } else {
-        let status = cisco::reach::reachable(&conn.endpoint, &conn.tls, ctx.settings.vendor_timeout).await?;
-        Ok(format!("{} answers over TLS (HTTP {status} to an unsigned read); no sign-in configured", conn.endpoint))
-    }
+    let login = provider.cisco()?.login_secret_ref.clone();
+    Ok(Connection { inner: connect::Connection::of(provider, ctx).await?, login })
 }
 
 /// Provision mode's credentials are bound to the endpoint that minted them: refuse to act when the provider now
@@ -148,22 +127,17 @@ fn bound_to(obj: &SecureWorkloadCredential, conn: &Connection) -> Result<(), Err
 }
 
 impl Connection {
-    /// A cache key over everything that configures a client, secrets included (hashed, never shown).
-    fn cache_key(&self, what: &[u8], secrets: &[&[u8]]) -> String {
-        let ca = self.tls.ca_pem.as_deref().unwrap_or("");
-        let insecure = [u8::from(self.tls.insecure_skip_verify)];
-        let mut parts: Vec<&[u8]> = vec![what, self.endpoint.as_bytes(), ca.as_bytes(), &insecure];
-        parts.extend_from_slice(secrets);
-        digest(&parts)
+    fn client(&self, ctx: &Context, pair: &ApiCredentials) -> Result<Arc<CiscoClient>, Error> {
+        connect::cisco_client(&self.inner, ctx, pair)
     }
 
-    fn client(&self, ctx: &Context, pair: &ApiCredentials) -> Result<Arc<CiscoClient>, Error> {
-        let key = self.cache_key(b"cisco", &[pair.api_key().as_bytes(), pair.api_secret().expose().as_bytes()]);
-        let limiter = ctx.limiters.for_endpoint(&self.endpoint);
-        ctx.cached_client(&key, || {
-            Ok(CiscoClient::new(&self.endpoint, pair.clone(), &self.tls, limiter)?
-                .with_timeout(ctx.settings.vendor_timeout))
-        })
+    /// Runs `call` on the provider's signed-in UI session (EXPERIMENTAL), see [`connect::with_ui_session`].
+    async fn ui<T, F, Fut>(&self, ctx: &Context, call: F) -> Result<T, Error>
+    where
+        F: Fn(Arc<UiSession>) -> Fut,
+        Fut: Future<Output = Result<T, VendorError>>,
+    {
+        connect::with_ui_session(&self.inner, ctx, self.login.as_ref(), call).await
     }
 }
 
@@ -248,12 +222,12 @@ async fn revoke_on_access_lost(obj: &SecureWorkloadCredential, ctx: &Context, lo
         if status.pending_credential == Some(true) {
             let uid = uid(obj)?;
             let owner = Owner::new(&uid, status.owner_nonce.as_deref());
-            let listed = with_ui(obj, ctx, &conn, |s| async move { s.list_credentials().await }).await?;
+            let listed = conn.ui(ctx, |s| async move { s.list_credentials().await }).await?;
             ids.extend(listed.into_iter().filter(|c| owner.created(c.description.as_deref())).map(|c| c.id));
         }
         ids.dedup();
         for id in &ids {
-            delete_credential(obj, ctx, &conn, id).await?;
+            delete_credential(ctx, &conn, id).await?;
         }
     }
     if let Some(name) = &secret {
@@ -460,7 +434,7 @@ async fn verify_minted(
     let Some(message) = verification::rejection_message(checked.liveness, &fingerprint) else { return Ok(status) };
     let id = status.credential_id.clone().unwrap_or_default();
     if checked.liveness == Liveness::UnknownKey
-        && !with_ui(obj, ctx, conn, |s| async move { s.list_credentials().await }).await?.iter().any(|c| c.id == id)
+        && !conn.ui(ctx, |s| async move { s.list_credentials().await }).await?.iter().any(|c| c.id == id)
     {
         status.credential_id = None;
         let note = format!(
@@ -473,66 +447,8 @@ async fn verify_minted(
     Err(rejected(obj, ctx, &status, message).await)
 }
 
-/// The login of provision mode, and the cache key of its session.
-/// The provider's sign-in and the cache key of its session.
-async fn ui_login_of(ctx: &Context, conn: &Connection) -> Result<(UiLogin, String), Error> {
-    let r = conn.login.as_ref().ok_or_else(|| {
-        Error::InvalidSpec(format!("{} has no spec.cisco.loginSecretRef to sign in with", conn.provider))
-    })?;
-    let secret = ctx.secret(&conn.secret_namespace, &r.name).await?;
-    let login = UiLogin {
-        email: secret_key(&secret, &r.name, "email")?.expose().to_owned(),
-        password: secret_key(&secret, &r.name, "password")?,
-    };
-    let key = conn.cache_key(b"cisco-ui", &[login.email.as_bytes(), login.password.expose().as_bytes()]);
-    Ok((login, key))
-}
-
-/// Runs `call` on a signed-in UI session (EXPERIMENTAL), signing in when none is cached. A session the vendor
-/// ended (401, or a redirect to the sign-in page) is dropped and signed in again, once.
-async fn with_ui<T, F, Fut>(
-    obj: &SecureWorkloadCredential,
-    ctx: &Context,
-    conn: &Connection,
-    call: F,
-) -> Result<T, Error>
-where
-    F: Fn(Arc<UiSession>) -> Fut,
-    Fut: Future<Output = Result<T, VendorError>>,
-{
-    let (login, key) = ui_login_of(ctx, conn).await?;
-    let mut fresh = false;
-    loop {
-        let session = match ctx.cached::<UiSession>(&key) {
-            Some(s) => s,
-            None => {
-                let limiter = ctx.limiters.for_endpoint(&conn.endpoint);
-                let s = Arc::new(
-                    UiSession::sign_in(&conn.endpoint, &login, &conn.tls, limiter, ctx.settings.vendor_timeout).await?,
-                );
-                ctx.cache(&key, s.clone());
-                fresh = true;
-                s
-            }
-        };
-        match call(session).await {
-            Err(e) if e.kind == ErrorKind::Unauthorized && !fresh => {
-                tracing::debug!(resource = %display_name(obj), "UI session ended; signing in again");
-                ctx.forget_client(&key);
-                fresh = true;
-            }
-            other => return Ok(other?),
-        }
-    }
-}
-
-async fn delete_credential(
-    obj: &SecureWorkloadCredential,
-    ctx: &Context,
-    conn: &Connection,
-    id: &str,
-) -> Result<(), Error> {
-    with_ui(obj, ctx, conn, |s| async move { s.delete_credential(id).await }).await
+async fn delete_credential(ctx: &Context, conn: &Connection, id: &str) -> Result<(), Error> {
+    conn.ui(ctx, |s| async move { s.delete_credential(id).await }).await
 }
 
 /// Provision mode: mint a credential (recording the intent first), write the Secret, make it current.
@@ -569,7 +485,7 @@ async fn mint(
     let description = plan::vendor_description(&obj.spec, &Owner::new(&uid, status.owner_nonce.as_deref()));
     let wanted = &obj.spec.capabilities;
     let (description, wanted) = (description.as_str(), wanted.as_slice());
-    let created = with_ui(obj, ctx, conn, |s| async move { s.create_credential(description, wanted).await }).await?;
+    let created = conn.ui(ctx, |s| async move { s.create_credential(description, wanted).await }).await?;
     failpoint::hit("after-vendor-create");
     let data = source::secret_data(&created.credentials, &conn.endpoint, conn.tls.ca_pem.as_deref());
     let secret = secret::io::write(ctx, obj, data).await?;
@@ -651,7 +567,7 @@ async fn recover_mint(
         .map(String::as_str)
         .chain(status.retiring_credentials.iter().map(|c| c.credential_id.as_str()))
         .collect();
-    let listed = with_ui(obj, ctx, conn, |s| async move { s.list_credentials().await }).await?;
+    let listed = conn.ui(ctx, |s| async move { s.list_credentials().await }).await?;
     let orphans: Vec<UiCredential> = listed
         .into_iter()
         .filter(|c| owner.created(c.description.as_deref()) && !known.contains(&c.id.as_str()))
@@ -669,7 +585,7 @@ async fn recover_mint(
             _ => {
                 tracing::info!(resource = %display_name(obj), credential_id = %orphan.id,
                     "deleting a credential minted before a restart whose secret was lost");
-                delete_credential(obj, ctx, conn, &orphan.id).await?;
+                delete_credential(ctx, conn, &orphan.id).await?;
             }
         }
     }
@@ -702,7 +618,7 @@ async fn revoke_retired(
     ids: &[String],
 ) -> Result<SecureWorkloadCredentialStatus, Error> {
     for id in ids {
-        delete_credential(obj, ctx, conn, id).await?;
+        delete_credential(ctx, conn, id).await?;
         status.retiring_credentials.retain(|c| c.credential_id != *id);
         let note = format!("EXPERIMENTAL provision mode: deleted replaced credential {id} at the vendor");
         ctx.event(obj, EventType::Normal, "CredentialDeleted", "Revoke", note).await;
@@ -766,7 +682,7 @@ async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Resul
     let listed = async {
         let conn = connection(&provider, &ctx).await?;
         bound_to(&obj, &conn)?;
-        let listed = with_ui(&obj, &ctx, &conn, |s| async move { s.list_credentials().await }).await?;
+        let listed = conn.ui(&ctx, |s| async move { s.list_credentials().await }).await?;
         Ok::<_, Error>((conn, listed))
     };
     let (conn, listed) = match listed.await {
@@ -782,7 +698,7 @@ async fn cleanup(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Resul
     };
     let ours: Vec<String> = listed.into_iter().filter(|c| owner.owns(c.description.as_deref())).map(|c| c.id).collect();
     for id in &ours {
-        delete_credential(&obj, &ctx, &conn, id).await?;
+        delete_credential(&ctx, &conn, id).await?;
     }
     let note = format!("EXPERIMENTAL provision mode: deleted credential(s) {ours:?} at the vendor");
     ctx.event(obj.as_ref(), EventType::Normal, "CredentialDeleted", "Delete", note).await;

@@ -49,11 +49,6 @@ pub fn secret_data(pair: &ApiCredentials, endpoint: &str, ca_pem: Option<&str>) 
     data
 }
 
-/// The endpoint as published: the configured host root without a trailing slash (tetpyclient adds the path).
-pub fn endpoint(url: &str) -> String {
-    url.trim().trim_end_matches('/').to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +112,5 @@ mod tests {
             let with_ca = secret_data(&pair, "https://sw.example.com", Some(ca));
             assert_eq!(with_ca[CA_CRT], b"-----BEGIN CERTIFICATE-----\n");
         }
-        assert_eq!(endpoint(" https://sw.example.com/ "), "https://sw.example.com");
     }
 }

@@ -9,18 +9,18 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::runtime::events::EventType;
 
 use super::{
-    SECRET_API_KEY, SECRET_KEY, base_key_name, created_event, make_current, plan,
+    SECRET_API_KEY, base_key_name, created_event, make_current, plan,
     rules::{self, Terms},
     secret_name, write_secret,
 };
 use crate::{
     api::{VendorKeyId, WorkloadApiKey, WorkloadApiKeyStatus},
-    clients::trend::{CloudOneClient, KeyApi, KeyRequest, TrendApiKind, VisionOneClient},
+    clients::trend::{KeyApi, KeyRequest, TrendApiKind},
     controller::{
-        context::{Context, digest},
+        context::Context,
         error::Error,
         failpoint,
-        provider::Provider,
+        provider::{Provider, connect},
         reconcile::{patch_status, uid},
         vendor_key::{self, Owner},
     },
@@ -33,42 +33,10 @@ pub(super) struct Account {
     pub api: TrendApiKind,
 }
 
-/// The Cloud One or Vision One client for a provider with `spec.trend.api` other than DeepSecurity (the admin key
-/// from `apiKeySecretRef`; a `loginSecretRef` is DeepSecurity-only, which the CRD also enforces).
+/// The provider's Cloud One or Vision One client.
 pub(super) async fn account_for(provider: &Provider, ctx: &Context) -> Result<Account, Error> {
-    let conn = provider.trend()?;
-    let api = conn.api();
-    let Some(sel) = &conn.api_key_secret_ref else {
-        return Err(Error::InvalidSpec(format!(
-            "{} uses api {api}, which needs the admin API key in spec.trend.apiKeySecretRef (loginSecretRef is \
-             DeepSecurity only)",
-            provider.display()
-        )));
-    };
-    let tls = provider.tls(ctx).await?;
-    let key = ctx.secret_value(&provider.secret_namespace, &sel.name, sel.key.as_deref().unwrap_or(SECRET_KEY)).await?;
-    let endpoint = conn.url.trim_end_matches('/').to_owned();
-    let identity = digest(&[
-        api.as_str().as_bytes(),
-        endpoint.as_bytes(),
-        tls.ca_pem.as_deref().unwrap_or("").as_bytes(),
-        &[u8::from(tls.insecure_skip_verify)],
-        key.expose().as_bytes(),
-    ]);
-    let limiter = ctx.limiters.for_endpoint(&endpoint);
-    let timeout = ctx.settings.vendor_timeout;
-    let client = match api {
-        TrendApiKind::VisionOne => ctx
-            .cached_client(&identity, || Ok(VisionOneClient::new(&endpoint, key, &tls, limiter, timeout)?))?
-            as Arc<dyn KeyApi>,
-        TrendApiKind::CloudOne => {
-            ctx.cached_client(&identity, || Ok(CloudOneClient::new(&endpoint, key, &tls, limiter, timeout)?))?
-        }
-        TrendApiKind::DeepSecurity => {
-            return Err(Error::InvalidSpec(format!("{} speaks DeepSecurity, not an account API", provider.display())));
-        }
-    };
-    Ok(Account { client, endpoint, api })
+    let a = connect::account(provider, ctx).await?;
+    Ok(Account { client: a.client, endpoint: a.conn.endpoint, api: a.api })
 }
 
 /// Why a key is created.

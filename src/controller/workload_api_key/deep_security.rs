@@ -11,19 +11,19 @@ use crate::{
     api::{RoleRef, VendorKeyId, WorkloadApiKey, WorkloadApiKeyStatus},
     clients::{
         ErrorKind, VendorError,
-        trend::{ApiKeyChanges, Auth, IssuedApiKey, LoginCredentials, NewApiKey, TrendApi, TrendClient},
+        trend::{ApiKeyChanges, IssuedApiKey, NewApiKey, TrendApi},
     },
     controller::{
-        context::{Context, digest, display_name, secret_key},
+        context::{Context, display_name},
         error::Error,
         failpoint,
-        provider::Provider,
+        provider::{Provider, connect},
         reconcile::{ManagedStatus, patch_status, uid},
         vendor_key::{self, Owner},
     },
 };
 
-/// Everything needed to talk to the vendor for one resource.
+/// Everything needed to talk to the vendor for one resource: the provider's Deep Security client.
 pub(super) struct Vendor {
     pub client: Arc<dyn TrendApi>,
     pub endpoint: String,
@@ -32,62 +32,8 @@ pub(super) struct Vendor {
 }
 
 pub(super) async fn vendor_for(provider: &Provider, ctx: &Context) -> Result<Vendor, Error> {
-    let ns = &provider.secret_namespace;
-    let conn = provider.trend()?;
-    let tls = provider.tls(ctx).await?;
-    let auth = match (&conn.api_key_secret_ref, &conn.login_secret_ref) {
-        (Some(sel), _) => {
-            let key = sel.key.as_deref().unwrap_or(SECRET_KEY);
-            Auth::ApiKey(ctx.secret_value(ns, &sel.name, key).await?)
-        }
-        (None, Some(r)) => {
-            let secret = ctx.secret(ns, &r.name).await?;
-            let optional = |k: &str| secret_key(&secret, &r.name, k).ok();
-            let mut login = LoginCredentials::new(
-                secret_key(&secret, &r.name, "userName")?.expose().to_owned(),
-                secret_key(&secret, &r.name, "password")?,
-            );
-            login.tenant_name = optional("tenantName").map(|s| s.expose().to_owned());
-            login.mfa_code = optional("mfaCode");
-            Auth::Login(login)
-        }
-        (None, None) => {
-            return Err(Error::InvalidSpec(format!(
-                "{} needs spec.trend.apiKeySecretRef or spec.trend.loginSecretRef",
-                provider.display()
-            )));
-        }
-    };
-    let endpoint = conn.url.trim_end_matches('/').to_owned();
-    let auth_material = match &auth {
-        Auth::ApiKey(k) => k.expose().to_owned(),
-        Auth::Login(l) => format!("{}\n{}\n{:?}", l.user_name, l.password.expose(), l.tenant_name),
-    };
-    let key = digest(&[
-        b"trend",
-        endpoint.as_bytes(),
-        tls.ca_pem.as_deref().unwrap_or("").as_bytes(),
-        &[u8::from(tls.insecure_skip_verify)],
-        auth_material.as_bytes(),
-    ]);
-    let limiter = ctx.limiters.for_endpoint(&endpoint);
-    let timeout = ctx.settings.vendor_timeout;
-    let client =
-        ctx.cached_client(&key, || Ok(TrendClient::new(&endpoint, auth, &tls, limiter)?.with_timeout(timeout)))?;
-    Ok(Vendor { client, endpoint, identity: key })
-}
-
-/// The provider's read-only check: the admin API key describes itself (`GET /apikeys/current`); a sign-in
-/// (session) credential proves itself by reading the role list.
-pub(super) async fn check_provider(provider: &Provider, ctx: &Context) -> Result<String, Error> {
-    let vendor = vendor_for(provider, ctx).await?;
-    if provider.trend()?.api_key_secret_ref.is_some() {
-        let key = vendor.client.describe_current_api_key().await?;
-        Ok(format!("the admin API key {} ({:?}) is accepted by {}", key.id, key.key_name, vendor.endpoint))
-    } else {
-        vendor.client.find_role_by_name("Full Access").await?;
-        Ok(format!("signed in to {} with the login", vendor.endpoint))
-    }
+    let ds = connect::deep_security(provider, ctx).await?;
+    Ok(Vendor { client: ds.client, endpoint: ds.conn.endpoint, identity: ds.identity })
 }
 
 /// The numeric ID Deep Security gives a key; any other ID in status was not issued by it.

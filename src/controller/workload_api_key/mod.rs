@@ -219,15 +219,6 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     .await
 }
 
-/// A Trend provider's read-only check of its admin credential. Deep Security: the admin API key describes itself,
-/// a sign-in reads the role list; Cloud One: the admin key describes itself; Vision One: the connectivity check.
-pub(crate) async fn check_provider(provider: &Provider, ctx: &Context) -> Result<String, Error> {
-    match provider.trend()?.api() {
-        TrendApiKind::DeepSecurity => deep_security::check_provider(provider, ctx).await,
-        _ => Ok(account::account_for(provider, ctx).await?.client.check_credential().await?),
-    }
-}
-
 /// What the provider's policy makes of a spec's lifetime.
 struct Effective {
     /// `expiresAfter`, capped by `maxExpiresAfter` and defaulting to it.
