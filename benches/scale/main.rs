@@ -1,6 +1,6 @@
-//! Scale benchmarks for the targets of DESIGN §5, on a real control plane (`scripts/dev-cluster`), the operator
-//! binary as its own process (one namespace each) and the in-process vendor simulator. Method and recorded
-//! results: `docs/benchmarks.md`.
+//! Scale benchmarks for the targets of docs/architecture.md §6, on a real control plane (`scripts/dev-cluster`),
+//! the operator binary as its own process (one namespace each) and the in-process vendor simulator. Method and
+//! recorded results: `docs/benchmarks.md`.
 //!
 //! ```text
 //! cargo bench --features sim --bench scale -- [--n 1000] [--rss-n 10000] [--rate-n 600] [--quick]
@@ -34,7 +34,7 @@ use clap::{Parser, ValueEnum};
 use crate::{drivers::log_dir, phases::run, report::record};
 
 #[derive(Debug, Parser)]
-#[command(about = "Scale benchmarks for DESIGN §5 (method and results: docs/benchmarks.md)")]
+#[command(about = "Scale benchmarks for docs/architecture.md §6 (method and results: docs/benchmarks.md)")]
 struct Args {
     /// Resources of the throughput run (operator vs plain client) and of the restart run [default: 1000].
     #[arg(long)]

@@ -104,7 +104,7 @@ impl Results {
             plan.create_concurrency
         ));
         line(String::new());
-        line("| Target (DESIGN §5) | Measured | Limit | Result |".into());
+        line("| Target (docs/architecture.md §6) | Measured | Limit | Result |".into());
         line("| --- | --- | --- | --- |".into());
         if let Some(t) = &self.throughput {
             let ratio = t.median_ratio();
