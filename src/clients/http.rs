@@ -3,7 +3,7 @@ use std::{sync::Once, time::Duration};
 use bytes::{Bytes, BytesMut};
 use url::Url;
 
-use super::{ErrorKind, VendorError, proxy::ProxySettings};
+use super::{ErrorKind, RateLimiter, VendorError, observe, proxy::ProxySettings};
 
 /// Largest response body read from a vendor (success and error answers alike); more is an error.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -222,5 +222,68 @@ mod tests {
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
         h.insert(reqwest::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(parse_retry_after(&h), None);
+    }
+}
+
+/// What a vendor answered: status, headers and the whole body (at most [`MAX_BODY_BYTES`]).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Bytes,
+}
+
+/// An exchange that brought no usable answer.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: VendorError,
+    /// The answer's headers when there was one (a refused redirect, a body over the limit): its status, not the
+    /// network, decides a retry.
+    pub answered: Option<reqwest::header::HeaderMap>,
+    /// The request provably never left (the connection failed): safe to send again whatever it does.
+    pub unsent: bool,
+}
+
+/// What to do with a 3xx that reaches the caller (the client followed the same-origin ones it could).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirects {
+    /// It points off the endpoint's origin, or loops: an error.
+    Refuse,
+    /// Hand it to the caller (a client that follows redirects by hand, within the origin).
+    Return,
+}
+
+/// One HTTP exchange with a vendor, the same for every client: wait for the endpoint's rate limiter, build the
+/// request (after the wait, so that a signature's timestamp is fresh), send, record the request (`observe`),
+/// classify a transport failure, refuse a redirect off the origin, and read the body within [`MAX_BODY_BYTES`].
+/// What a non-success status means is the caller's (each vendor words errors its own way); the caller sets the
+/// request's timeout and headers.
+pub async fn exchange(
+    limiter: &RateLimiter,
+    vendor: &'static str,
+    operation: &str,
+    request: impl FnOnce() -> reqwest::RequestBuilder,
+    redirects: Redirects,
+) -> Result<Answer, Failure> {
+    limiter.acquire().await;
+    let response = request().send().await.map_err(|e| {
+        observe::record(vendor, operation, None);
+        Failure { error: classify_transport_error(operation, &e), answered: None, unsent: e.is_connect() }
+    })?;
+    let status = response.status();
+    observe::record(vendor, operation, Some(status.as_u16()));
+    let headers = response.headers().clone();
+    if status.is_redirection() && redirects == Redirects::Refuse {
+        let location = headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+        let error = refused_redirect(operation, status.as_u16(), response.url(), location);
+        return Err(Failure { error, answered: Some(headers), unsent: false });
+    }
+    match read_body(response, operation, MAX_BODY_BYTES).await {
+        Ok(body) => Ok(Answer { status, headers, body }),
+        // A body over the limit was an answer; a cut-off one was not.
+        Err(error) => {
+            let answered = error.status.is_some().then_some(headers);
+            Err(Failure { error, answered, unsent: false })
+        }
     }
 }

@@ -18,8 +18,9 @@ pub mod trend;
 
 pub use error::{ErrorKind, VendorError};
 pub use http::{
-    MAX_BODY_BYTES, TlsOptions, body_too_large, classify_transport_error, http_client, http_client_builder,
-    install_crypto_provider, parse_retry_after, read_body, refused_redirect, same_origin_redirects,
+    Answer, Failure, MAX_BODY_BYTES, Redirects, TlsOptions, body_too_large, classify_transport_error, exchange,
+    http_client, http_client_builder, install_crypto_provider, parse_retry_after, read_body, refused_redirect,
+    same_origin_redirects,
 };
 pub use rate::{DEFAULT_REQUESTS_PER_MINUTE, RateLimiter, RateLimiters};
 pub use secret::SecretString;

@@ -19,6 +19,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
+use super::provider::Provider;
 use super::{
     context::{Context, display_name},
     error::{Error, backoff},
@@ -28,8 +29,8 @@ use super::{
     versions, wakeups,
 };
 use crate::api::{
-    DEFAULT_ROLLOUT_TIMEOUT, FINALIZER, RolloutTarget, SecretRollout, SecretTemplate, SecureWorkloadCredentialStatus,
-    WorkloadApiKeyStatus,
+    AccessLost, DEFAULT_ROLLOUT_TIMEOUT, FINALIZER, RolloutTarget, SecretRollout, SecretTemplate,
+    SecureWorkloadCredentialStatus, WorkloadApiKeyStatus,
     conditions::{self, READY, reason},
 };
 
@@ -535,6 +536,57 @@ pub fn set_resource_metric<K: Managed>(ctx: &Context, obj: &K, series: Series, v
 
 pub fn set_ready_metric<K: Managed>(ctx: &Context, obj: &K, ready: bool) {
     set_resource_metric(ctx, obj, Series::Ready, i64::from(ready));
+}
+
+/// What a kind revoked at the vendor for a resource that lost access: the key IDs, and the status to record, which
+/// knows no key any more.
+pub struct Revoked<S> {
+    pub ids: Vec<String>,
+    pub status: S,
+}
+
+/// The resource lost access to its provider (`lost`: its namespace is no longer allowed, or its spec no longer
+/// within the policy). With the provider's `policy.onAccessLost: Revoke`, `revoke` revokes every key the resource
+/// has at the vendor; then the Secret it wrote is deleted, the status `revoke` made is recorded and an Event names
+/// the revoked keys, before `lost` is reported. A failure on the way is reported instead (and retried); with `Keep`
+/// nothing is done.
+pub async fn access_lost<K, F>(ctx: &Context, obj: &K, lost: Error, revoke: F) -> Error
+where
+    K: Managed,
+    F: AsyncFnOnce(&Provider) -> Result<Revoked<K::Status>, Error>,
+{
+    match offboard(ctx, obj, &lost, revoke).await {
+        Ok(()) => lost,
+        Err(e) => e,
+    }
+}
+
+async fn offboard<K, F>(ctx: &Context, obj: &K, lost: &Error, revoke: F) -> Result<(), Error>
+where
+    K: Managed,
+    F: AsyncFnOnce(&Provider) -> Result<Revoked<K::Status>, Error>,
+{
+    let provider = super::provider::fetch(ctx, &obj.namespace().unwrap_or_default(), obj.provider_ref()).await?;
+    if provider.policy.on_access_lost != Some(AccessLost::Revoke) {
+        return Ok(());
+    }
+    let secret = status_of(obj).written_secret().0.map(str::to_owned);
+    let Revoked { ids, status } = revoke(&provider).await?;
+    if ids.is_empty() && secret.is_none() {
+        return Ok(());
+    }
+    if let Some(name) = &secret {
+        secret::delete_owned(ctx, obj, name).await?;
+    }
+    patch_status(ctx, obj, &status).await?;
+    forget_metrics(ctx, obj);
+    let note = format!(
+        "access to {} lost ({lost}); policy.onAccessLost Revoke: revoked vendor key(s) {ids:?} and deleted Secret {}",
+        provider.display(),
+        secret.as_deref().unwrap_or("(none)")
+    );
+    ctx.event(obj, EventType::Warning, "KeysRevoked", "Offboard", note).await;
+    Ok(())
 }
 
 /// Drops the per-resource metric series of a resource being deleted.

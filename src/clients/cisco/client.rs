@@ -12,8 +12,8 @@ use super::{
     signer::{self, JSON_CONTENT_TYPE, RequestToSign},
 };
 use crate::clients::{
-    ErrorKind, MAX_BODY_BYTES, RateLimiter, TlsOptions, VendorError, classify_transport_error, http_client,
-    parse_retry_after, read_body, redact::redact, refused_redirect,
+    ErrorKind, RateLimiter, Redirects, TlsOptions, VendorError, exchange, http_client, parse_retry_after,
+    redact::redact,
 };
 
 /// Path prefix of the OpenAPI; always at the host root (tetpyclient joins it as an absolute path).
@@ -322,8 +322,7 @@ impl CiscoClient {
         loop {
             attempt += 1;
             let last = attempt >= attempts;
-            self.limiter.acquire().await;
-            let request = self.signed_request(&call.method, &url, &body, jiff::Timestamp::now());
+            let request = || self.signed_request(&call.method, &url, &body, jiff::Timestamp::now());
             let (err, wait) = match self.attempt(request, &operation).await {
                 Ok(answer) => return Ok(answer),
                 // A failure without an answer (connection, timeout, body cut off); TLS will not heal.
@@ -348,35 +347,22 @@ impl CiscoClient {
         }
     }
 
-    /// One attempt: the successful answer, or the error with the answer's headers when there was one.
+    /// One attempt ([`exchange`]): the successful answer, or the error with the answer's headers when there was
+    /// one; the error text has the key pair removed.
     async fn attempt(
         &self,
-        request: reqwest::RequestBuilder,
+        request: impl FnOnce() -> reqwest::RequestBuilder,
         operation: &str,
     ) -> Result<ApiResponse, (VendorError, Option<header::HeaderMap>)> {
-        let response = request.send().await.map_err(|e| {
-            crate::clients::observe::record("cisco", operation, None);
-            (classify_transport_error(operation, &e), None)
-        })?;
-        let status = response.status().as_u16();
-        crate::clients::observe::record("cisco", operation, Some(status));
-        let headers = response.headers().clone();
-        if (300..400).contains(&status) {
-            // Only a redirect off the endpoint's origin (or a loop) gets here; see `same_origin_redirects`.
-            let location = headers.get(header::LOCATION).and_then(|v| v.to_str().ok());
-            // With the answer's headers: a 3xx is not a retryable status, so the call is not repeated.
-            return Err((refused_redirect(operation, status, response.url(), location), Some(headers)));
-        }
-        let body = read_body(response, operation, MAX_BODY_BYTES).await.map_err(|e| {
-            // A body over the limit was an answer (retried only for a retryable status); a cut-off one was not.
-            let answered = e.status.is_some().then(|| headers.clone());
-            (e, answered)
-        })?;
-        if (200..300).contains(&status) {
-            return Ok(ApiResponse { status, body });
+        let answer = exchange(&self.limiter, "cisco", operation, request, Redirects::Refuse)
+            .await
+            .map_err(|f| (f.error, f.answered))?;
+        let status = answer.status.as_u16();
+        if answer.status.is_success() {
+            return Ok(ApiResponse { status, body: answer.body });
         }
         let secrets = [self.credentials.api_key(), self.credentials.api_secret().expose()];
-        Err((error_from_answer(operation, status, &headers, &body, &secrets), Some(headers)))
+        Err((error_from_answer(operation, status, &answer.headers, &answer.body, &secrets), Some(answer.headers)))
     }
 
     /// The request with the tetpyclient header set, signed at `now`.

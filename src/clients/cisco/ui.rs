@@ -26,9 +26,12 @@ use super::{
     credentials::{ApiCredentials, key_fingerprint},
 };
 use crate::clients::{
-    ErrorKind, MAX_BODY_BYTES, RateLimiter, SecretString, TlsOptions, VendorError, classify_transport_error,
-    http_client_builder, parse_retry_after, read_body, refused_redirect,
+    Answer, ErrorKind, RateLimiter, Redirects, SecretString, TlsOptions, VendorError, exchange, http_client_builder,
+    parse_retry_after, refused_redirect,
 };
+
+/// Label for the request metrics: the UI's private API apart from the OpenAPI.
+const VENDOR: &str = "cisco-ui";
 
 pub const SIGN_IN_PATH: &str = "/h4_users/sign_in";
 pub const CREDENTIALS_PATH: &str = "/api/api_credentials.json";
@@ -199,10 +202,6 @@ fn decode_entities(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-fn transport(operation: &str) -> impl Fn(reqwest::Error) -> VendorError + '_ {
-    move |e| classify_transport_error(operation, &e)
-}
-
 fn sign_in_refused(status: u16) -> VendorError {
     let mut message = "sign-in refused: wrong email or password, or the user cannot sign in with a local password \
                        (SSO, LDAP and MFA users are not supported)"
@@ -248,18 +247,14 @@ impl UiSession {
                 .append_pair("h4_user[password]", login.password.expose())
                 .finish()
         };
-        let response = session
+        let post = session
             .request(Method::POST, SIGN_IN_PATH)?
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "text/html,application/xhtml+xml")
-            .body(form)
-            .send()
-            .await
-            .map_err(transport(op))?;
-        let status = response.status();
-        session.keep_cookies(response.headers());
-        let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        drop(response);
+            .body(form);
+        let answer = session.exchange(op, || post).await?;
+        let status = answer.status;
+        let location = answer.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             let message = format!("sign-in answered HTTP {}", status.as_u16());
             return Err(VendorError::from_status(op, status.as_u16(), None, message));
@@ -364,20 +359,24 @@ impl UiSession {
         self.root.join(location).ok().filter(|u| u.origin() == self.root.origin())
     }
 
+    /// One exchange of the session ([`exchange`]; redirects are the session's to follow, within the origin),
+    /// keeping the cookies it sets.
+    async fn exchange(
+        &self,
+        op: &str,
+        request: impl FnOnce() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, VendorError> {
+        let answer = exchange(&self.limiter, VENDOR, op, request, Redirects::Return).await.map_err(|f| f.error)?;
+        self.keep_cookies(&answer.headers);
+        Ok(answer)
+    }
+
     /// An HTML page of the UI (keeps its cookies): status, `Location`, body.
     async fn fetch_page(&self, path: &str, op: &str) -> Result<(StatusCode, Option<String>, String), VendorError> {
-        self.limiter.acquire().await;
-        let response = self
-            .request(Method::GET, path)?
-            .header(header::ACCEPT, "text/html,application/xhtml+xml")
-            .send()
-            .await
-            .map_err(transport(op))?;
-        self.keep_cookies(response.headers());
-        let status = response.status();
-        let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = read_body(response, op, MAX_BODY_BYTES).await?;
-        Ok((status, location, String::from_utf8_lossy(&body).into_owned()))
+        let get = self.request(Method::GET, path)?.header(header::ACCEPT, "text/html,application/xhtml+xml");
+        let answer = self.exchange(op, || get).await?;
+        let location = answer.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok((answer.status, location, String::from_utf8_lossy(&answer.body).into_owned()))
     }
 
     /// An HTML page that must answer 200.
@@ -398,7 +397,6 @@ impl UiSession {
         body: Option<&serde_json::Value>,
         op: &str,
     ) -> Result<serde_json::Value, VendorError> {
-        self.limiter.acquire().await;
         let csrf = self.state.lock().expect("session state poisoned").csrf_token.clone();
         let mut request = self
             .request(method, path)?
@@ -408,21 +406,14 @@ impl UiSession {
         if let Some(body) = body {
             request = request.header(header::CONTENT_TYPE, "application/json").body(body.to_string());
         }
-        let response = request.send().await.map_err(|e| {
-            crate::clients::observe::record("cisco-ui", op, None);
-            transport(op)(e)
-        })?;
-        self.keep_cookies(response.headers());
-        let status = response.status();
-        crate::clients::observe::record("cisco-ui", op, Some(status.as_u16()));
-        let headers = response.headers().clone();
+        let Answer { status, headers, body: bytes } = self.exchange(op, || request).await?;
         if status.is_redirection() {
             let location = headers.get(header::LOCATION).and_then(|v| v.to_str().ok());
             if location.is_some_and(|l| self.same_origin(l).is_none()) {
-                return Err(refused_redirect(op, status.as_u16(), response.url(), location));
+                let from = self.root.join(path).unwrap_or_else(|_| self.root.clone());
+                return Err(refused_redirect(op, status.as_u16(), &from, location));
             }
         }
-        let bytes = read_body(response, op, MAX_BODY_BYTES).await?;
         if status.is_redirection() || status == StatusCode::UNAUTHORIZED {
             // Devise answers a lapsed session with 401 (JSON) or a redirect to the sign-in page.
             return Err(VendorError::new(

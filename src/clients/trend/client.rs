@@ -9,7 +9,7 @@ use std::{
 use bytes::Bytes;
 use reqwest::{
     Method, StatusCode,
-    header::{ACCEPT, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, LOCATION, SET_COOKIE},
+    header::{ACCEPT, CONTENT_TYPE, COOKIE, HeaderMap, HeaderName, HeaderValue, SET_COOKIE},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
@@ -23,8 +23,8 @@ use super::{
     retry::{Replay, RetryPolicy},
 };
 use crate::clients::{
-    DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, MAX_BODY_BYTES, RateLimiter, SecretString, TlsOptions, VendorError,
-    classify_transport_error, http_client, observe, parse_retry_after, read_body, refused_redirect,
+    DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, Failure, RateLimiter, Redirects, SecretString, TlsOptions, VendorError,
+    exchange, http_client, parse_retry_after,
 };
 
 /// Label for [`observe::record`].
@@ -129,12 +129,6 @@ impl Call {
         self.body = Some(bytes);
         Ok(self)
     }
-}
-
-/// A failed attempt, and whether the request provably never reached the server.
-struct Failure {
-    error: VendorError,
-    unsent: bool,
 }
 
 /// Client of one Deep Security Manager / Workload Security endpoint.
@@ -310,7 +304,7 @@ impl TrendClient {
             let headers = if authenticated { self.credential_headers().await? } else { HeaderMap::new() };
             let (error, unsent) = match self.attempt(call, &headers).await {
                 Ok(ok) => return Ok(ok),
-                Err(Failure { error, unsent }) => (error, unsent),
+                Err(Failure { error, unsent, .. }) => (error, unsent),
             };
             // A session can end on the server side (idle timeout): sign in again, once.
             if authenticated
@@ -328,44 +322,31 @@ impl TrendClient {
         }
     }
 
-    /// One HTTP exchange, after waiting for the rate limiter.
+    /// One HTTP exchange ([`exchange`]); a non-success answer becomes the vendor's error, every secret this client
+    /// holds or sent removed from its text.
     async fn attempt(&self, call: &Call, credentials: &HeaderMap) -> Result<(HeaderMap, Bytes), Failure> {
-        self.limiter.acquire().await;
-        let url = format!("{}{}", self.base_url, call.path);
-        let mut request = self
-            .http
-            .request(call.method.clone(), url)
-            .timeout(self.timeout)
-            .header(&API_VERSION_HEADER, API_VERSION)
-            .header(ACCEPT, "application/json")
-            .header(CONTENT_TYPE, "application/json")
-            .headers(credentials.clone());
-        if let Some(body) = &call.body {
-            request = request.body(body.clone());
-        }
-        let response = request.send().await.map_err(|e| {
-            observe::record(VENDOR, call.operation, None);
-            Failure { error: classify_transport_error(call.operation, &e), unsent: e.is_connect() }
-        })?;
-        let status = response.status();
-        observe::record(VENDOR, call.operation, Some(status.as_u16()));
-        let headers = response.headers().clone();
-        tracing::debug!(operation = call.operation, method = %call.method, path = %call.path, status = status.as_u16(), "Trend API call");
-        if status.is_redirection() {
-            // Only a redirect off the endpoint's origin (or a loop) gets here; see `same_origin_redirects`.
-            let location = headers.get(LOCATION).and_then(|v| v.to_str().ok());
-            let error = refused_redirect(call.operation, status.as_u16(), response.url(), location);
-            return Err(Failure { error, unsent: false });
-        }
-        let body = read_body(response, call.operation, MAX_BODY_BYTES)
-            .await
-            .map_err(|error| Failure { error, unsent: false })?;
-        if status.is_success() {
-            Ok((headers, body))
+        let request = || {
+            let request = self
+                .http
+                .request(call.method.clone(), format!("{}{}", self.base_url, call.path))
+                .timeout(self.timeout)
+                .header(&API_VERSION_HEADER, API_VERSION)
+                .header(ACCEPT, "application/json")
+                .header(CONTENT_TYPE, "application/json")
+                .headers(credentials.clone());
+            match &call.body {
+                Some(body) => request.body(body.clone()),
+                None => request,
+            }
+        };
+        let answer = exchange(&self.limiter, VENDOR, call.operation, request, Redirects::Refuse).await?;
+        tracing::debug!(operation = call.operation, method = %call.method, path = %call.path, status = answer.status.as_u16(), "Trend API call");
+        if answer.status.is_success() {
+            Ok((answer.headers, answer.body))
         } else {
             let secrets = self.known_secrets(credentials);
-            let error = status_error(call.operation, status, &headers, &body, &secrets);
-            Err(Failure { error, unsent: false })
+            let error = status_error(call.operation, answer.status, &answer.headers, &answer.body, &secrets);
+            Err(Failure { error, answered: Some(answer.headers), unsent: false })
         }
     }
 

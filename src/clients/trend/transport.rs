@@ -7,20 +7,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use reqwest::{
     Method,
-    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION},
+    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue},
 };
 use serde::Serialize;
 
 use super::retry::{Replay, RetryPolicy};
+pub(super) use crate::clients::Answer;
 use crate::clients::{
-    ErrorKind, MAX_BODY_BYTES, RateLimiter, SecretString, TlsOptions, VendorError, classify_transport_error,
-    http_client, observe, parse_retry_after, read_body, redact::redact, refused_redirect,
+    ErrorKind, RateLimiter, Redirects, SecretString, TlsOptions, VendorError, exchange, http_client, parse_retry_after,
+    redact::redact,
 };
 
-/// Label for [`observe::record`] (all Trend APIs count as one vendor).
+/// Label for the request metrics (all Trend APIs count as one vendor).
 const VENDOR: &str = "trend";
 
 /// One API operation to perform.
@@ -53,12 +53,6 @@ impl Call {
         self.headers.insert(HeaderName::from_static(name), value);
         Ok(self)
     }
-}
-
-/// A 2xx answer.
-pub(super) struct Answer {
-    pub headers: HeaderMap,
-    pub body: Bytes,
 }
 
 /// Turns an error answer's body into the vendor's message (each API has its own error shape).
@@ -158,38 +152,33 @@ impl Transport {
         }
     }
 
-    /// One HTTP exchange after the rate limiter; the error and whether the request provably never left.
+    /// One HTTP exchange ([`exchange`]); a non-success answer becomes the vendor's error, in the API's own words
+    /// with every known secret removed.
     async fn attempt(&self, call: &Call) -> Result<Answer, (VendorError, bool)> {
-        self.limiter.acquire().await;
-        let mut request = self
-            .http
-            .request(call.method.clone(), format!("{}{}", self.base_url, call.path))
-            .timeout(self.timeout)
-            .header(ACCEPT, "application/json")
-            .headers(self.fixed_headers.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
-            .headers(call.headers.clone());
-        if let Some(body) = &call.body {
-            request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
+        let request = || {
+            let request = self
+                .http
+                .request(call.method.clone(), format!("{}{}", self.base_url, call.path))
+                .timeout(self.timeout)
+                .header(ACCEPT, "application/json")
+                .headers(self.fixed_headers.clone())
+                .header(AUTHORIZATION, self.authorization.clone())
+                .headers(call.headers.clone());
+            match &call.body {
+                Some(body) => request.header(CONTENT_TYPE, "application/json").body(body.clone()),
+                None => request,
+            }
+        };
+        let answer = exchange(&self.limiter, VENDOR, call.operation, request, Redirects::Refuse)
+            .await
+            .map_err(|f| (f.error, f.unsent))?;
+        tracing::debug!(operation = call.operation, method = %call.method, path = %call.path, status = answer.status.as_u16(), "Trend API call");
+        if answer.status.is_success() {
+            return Ok(answer);
         }
-        let response = request.send().await.map_err(|e| {
-            observe::record(VENDOR, call.operation, None);
-            (classify_transport_error(call.operation, &e), e.is_connect())
-        })?;
-        let status = response.status();
-        observe::record(VENDOR, call.operation, Some(status.as_u16()));
-        tracing::debug!(operation = call.operation, method = %call.method, path = %call.path, status = status.as_u16(), "Trend API call");
-        let headers = response.headers().clone();
-        if status.is_redirection() {
-            let location = headers.get(LOCATION).and_then(|v| v.to_str().ok());
-            return Err((refused_redirect(call.operation, status.as_u16(), response.url(), location), false));
-        }
-        let body = read_body(response, call.operation, MAX_BODY_BYTES).await.map_err(|e| (e, false))?;
-        if status.is_success() {
-            return Ok(Answer { headers, body });
-        }
-        let text = self.redact(&(self.error_text)(&body), &[]);
-        Err((VendorError::from_status(call.operation, status.as_u16(), parse_retry_after(&headers), text), false))
+        let text = self.redact(&(self.error_text)(&answer.body), &[]);
+        let status = answer.status.as_u16();
+        Err((VendorError::from_status(call.operation, status, parse_retry_after(&answer.headers), text), false))
     }
 }
 

@@ -46,7 +46,7 @@ use super::{
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, AccessLost, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, LABEL_REFERENCED,
+        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, LABEL_REFERENCED,
         ProviderRef, RetiringCredential, SecretReference, SecretTemplate, SecureWorkloadCredential,
         SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus,
     },
@@ -188,37 +188,24 @@ fn within_policy(spec: &SecureWorkloadCredentialSpec, provider: &Provider) -> Re
     policy::check_deletion_policy(&provider.policy, spec.deletion_policy.unwrap_or_default()).map_err(violation)
 }
 
-/// The resource lost access to its provider (`lost`: its namespace is no longer allowed, or its spec no longer within
-/// the policy). With the provider's `policy.onAccessLost: Revoke`, every credential minted for it is deleted at the
-/// vendor (an imported pair is never touched there) and the Secret it wrote deleted before `lost` is reported; a
-/// failure to do so is reported instead (and retried).
-async fn access_lost(obj: &SecureWorkloadCredential, ctx: &Context, lost: Error) -> Error {
-    match revoke_on_access_lost(obj, ctx, &lost).await {
-        Ok(()) => lost,
-        Err(e) => e,
-    }
-}
-
-async fn revoke_on_access_lost(obj: &SecureWorkloadCredential, ctx: &Context, lost: &Error) -> Result<(), Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let provider = provider::fetch(ctx, &ns, &obj.spec.provider_ref).await?;
-    if provider.policy.on_access_lost != Some(AccessLost::Revoke) {
-        return Ok(());
-    }
-    let mut status = *status_of(obj);
-    let minted = status.credential_id.is_some()
-        || !status.retiring_credentials.is_empty()
-        || status.pending_credential == Some(true);
-    let secret = status.secret_name.clone();
-    if !minted && secret.is_none() {
-        return Ok(());
-    }
-    let mut ids: Vec<String> = Vec::new();
-    if minted {
-        let conn = connection(&provider, ctx).await?;
+/// Deletes every credential minted for a resource that lost access to `provider` ([`reconcile::access_lost`]):
+/// current, retiring and an unfinished mint's. An imported pair is never touched at the vendor (its copy, the
+/// Secret, is deleted by the frame). The status forgets them.
+async fn revoke_all(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    provider: &Provider,
+) -> Result<reconcile::Revoked<Box<SecureWorkloadCredentialStatus>>, Error> {
+    let status = *status_of(obj);
+    let mut ids: Vec<String> = status
+        .credential_id
+        .iter()
+        .cloned()
+        .chain(status.retiring_credentials.iter().map(|c| c.credential_id.clone()))
+        .collect();
+    if !ids.is_empty() || status.pending_credential == Some(true) {
+        let conn = connection(provider, ctx).await?;
         bound_to(obj, &conn)?;
-        ids.extend(status.credential_id.iter().cloned());
-        ids.extend(status.retiring_credentials.iter().map(|c| c.credential_id.clone()));
         if status.pending_credential == Some(true) {
             let uid = uid(obj)?;
             let owner = Owner::new(&uid, status.owner_nonce.as_deref());
@@ -230,10 +217,7 @@ async fn revoke_on_access_lost(obj: &SecureWorkloadCredential, ctx: &Context, lo
             delete_credential(ctx, &conn, id).await?;
         }
     }
-    if let Some(name) = &secret {
-        secret::io::delete_owned(ctx, obj, name).await?;
-    }
-    status = SecureWorkloadCredentialStatus {
+    let status = SecureWorkloadCredentialStatus {
         conditions: status.conditions,
         observed_generation: status.observed_generation,
         owner_nonce: status.owner_nonce,
@@ -242,15 +226,7 @@ async fn revoke_on_access_lost(obj: &SecureWorkloadCredential, ctx: &Context, lo
         failed_attempts: status.failed_attempts,
         ..Default::default()
     };
-    patch_status(ctx, obj, &status).await?;
-    reconcile::forget_metrics(ctx, obj);
-    let note = format!(
-        "access to {} lost ({lost}); policy.onAccessLost Revoke: deleted minted credential(s) {ids:?} and Secret {}",
-        provider.display(),
-        secret.as_deref().unwrap_or("(none)")
-    );
-    ctx.event(obj, EventType::Warning, "KeysRevoked", "Offboard", note).await;
-    Ok(())
+    Ok(reconcile::Revoked { ids, status: Box::new(status) })
 }
 
 async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -260,11 +236,13 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
     let ns = obj.namespace().unwrap_or_default();
     // Everything the provider decides comes before any vendor call: a refusal costs none.
     let provider = match provider::admit(ctx, &ns, &obj.spec.provider_ref).await {
-        Err(e @ Error::NamespaceNotAllowed { .. }) => return Err(access_lost(&obj, ctx, e).await),
+        Err(e @ Error::NamespaceNotAllowed { .. }) => {
+            return Err(reconcile::access_lost(ctx, &obj, e, async |p| revoke_all(&obj, ctx, p).await).await);
+        }
         admitted => admitted?,
     };
     if let Err(e) = within_policy(&obj.spec, &provider) {
-        return Err(access_lost(&obj, ctx, e).await);
+        return Err(reconcile::access_lost(ctx, &obj, e, async |p| revoke_all(&obj, ctx, p).await).await);
     }
     let conn = connection(&provider, ctx).await?;
     if mode == Mode::Provision && conn.login.is_none() {

@@ -34,9 +34,9 @@ use super::{
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, AccessLost, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, ProviderRef,
-        RetiringKey, RotationStrategy, SecretTemplate, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec,
-        WorkloadApiKeyStatus, conditions::reason,
+        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, ProviderRef, RetiringKey,
+        RotationStrategy, SecretTemplate, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec, WorkloadApiKeyStatus,
+        conditions::reason,
     },
     clients::{ErrorKind, SecretString, VendorError, trend::TrendApiKind},
 };
@@ -143,13 +143,17 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     let ns = obj.namespace().unwrap_or_default();
     // Everything the provider, its API and its policy decide comes before any vendor call: a refusal costs none.
     let provider = match provider::admit(ctx, &ns, &obj.spec.provider_ref).await {
-        Err(e @ Error::NamespaceNotAllowed { .. }) => return Err(access_lost(&obj, ctx, e).await),
+        Err(e @ Error::NamespaceNotAllowed { .. }) => {
+            return Err(reconcile::access_lost(ctx, obj.as_ref(), e, async |p| revoke_all(&obj, ctx, p).await).await);
+        }
         admitted => admitted?,
     };
     let api = provider.trend()?.api();
     rules::check_fields(api, &obj.spec).map_err(Error::InvalidSpec)?;
     let effective = match within_policy(&obj.spec, &provider, api) {
-        Err(e) => return Err(access_lost(&obj, ctx, e).await),
+        Err(e) => {
+            return Err(reconcile::access_lost(ctx, obj.as_ref(), e, async |p| revoke_all(&obj, ctx, p).await).await);
+        }
         Ok(effective) => effective,
     };
     let obj = &effective.apply_to(obj.as_ref().clone());
@@ -276,44 +280,29 @@ fn within_policy(spec: &WorkloadApiKeySpec, provider: &Provider, api: TrendApiKi
     Ok(Effective { expires_after, every: every.map(str::to_owned), expiry_from_policy })
 }
 
-/// The resource lost access to its provider (`lost`: its namespace is no longer allowed, or its spec no longer within
-/// the policy). With the provider's `policy.onAccessLost: Revoke`, every key it has is revoked at the vendor and its
-/// Secret deleted before `lost` is reported; a failure to do so is reported instead (and retried).
-async fn access_lost(obj: &WorkloadApiKey, ctx: &Context, lost: Error) -> Error {
-    match revoke_on_access_lost(obj, ctx, &lost).await {
-        Ok(()) => lost,
-        Err(e) => e,
-    }
-}
-
-async fn revoke_on_access_lost(obj: &WorkloadApiKey, ctx: &Context, lost: &Error) -> Result<(), Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let provider = provider::fetch(ctx, &ns, &obj.spec.provider_ref).await?;
-    if provider.policy.on_access_lost != Some(AccessLost::Revoke) {
-        return Ok(());
-    }
-    let mut status = *status_of(obj);
-    let has_keys = status.key_id.is_some() || !status.retiring_keys.is_empty() || status.pending_key_name.is_some();
-    let secret = status.secret_name.clone();
-    if !has_keys && secret.is_none() {
-        return Ok(());
-    }
-    let issuer = Issuer::of(&provider, ctx).await?;
-    bound_to(obj, issuer.endpoint(), &provider)?;
+/// Revokes every key of a resource that lost access to `provider` ([`reconcile::access_lost`]): current, retiring
+/// and an unfinished create's. The status forgets them; the next key, once access is regained, is made as on a first
+/// create, under a new name beside the revoked ones.
+async fn revoke_all(
+    obj: &WorkloadApiKey,
+    ctx: &Context,
+    provider: &Provider,
+) -> Result<reconcile::Revoked<Box<WorkloadApiKeyStatus>>, Error> {
+    let status = *status_of(obj);
     let mut ids: Vec<VendorKeyId> =
         status.key_id.iter().chain(status.retiring_keys.iter().map(|k| &k.key_id)).cloned().collect();
-    if let Some(pending) = &status.pending_key_name {
-        ids.extend(issuer.pending_keys(&status, pending, &uid(obj)?).await?);
+    if !ids.is_empty() || status.pending_key_name.is_some() {
+        let issuer = Issuer::of(provider, ctx).await?;
+        bound_to(obj, issuer.endpoint(), provider)?;
+        if let Some(pending) = &status.pending_key_name {
+            ids.extend(issuer.pending_keys(&status, pending, &uid(obj)?).await?);
+        }
+        for id in &ids {
+            issuer.delete_key(id).await?;
+        }
     }
-    for id in &ids {
-        issuer.delete_key(id).await?;
-    }
-    if let Some(name) = &secret {
-        secret::io::delete_owned(ctx, obj, name).await?;
-    }
-    // As on a first create once access is regained; the next key takes a new name beside the revoked ones.
     let generation = status.key_generation.unwrap_or(1).max(1);
-    status = WorkloadApiKeyStatus {
+    let status = WorkloadApiKeyStatus {
         conditions: status.conditions,
         observed_generation: status.observed_generation,
         owner_nonce: status.owner_nonce,
@@ -323,16 +312,7 @@ async fn revoke_on_access_lost(obj: &WorkloadApiKey, ctx: &Context, lost: &Error
         failed_attempts: status.failed_attempts,
         ..Default::default()
     };
-    reconcile::patch_status(ctx, obj, &status).await?;
-    reconcile::forget_metrics(ctx, obj);
-    let list: Vec<String> = ids.iter().map(VendorKeyId::to_string).collect();
-    let note = format!(
-        "access to {} lost ({lost}); policy.onAccessLost Revoke: revoked vendor key(s) {list:?} and deleted Secret {}",
-        provider.display(),
-        secret.as_deref().unwrap_or("(none)")
-    );
-    ctx.event(obj, EventType::Warning, "KeysRevoked", "Offboard", note).await;
-    Ok(())
+    Ok(reconcile::Revoked { ids: ids.iter().map(VendorKeyId::to_string).collect(), status: Box::new(status) })
 }
 
 /// Keys are bound to the endpoint that issued them: refuse to act when the provider now points elsewhere.
