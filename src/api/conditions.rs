@@ -1,4 +1,4 @@
-//! Conditions and their reasons. Reasons are part of the API: documented in the README's troubleshooting table.
+//! Conditions and their reasons. Reasons are part of the API: documented in docs/operations.md's table of conditions.
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
