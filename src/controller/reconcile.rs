@@ -2,185 +2,34 @@
 //! turned into `Ready=False` + an Event on transition + a backoff requeue, server-side-applied status, and the
 //! step loop every kind runs on its target Secret (whose I/O is in `secret::io`).
 
-use std::{fmt::Debug, future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    NamespaceResourceScope,
-    api::core::v1::Namespace,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
-};
+use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{GetParams, Patch, PatchParams},
-    core::object::HasStatus,
     runtime::{controller::Action, events::EventType, finalizer, reflector::ObjectRef},
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 use serde_json::json;
 
-use super::provider::Provider;
+pub use super::managed::{Managed, ManagedStatus, status_of, uid};
 use super::{
     context::{Context, display_name},
     error::{Error, backoff},
     metrics::{ErrorLabels, InFlight, ReconcileLabels, Series},
+    provider::Provider,
     rollout::{self, Gate, Next},
     secret::{FIELD_MANAGER, SecretState, io as secret},
     versions, wakeups,
 };
 use crate::api::{
-    AccessLost, DEFAULT_ROLLOUT_TIMEOUT, FINALIZER, RolloutTarget, SecretRollout, SecretTemplate,
-    SecureWorkloadCredentialStatus, WorkloadApiKeyStatus,
+    AccessLost, DEFAULT_ROLLOUT_TIMEOUT, FINALIZER,
     conditions::{self, READY, reason},
 };
 
-/// The parts of a status the frame maintains.
-pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
-    fn conditions(&self) -> &[Condition];
-    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
-    fn failed_attempts(&self) -> Option<i32>;
-    fn failed_attempts_mut(&mut self) -> &mut Option<i32>;
-    fn observed_generation_mut(&mut self) -> &mut Option<i64>;
-    /// The target Secret last written, and the keyed hash of its data.
-    fn written_secret(&self) -> (Option<&str>, Option<&str>);
-    /// The target Secret's version when its data last matched the recorded hash.
-    fn secret_version_mut(&mut self) -> &mut Option<String>;
-    fn secret_version(&self) -> Option<&str>;
-    /// Records the target Secret just written: its hash and the version that goes with it, always together.
-    fn record_written(&mut self, written: secret::WrittenSecret);
-    /// The restarts and rollouts for the Secret data written.
-    fn rollout(&self) -> Option<&SecretRollout>;
-    fn rollout_mut(&mut self) -> &mut Option<SecretRollout>;
-    /// How many replaced keys wait to be revoked.
-    fn retiring(&self) -> usize;
-}
-
-/// Both statuses name these fields alike.
-macro_rules! conventional_status {
-    ($($status:ty: $retiring:ident),*) => {$(
-        impl ManagedStatus for $status {
-            fn conditions(&self) -> &[Condition] {
-                &self.conditions
-            }
-            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-                &mut self.conditions
-            }
-            fn failed_attempts(&self) -> Option<i32> {
-                self.failed_attempts
-            }
-            fn failed_attempts_mut(&mut self) -> &mut Option<i32> {
-                &mut self.failed_attempts
-            }
-            fn observed_generation_mut(&mut self) -> &mut Option<i64> {
-                &mut self.observed_generation
-            }
-            fn written_secret(&self) -> (Option<&str>, Option<&str>) {
-                (self.secret_name.as_deref(), self.secret_hash.as_deref())
-            }
-            fn secret_version_mut(&mut self) -> &mut Option<String> {
-                &mut self.secret_resource_version
-            }
-            fn secret_version(&self) -> Option<&str> {
-                self.secret_resource_version.as_deref()
-            }
-            fn record_written(&mut self, written: secret::WrittenSecret) {
-                self.secret_hash = Some(written.hash);
-                self.secret_resource_version = written.version;
-            }
-            fn rollout(&self) -> Option<&SecretRollout> {
-                self.rollout.as_ref()
-            }
-            fn rollout_mut(&mut self) -> &mut Option<SecretRollout> {
-                &mut self.rollout
-            }
-            fn retiring(&self) -> usize {
-                self.$retiring.len()
-            }
-        }
-    )*};
-}
-
-conventional_status!(WorkloadApiKeyStatus: retiring_keys, SecureWorkloadCredentialStatus: retiring_credentials);
-
-/// The resources keep their status boxed (see `api`): the frame sees through the box.
-impl<S: ManagedStatus> ManagedStatus for Box<S> {
-    fn conditions(&self) -> &[Condition] {
-        S::conditions(self)
-    }
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        S::conditions_mut(self)
-    }
-    fn failed_attempts(&self) -> Option<i32> {
-        S::failed_attempts(self)
-    }
-    fn failed_attempts_mut(&mut self) -> &mut Option<i32> {
-        S::failed_attempts_mut(self)
-    }
-    fn observed_generation_mut(&mut self) -> &mut Option<i64> {
-        S::observed_generation_mut(self)
-    }
-    fn written_secret(&self) -> (Option<&str>, Option<&str>) {
-        S::written_secret(self)
-    }
-    fn secret_version_mut(&mut self) -> &mut Option<String> {
-        S::secret_version_mut(self)
-    }
-    fn secret_version(&self) -> Option<&str> {
-        S::secret_version(self)
-    }
-    fn record_written(&mut self, written: secret::WrittenSecret) {
-        S::record_written(self, written)
-    }
-    fn rollout(&self) -> Option<&SecretRollout> {
-        S::rollout(self)
-    }
-    fn rollout_mut(&mut self) -> &mut Option<SecretRollout> {
-        S::rollout_mut(self)
-    }
-    fn retiring(&self) -> usize {
-        S::retiring(self)
-    }
-}
-
-/// A custom resource reconciled by this frame: namespaced, with a [`ManagedStatus`] and a target Secret.
-pub trait Managed:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + HasStatus<Status: ManagedStatus>
-    + Clone
-    + Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-    /// Name of the Secret the operator writes for the resource.
-    fn target_secret(&self) -> String;
-    /// Other Secrets of its namespace whose change concerns it (an imported key pair).
-    fn referenced_secrets(&self) -> Vec<&str>;
-    /// The provider it issues through.
-    fn provider_ref(&self) -> &crate::api::ProviderRef;
-    /// The user's labels and annotations for the target Secret.
-    fn secret_template(&self) -> Option<&SecretTemplate>;
-    /// `rotation.rolloutTimeout`: how long replaced keys wait for the rollouts of the restarted workloads.
-    fn rollout_timeout(&self) -> Result<Duration, String>;
-    /// The workloads restarted when the target Secret's data changes.
-    fn rollout_targets(&self) -> &[RolloutTarget] {
-        self.secret_template().map(|t| t.rollout_restart_targets.as_slice()).unwrap_or_default()
-    }
-}
-
-/// The status of a resource, or an empty one.
-pub fn status_of<K: Managed>(obj: &K) -> K::Status {
-    obj.status().cloned().unwrap_or_default()
-}
-
 fn kind<K: Managed>() -> String {
     K::kind(&()).into_owned()
-}
-
-pub fn uid<K: Managed>(obj: &K) -> Result<String, Error> {
-    obj.uid().ok_or(Error::MissingObjectKey(".metadata.uid"))
 }
 
 fn api<K: Managed>(ctx: &Context, obj: &K) -> Api<K> {

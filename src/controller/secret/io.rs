@@ -10,11 +10,12 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
 };
 
+pub use super::WrittenSecret;
 use super::{FIELD_MANAGER, SecretState, data_hash, data_of, desired_secret, is_owned_by};
 use crate::controller::{
     context::Context,
     error::Error,
-    reconcile::{Managed, uid},
+    managed::{Managed, uid},
 };
 
 /// The target Secret as observed: its state, and its version when it was read and found intact.
@@ -58,13 +59,6 @@ pub async fn observe<K: Managed>(
         return state(SecretState::Edited);
     }
     Ok(Observed { state: SecretState::Intact, version: secret.resource_version() })
-}
-
-/// A Secret just written: the keyed hash of its data and the version the write gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrittenSecret {
-    pub hash: String,
-    pub version: Option<String>,
 }
 
 /// The keyed hash the target Secret would have with `data`.

@@ -15,6 +15,13 @@ use sha2::Sha256;
 
 use crate::api::{LABEL_MANAGED_BY, MANAGED_BY, SecretTemplate};
 
+/// A Secret just written: the keyed hash of its data and the version the write gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenSecret {
+    pub hash: String,
+    pub version: Option<String>,
+}
+
 /// What the target Secret looks like right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretState {
