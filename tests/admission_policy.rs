@@ -23,7 +23,7 @@ use kube::{
 use serde_json::{Value, json};
 use support::{TestNamespace, config_as, eventually, helm_bin, kubectl};
 use workload_key_operator::{
-    api::{ClusterKeyProvider, IssuePolicy, KeyProvider, RoleRef, WorkloadApiKey},
+    api::{ClusterKeyProvider, IssuePolicy, KeyProvider, RoleRef, SecureWorkloadCredential, WorkloadApiKey},
     controller::provider::policy::{self, Overlap},
 };
 
@@ -186,6 +186,38 @@ async fn the_chart_refuses_at_admission_what_the_provider_refuses_and_keeps_the_
     doc["spec"]["expiresAfter"] = json!("24h");
     let (ok, stderr) = kubectl_dry_run(&cp.kubeconfig, ALICE, &doc);
     assert!(ok, "{stderr}");
+
+    // A Cisco provider's floor on verifyInterval, for a SecureWorkloadCredential.
+    let cisco = format!("{}-cisco", system.name);
+    let ckp: ClusterKeyProvider = serde_json::from_value(json!({
+        "apiVersion": "workloadkeys.io/v1alpha1", "kind": "ClusterKeyProvider", "metadata": {"name": cisco},
+        "spec": {"cisco": {"url": "https://127.0.0.1:9"}, "allowedNamespaces": {"names": [app.name]},
+                 "policy": {"minVerifyInterval": "15m"}}
+    }))
+    .unwrap();
+    Api::<ClusterKeyProvider>::all(admin.clone())
+        .patch(&cisco, &PatchParams::apply("vap-test"), &Patch::Apply(&ckp))
+        .await
+        .unwrap();
+    let swcs: Api<SecureWorkloadCredential> = Api::namespaced(alice.clone(), &app.name);
+    let swc = |interval: &str| -> SecureWorkloadCredential {
+        serde_json::from_value(json!({
+            "apiVersion": "workloadkeys.io/v1alpha1", "kind": "SecureWorkloadCredential", "metadata": {"name": "s"},
+            "spec": {"providerRef": {"kind": "ClusterKeyProvider", "name": cisco},
+                     "source": {"existing": {"secretRef": {"name": "ui-key"}}}, "verifyInterval": interval}
+        }))
+        .unwrap()
+    };
+    let pp = PostParams { dry_run: true, ..Default::default() };
+    let message = match swcs.create(&pp, &swc("10m")).await {
+        Err(kube::Error::Api(e)) => e.message,
+        other => panic!("verifyInterval 10m must be refused: {other:?}"),
+    };
+    let floor = IssuePolicy { min_verify_interval: Some("15m".into()), ..Default::default() };
+    let problem = policy::effective_verify_interval(&floor, Some("10m"), Duration::from_secs(3600)).unwrap_err();
+    let expected = format!("ClusterKeyProvider/{cisco} refuses this request: {problem}");
+    assert!(message.ends_with(&expected), "{message}\nwanted: {expected}");
+    swcs.create(&pp, &swc("20m")).await.expect("a verifyInterval above the floor");
 
     // A KeyProvider of the namespace is the parameter for resources naming it.
     let kp: KeyProvider = serde_json::from_value(json!({

@@ -279,9 +279,44 @@ async fn missing_and_unprobeable_capabilities_are_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_interval_under_the_providers_floor_is_refused_without_a_vendor_call() {
+    let env = Env::start("swc-floor").await;
+    let (key, secret) = env.new_key(&[Capability::FlowInventoryQuery, Capability::UserRoleScopeManagement]);
+    env.put_pair("sw-ui-key", &key, &secret).await;
+    // The default floor (5m) refuses a verification every second, before any request reaches the vendor.
+    let before = env.sim.counts.total("cisco", "");
+    env.apply("eager", env.existing("sw-ui-key", json!({"verifyInterval": "1s"}))).await;
+    let swc = env.wait_condition("eager", "False", "PolicyViolation").await;
+    let message = ready_message(&swc);
+    assert!(message.contains("verifyInterval 1s is shorter than the default minVerifyInterval 5m"), "{message}");
+    assert_eq!(env.sim.counts.total("cisco", ""), before, "no vendor call");
+    assert!(env.secrets().get_opt("eager").await.unwrap().is_none(), "nothing published");
+    // The provider's own floor: a shorter one is refused with it, a longer interval is fine.
+    let login = Some(sim_env::LOGIN_SECRET);
+    env.cisco_provider(sim_env::CISCO_PROVIDER, login, json!({"policy": {"minVerifyInterval": "10m"}})).await;
+    env.wait_key_provider_ready(sim_env::CISCO_PROVIDER).await;
+    let before = env.sim.counts.total("cisco", "");
+    env.apply("eager", env.existing("sw-ui-key", json!({"verifyInterval": "5m"}))).await;
+    let swc = eventually(WAIT, "refused with the provider's floor", || async {
+        let swc = env.swcs().get("eager").await.ok()?;
+        ready_message(&swc).contains("the provider's minVerifyInterval 10m").then_some(swc)
+    })
+    .await;
+    assert_eq!(condition(&swc, "Ready").1, "PolicyViolation");
+    assert_eq!(env.sim.counts.total("cisco", ""), before, "still no vendor call");
+    env.apply("eager", env.existing("sw-ui-key", json!({"verifyInterval": "15m"}))).await;
+    env.wait_ready("eager").await;
+    env.assert_no_leaks(&[secret]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_key_is_noticed_within_verify_interval() {
     const INTERVAL: Duration = Duration::from_secs(3);
     let env = Env::start("swc-revoke").await;
+    // A verifyInterval of seconds needs a provider that allows it (the default floor is 5m).
+    let login = Some(sim_env::LOGIN_SECRET);
+    env.cisco_provider(sim_env::CISCO_PROVIDER, login, json!({"policy": {"minVerifyInterval": "1s"}})).await;
+    env.wait_key_provider_ready(sim_env::CISCO_PROVIDER).await;
     let (key, secret) = env.new_key(&[Capability::FlowInventoryQuery, Capability::UserRoleScopeManagement]);
     env.put_pair("sw-ui-key", &key, &secret).await;
     env.apply("watched", env.existing("sw-ui-key", json!({"verifyInterval": "3s"}))).await;

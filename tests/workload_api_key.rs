@@ -298,6 +298,28 @@ async fn regenerate_rotation_and_the_rotate_annotation() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let again = env.waks().get("anno").await.unwrap().status.unwrap();
     assert_eq!(again.key_id, rotated.key_id, "the same value does not rotate again");
+
+    // A new value within a minute of the last rotation it asked for waits for that minute, and an Event says when.
+    let first = again.rotate_annotation_at.expect("when the value was acted upon").0;
+    let allowed = first + k8s_openapi::jiff::SignedDuration::from_secs(60);
+    annotate("2").await;
+    let note = eventually(WAIT, "RotationDeferred Event", || async {
+        let events: Api<k8s_openapi::api::events::v1::Event> = env.ns.api();
+        let list = events.list(&ListParams::default()).await.ok()?.items;
+        list.into_iter().filter(|e| e.reason.as_deref() == Some("RotationDeferred")).find_map(|e| e.note)
+    })
+    .await;
+    assert!(note.contains(&format!("rotating at {allowed:.0}")), "{note}");
+    let held = env.waks().get("anno").await.unwrap().status.unwrap();
+    assert!(k8s_openapi::jiff::Timestamp::now() < allowed, "the test checks within the minute");
+    assert_eq!(held.key_id, rotated.key_id, "not rotated before its moment");
+    let deferred = eventually(Duration::from_secs(90), "deferred rotation", || async {
+        let s = env.waks().get("anno").await.ok()?.status?;
+        (s.key_id != rotated.key_id && s.rotate_annotation.as_deref() == Some("2")).then_some(s)
+    })
+    .await;
+    let at = deferred.rotate_annotation_at.unwrap().0;
+    assert!(at >= allowed, "rotated at {at}, a minute after {first}");
     env.assert_no_leaks(&[s1, s2, env.secret_value("anno").await]).await;
 }
 

@@ -48,6 +48,7 @@ pub const SECRET_FINALIZER: &str = "workloadkeys.io/provider-credential";
 #[x_kube(validation = Rule::new("has(self.trend) != has(self.cisco)").message("exactly one of spec.trend and spec.cisco must be set"))]
 #[x_kube(validation = Rule::new("!has(self.policy) || has(self.trend) || (!has(self.policy.roles) && !has(self.policy.maxExpiresAfter))").message("spec.policy.roles and spec.policy.maxExpiresAfter apply to Trend providers only").field_path(".policy"))]
 #[x_kube(validation = Rule::new("!has(self.policy) || has(self.cisco) || !has(self.policy.capabilities)").message("spec.policy.capabilities applies to Cisco providers only").field_path(".policy"))]
+#[x_kube(validation = Rule::new("!has(self.policy) || has(self.cisco) || !has(self.policy.minVerifyInterval)").message("spec.policy.minVerifyInterval applies to Cisco providers only").field_path(".policy"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterKeyProviderSpec {
     /// A Trend Micro Workload Security / Deep Security Manager API. Exactly one of `trend` and `cisco`.
@@ -91,6 +92,7 @@ pub struct ClusterKeyProviderSpec {
 #[x_kube(validation = Rule::new("has(self.trend) != has(self.cisco)").message("exactly one of spec.trend and spec.cisco must be set"))]
 #[x_kube(validation = Rule::new("!has(self.policy) || has(self.trend) || (!has(self.policy.roles) && !has(self.policy.maxExpiresAfter))").message("spec.policy.roles and spec.policy.maxExpiresAfter apply to Trend providers only").field_path(".policy"))]
 #[x_kube(validation = Rule::new("!has(self.policy) || has(self.cisco) || !has(self.policy.capabilities)").message("spec.policy.capabilities applies to Cisco providers only").field_path(".policy"))]
+#[x_kube(validation = Rule::new("!has(self.policy) || has(self.cisco) || !has(self.policy.minVerifyInterval)").message("spec.policy.minVerifyInterval applies to Cisco providers only").field_path(".policy"))]
 #[serde(rename_all = "camelCase")]
 pub struct KeyProviderSpec {
     /// A Trend Micro Workload Security / Deep Security Manager API. Exactly one of `trend` and `cisco`.
@@ -236,6 +238,13 @@ pub struct IssuePolicy {
     /// resource staying, not Ready. Access regained, a new key is made as on a first create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_access_lost: Option<AccessLost>,
+    /// Cisco: the shortest `verifyInterval` a SecureWorkloadCredential may have, e.g. `15m`; absent: `5m`. A
+    /// shorter one is refused; one that sets none gets the longer of `1h` and this. Each verification costs vendor
+    /// requests (one per capability) from the budget every namespace shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("spec.policy.minVerifyInterval must be at least 1s"))]
+    pub min_verify_interval: Option<String>,
 }
 
 /// What losing access to a provider does to a resource's keys.

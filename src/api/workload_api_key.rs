@@ -209,6 +209,9 @@ pub struct WorkloadApiKeyStatus {
     /// Last value of the `workloadkeys.io/rotate` annotation acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_annotation: Option<String>,
+    /// When `rotateAnnotation` was acted upon: a new value is acted upon a minute later at the earliest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_annotation_at: Option<Time>,
     /// The restarts of `spec.secret.rolloutRestartTargets` for the current Secret data, and their rollouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<SecretRollout>,

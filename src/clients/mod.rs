@@ -22,5 +22,5 @@ pub use http::{
     http_client, http_client_builder, install_crypto_provider, parse_retry_after, read_body, refused_redirect,
     same_origin_redirects,
 };
-pub use rate::{DEFAULT_REQUESTS_PER_MINUTE, RateLimiter, RateLimiters};
+pub use rate::{DEFAULT_REQUESTS_PER_MINUTE, RateLimiter, RateLimiters, Requester};
 pub use secret::SecretString;

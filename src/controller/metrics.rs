@@ -36,6 +36,9 @@ pub struct VendorLabels {
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconciles turned away before they started: their namespace's share of reconciles waiting for the vendor
+    /// budget was taken (`reconcile::vendor_share`).
+    pub reconciles_deferred: Family<ReconcileLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     pub vendor_requests: Family<VendorLabels, Counter>,
@@ -70,6 +73,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("workload_key_operator");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
+        let reconciles_deferred = Family::<ReconcileLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
@@ -86,6 +90,12 @@ impl Default for Metrics {
         );
         registry.register("reconciles", "Reconciliations by resource kind", reconciles.clone());
         registry.register(
+            "reconciles_deferred",
+            "Reconciles turned away before they started, by kind: their namespace already had its share of \
+             reconciles waiting for the vendor's rate limit",
+            reconciles_deferred.clone(),
+        );
+        registry.register(
             "reconcile_errors",
             "Failed reconciliations by kind and condition reason",
             reconcile_errors.clone(),
@@ -100,6 +110,7 @@ impl Default for Metrics {
         Self {
             registry: Arc::new(Mutex::new(registry)),
             reconciles,
+            reconciles_deferred,
             reconcile_errors,
             reconcile_duration,
             vendor_requests,

@@ -21,10 +21,11 @@ use super::{
     provider::Provider,
     rollout::{self, Gate, Next},
     secret::{FIELD_MANAGER, SecretState, io as secret},
+    vendor_key::RotateRequest,
     versions, wakeups,
 };
 use crate::api::{
-    AccessLost, DEFAULT_ROLLOUT_TIMEOUT, FINALIZER,
+    ANNOTATION_ROTATE, AccessLost, DEFAULT_ROLLOUT_TIMEOUT, FINALIZER,
     conditions::{self, READY, reason},
 };
 
@@ -52,28 +53,65 @@ where
     CF: Future<Output = Result<Action, Error>>,
 {
     let labels = ReconcileLabels { kind: kind::<K>() };
+    let namespace = obj.namespace().unwrap_or_default();
+    let backlog = backlog_key::<K>(&namespace, obj.provider_ref());
+    if ctx.limiters.backlog(&backlog) >= vendor_share(&ctx.settings) {
+        ctx.metrics.reconciles_deferred.get_or_create(&labels).inc();
+        tracing::debug!(resource = %display_name(obj.as_ref()), "its namespace's share of reconciles waiting for the vendor is taken; later");
+        return Ok(Action::requeue(deferral(rand::random())));
+    }
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let _running = InFlight::start(&ctx.metrics, &labels);
     let started = std::time::Instant::now();
-    let resources = api(&ctx, obj.as_ref());
-    let obj = match read_fresh(&ctx, &resources, obj.as_ref()).await {
-        Ok(Some(fresh)) => Arc::new(fresh),
-        Ok(None) => return Ok(Action::await_change()),
-        Err(e) => return Err(finalizer::Error::ApplyFailed(Error::Kube(e))),
-    };
-    let inner = ctx.clone();
-    let result = finalizer(&resources, FINALIZER, obj, move |event| async move {
-        match event {
-            finalizer::Event::Apply(o) => {
-                let outcome = apply(o.clone(), inner.clone()).await;
-                Ok(report_failure(o, &inner, outcome).await)
-            }
-            finalizer::Event::Cleanup(o) => cleanup(o, inner).await,
-        }
-    })
-    .await;
+    let requester = ctx.limiters.requester(&namespace, &backlog);
+    let result = requester
+        .run(async {
+            let resources = api(&ctx, obj.as_ref());
+            let obj = match read_fresh(&ctx, &resources, obj.as_ref()).await {
+                Ok(Some(fresh)) => Arc::new(fresh),
+                Ok(None) => return Ok(Action::await_change()),
+                Err(e) => return Err(finalizer::Error::ApplyFailed(Error::Kube(e))),
+            };
+            let inner = ctx.clone();
+            finalizer(&resources, FINALIZER, obj, move |event| async move {
+                match event {
+                    finalizer::Event::Apply(o) => {
+                        let outcome = apply(o.clone(), inner.clone()).await;
+                        Ok(report_failure(o, &inner, outcome).await)
+                    }
+                    finalizer::Event::Cleanup(o) => cleanup(o, inner).await,
+                }
+            })
+            .await
+        })
+        .await;
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     result
+}
+
+/// How many reconciles of one kind, namespace and provider may have waited for the vendor's budget and still run
+/// before more of them are turned away: a quarter of `--max-concurrent-reconciles` (4 of 16).
+///
+/// The vendor's budget is shared round robin by namespace (`clients::rate`), but a reconcile waiting for it holds
+/// one of the runtime's `--max-concurrent-reconciles` slots, and the runtime hands slots out in arrival order:
+/// without this bound, one namespace's 1,000 creates would hold every slot while they wait, and another
+/// namespace's first key would not even start until nearly all of them were done. A reconcile turned away costs
+/// no API or vendor call and frees its slot at once. Reconciles that never wait (the budget has room) never
+/// count, so a namespace alone, or one well within the budget, is never slowed.
+pub fn vendor_share(settings: &super::context::Settings) -> usize {
+    usize::from(settings.max_concurrent_reconciles / 4).max(1)
+}
+
+/// What reconciles share a vendor backlog: those of one kind (the runtime's slots are per kind), namespace and
+/// provider (a provider is one endpoint: a namespace's flood against one does not hold back its work on another).
+fn backlog_key<K: Managed>(namespace: &str, provider: &crate::api::ProviderRef) -> String {
+    format!("{}/{namespace}/{}/{}", K::kind(&()), provider.kind.as_str(), provider.name)
+}
+
+/// When a reconcile turned away by [`vendor_share`] comes back: 1 to 3 s, spread by `jitter` (0.0..1.0) so the
+/// namespace's turned-away reconciles do not all come back at once.
+pub fn deferral(jitter: f64) -> Duration {
+    Duration::from_secs_f64(1.0 + 2.0 * jitter.clamp(0.0, 1.0))
 }
 
 /// The resource to decide on: as the API server has it, never older than the newest version this process knows
@@ -377,6 +415,18 @@ pub async fn warn_on_first_reconcile<K: Managed>(ctx: &Context, obj: &K, when: b
     }
 }
 
+/// The Event of a `workloadkeys.io/rotate` change that came within a minute of the last one acted upon: when it
+/// will be (the resource is requeued for then).
+pub async fn tell_rotation_deferred<K: Managed>(ctx: &Context, obj: &K, request: RotateRequest) {
+    if let Some(at) = request.due() {
+        let note = format!(
+            "{ANNOTATION_ROTATE} changed within a minute of the last rotation it asked for; one resource rotates on \
+             request at most once a minute: rotating at {at:.0}"
+        );
+        ctx.event(obj, EventType::Normal, "RotationDeferred", "Rotate", note).await;
+    }
+}
+
 /// Sets one per-resource gauge of `obj`.
 pub fn set_resource_metric<K: Managed>(ctx: &Context, obj: &K, series: Series, value: i64) {
     let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
@@ -471,4 +521,31 @@ pub fn affected_by_secret<K: Managed>(
         })
         .map(|r| super::queue_key(r.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ProviderKind, ProviderRef, SecureWorkloadCredential, WorkloadApiKey};
+
+    #[test]
+    fn a_namespace_may_hold_a_quarter_of_the_slots_waiting_for_the_vendor() {
+        let with = |n| super::super::context::Settings { max_concurrent_reconciles: n, ..Default::default() };
+        assert_eq!(vendor_share(&with(16)), 4);
+        assert_eq!(vendor_share(&with(2)), 1, "at least one");
+        assert_eq!(vendor_share(&with(1)), 1);
+        assert_eq!(deferral(0.0), Duration::from_secs(1));
+        assert_eq!(deferral(1.0), Duration::from_secs(3));
+        assert_eq!(deferral(7.0), Duration::from_secs(3), "jitter is clamped");
+    }
+
+    #[test]
+    fn backlogs_are_per_kind_namespace_and_provider() {
+        let p = |kind, name: &str| ProviderRef { kind, name: name.into() };
+        let a = backlog_key::<WorkloadApiKey>("a", &p(ProviderKind::ClusterKeyProvider, "dsm"));
+        assert_eq!(a, "WorkloadApiKey/a/ClusterKeyProvider/dsm");
+        assert_ne!(a, backlog_key::<WorkloadApiKey>("b", &p(ProviderKind::ClusterKeyProvider, "dsm")));
+        assert_ne!(a, backlog_key::<WorkloadApiKey>("a", &p(ProviderKind::KeyProvider, "dsm")));
+        assert_ne!(a, backlog_key::<SecureWorkloadCredential>("a", &p(ProviderKind::ClusterKeyProvider, "dsm")));
+    }
 }

@@ -1,5 +1,6 @@
 //! What both kinds share about the keys they keep at a vendor: the ownership marker that crash recovery and cleanup
-//! look for, the description that carries it, and the clamped time arithmetic of lifetimes and grace periods. Pure.
+//! look for, the description that carries it, the clamped time arithmetic of lifetimes and grace periods, and when a
+//! rotation asked for with `workloadkeys.io/rotate` may happen. Pure.
 //!
 //! Ownership: nothing an app team writes is proof of it. A key belongs to a resource only when its vendor
 //! description *ends with* exactly that resource's marker, which holds the resource's UID and a random nonce made
@@ -9,7 +10,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
 use rand::RngCore as _;
 
 /// What every ownership marker starts with; refused in every free-text field an app team writes.
@@ -97,6 +101,65 @@ pub fn shift(t: Timestamp, d: Duration, forward: bool) -> Timestamp {
     t.checked_add(d).unwrap_or(if forward { Timestamp::MAX } else { Timestamp::MIN })
 }
 
+/// The least time between two rotations of one resource asked for with `workloadkeys.io/rotate`: each costs vendor
+/// requests, and an annotation changed in a loop must not spend the budget every namespace shares.
+pub const MANUAL_ROTATION_SPACING: Duration = Duration::from_secs(60);
+
+/// What the `workloadkeys.io/rotate` annotation asks for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateRequest {
+    /// Nothing: no annotation, or a value already acted upon.
+    None,
+    /// A new value: rotate now.
+    Now,
+    /// A new value within [`MANUAL_ROTATION_SPACING`] of the last one acted upon: rotate at this instant.
+    At(Timestamp),
+}
+
+impl RotateRequest {
+    /// The instant a deferred request falls due.
+    pub fn due(self) -> Option<Timestamp> {
+        match self {
+            RotateRequest::At(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// What the annotation's current value (`annotation`) asks for, given the value last acted upon (`acted_on`) and
+/// when (`acted_at`): a new value rotates now, or [`MANUAL_ROTATION_SPACING`] after the last one acted upon.
+pub fn rotate_request(
+    annotation: Option<&str>,
+    acted_on: Option<&str>,
+    acted_at: Option<Timestamp>,
+    now: Timestamp,
+) -> RotateRequest {
+    let Some(value) = annotation else { return RotateRequest::None };
+    if acted_on == Some(value) {
+        return RotateRequest::None;
+    }
+    match acted_at.map(|t| shift(t, MANUAL_ROTATION_SPACING, true)) {
+        Some(allowed) if allowed > now => RotateRequest::At(allowed),
+        _ => RotateRequest::Now,
+    }
+}
+
+/// Records that a rotation starting `now` answers the annotation's current value: `acted_on` becomes it, and
+/// `acted_at` moves when it is a new value.
+pub fn record_rotate_request(
+    acted_on: &mut Option<String>,
+    acted_at: &mut Option<Time>,
+    annotation: Option<&str>,
+    now: Timestamp,
+) {
+    if let Some(value) = annotation
+        && acted_on.as_deref() != Some(value)
+    {
+        *acted_on = Some(value.to_owned());
+        *acted_at = Some(Time(now));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +221,34 @@ mod tests {
         assert!(check_free_text("spec.description", None).is_ok());
         let err = check_free_text("spec.description", Some("x [workloadkeys.io/uid=u]")).unwrap_err();
         assert!(err.starts_with("spec.description must not contain 'workloadkeys.io/'"), "{err}");
+    }
+
+    #[test]
+    fn a_new_rotate_value_rotates_at_most_once_a_minute() {
+        let ts = |s| Timestamp::from_second(s).unwrap();
+        assert_eq!(rotate_request(None, Some("1"), Some(ts(0)), ts(10)), RotateRequest::None, "no annotation");
+        assert_eq!(rotate_request(Some("1"), Some("1"), Some(ts(0)), ts(10)), RotateRequest::None, "acted upon");
+        assert_eq!(rotate_request(Some("1"), None, None, ts(10)), RotateRequest::Now, "the first one");
+        assert_eq!(rotate_request(Some("2"), Some("1"), None, ts(10)), RotateRequest::Now, "acted upon before times");
+        assert_eq!(rotate_request(Some("2"), Some("1"), Some(ts(0)), ts(10)), RotateRequest::At(ts(60)), "too soon");
+        assert_eq!(rotate_request(Some("2"), Some("1"), Some(ts(0)), ts(59)).due(), Some(ts(60)));
+        assert_eq!(rotate_request(Some("2"), Some("1"), Some(ts(0)), ts(60)), RotateRequest::Now, "a minute on");
+        assert_eq!(rotate_request(Some("2"), Some("1"), Some(ts(0)), ts(600)), RotateRequest::Now);
+        assert_eq!(RotateRequest::Now.due(), None);
+    }
+
+    #[test]
+    fn acting_on_a_rotate_value_moves_its_time_only_when_it_is_new() {
+        let ts = |s| Timestamp::from_second(s).unwrap();
+        let (mut value, mut at) = (None, None);
+        record_rotate_request(&mut value, &mut at, None, ts(5));
+        assert_eq!((value.as_deref(), at.clone()), (None, None), "a scheduled rotation, no annotation");
+        record_rotate_request(&mut value, &mut at, Some("1"), ts(10));
+        assert_eq!((value.as_deref(), at.clone()), (Some("1"), Some(Time(ts(10)))));
+        record_rotate_request(&mut value, &mut at, Some("1"), ts(500));
+        assert_eq!(at, Some(Time(ts(10))), "the same value: a scheduled rotation, the time stays");
+        record_rotate_request(&mut value, &mut at, Some("2"), ts(600));
+        assert_eq!((value.as_deref(), at), (Some("2"), Some(Time(ts(600)))));
     }
 
     #[test]

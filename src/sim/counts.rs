@@ -1,7 +1,7 @@
 //! Request counts per vendor endpoint, for tests that assert how often the operator called the vendor.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
 };
 
@@ -14,13 +14,48 @@ pub struct EndpointCount {
     pub by_status: BTreeMap<u16, u64>,
 }
 
-/// `"METHOD /path"` (ids folded to `{id}`) → counts, per vendor.
+/// How many arrival times [`RequestCounts`] keeps per vendor (the oldest go first).
+pub const MAX_ARRIVALS: usize = 100_000;
+
+/// `"METHOD /path"` (ids folded to `{id}`) → counts, per vendor; and when each request arrived.
 #[derive(Debug, Default, Clone)]
 pub struct RequestCounts {
     inner: Arc<Mutex<BTreeMap<String, BTreeMap<String, EndpointCount>>>>,
+    arrivals: Arc<Mutex<BTreeMap<String, VecDeque<i64>>>>,
 }
 
 impl RequestCounts {
+    /// A request to `vendor` arrived now (before any fault or route handles it).
+    pub fn arrived(&self, vendor: &str) {
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mut map = self.arrivals.lock().expect("arrivals poisoned");
+        let times = map.entry(vendor.to_owned()).or_default();
+        if times.len() == MAX_ARRIVALS {
+            times.pop_front();
+        }
+        times.push_back(now);
+    }
+
+    /// When the requests to `vendor` arrived (Unix milliseconds, in order; the last [`MAX_ARRIVALS`]).
+    pub fn arrivals(&self, vendor: &str) -> Vec<i64> {
+        let map = self.arrivals.lock().expect("arrivals poisoned");
+        map.get(vendor).map(|t| t.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The most requests to `vendor` that arrived within any `window_ms` (half-open).
+    pub fn max_in_window(&self, vendor: &str, window_ms: i64) -> usize {
+        let times = self.arrivals(vendor);
+        let mut lo = 0;
+        let mut most = 0;
+        for hi in 0..times.len() {
+            while times[hi] - times[lo] >= window_ms {
+                lo += 1;
+            }
+            most = most.max(hi - lo + 1);
+        }
+        most
+    }
+
     pub fn record(&self, vendor: &str, method: &str, path: &str, status: u16) {
         let key = format!("{method} {}", normalize_path(path));
         let mut map = self.inner.lock().expect("counts poisoned");
@@ -43,6 +78,7 @@ impl RequestCounts {
 
     pub fn reset(&self) {
         self.inner.lock().expect("counts poisoned").clear();
+        self.arrivals.lock().expect("arrivals poisoned").clear();
     }
 }
 
@@ -92,5 +128,25 @@ mod tests {
         assert_eq!(snap["trend"]["POST /api/apikeys"].by_status[&429], 1);
         c.reset();
         assert_eq!(c.total("trend", ""), 0);
+    }
+
+    #[test]
+    fn arrivals_are_kept_bounded_and_windows_counted() {
+        let c = RequestCounts::default();
+        for _ in 0..3 {
+            c.arrived("trend");
+        }
+        assert_eq!(c.arrivals("trend").len(), 3);
+        assert_eq!(c.max_in_window("trend", 60_000), 3);
+        assert_eq!(c.max_in_window("cisco", 60_000), 0);
+        let spaced = RequestCounts::default();
+        spaced.arrivals.lock().unwrap().insert("t".into(), [0, 500, 1_000, 1_499, 2_600].into_iter().collect());
+        assert_eq!(spaced.max_in_window("t", 1_000), 3, "1000 is outside [0, 1000)");
+        for _ in 0..MAX_ARRIVALS + 5 {
+            c.arrived("trend");
+        }
+        assert_eq!(c.arrivals("trend").len(), MAX_ARRIVALS);
+        c.reset();
+        assert!(c.arrivals("trend").is_empty());
     }
 }

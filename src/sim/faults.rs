@@ -163,6 +163,7 @@ pub struct VendorLayerState {
 
 /// Counts every request and applies the first matching fault before the vendor's own routes see it.
 pub async fn apply(State(state): State<VendorLayerState>, request: Request, next: Next) -> Response {
+    state.counts.arrived(state.vendor);
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
     let response = match state.faults.take_match(state.vendor, &method, &path) {

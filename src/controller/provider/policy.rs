@@ -201,6 +201,30 @@ pub fn check_deletion_policy(policy: &IssuePolicy, asked: DeletionPolicy) -> Res
     Err(format!("spec.deletionPolicy {asked:?} is not allowed; allowed deletion policies: {}", list.join(", ")))
 }
 
+/// Cisco: `policy.minVerifyInterval` when the provider sets none.
+pub const DEFAULT_MIN_VERIFY_INTERVAL: &str = "5m";
+
+/// Cisco: the `verifyInterval` a SecureWorkloadCredential gets. One shorter than `minVerifyInterval` (default
+/// [`DEFAULT_MIN_VERIFY_INTERVAL`]) is refused; none requested means the longer of `default` and the minimum.
+/// Returns the effective `verifyInterval` text (`None`: `default`).
+pub fn effective_verify_interval(
+    policy: &IssuePolicy,
+    requested: Option<&str>,
+    default: Duration,
+) -> Result<Option<String>, String> {
+    let min_text = policy.min_verify_interval.as_deref().unwrap_or(DEFAULT_MIN_VERIFY_INTERVAL);
+    let min = parse_duration(min_text)?;
+    match requested {
+        None if min > default => Ok(Some(min_text.to_owned())),
+        None => Ok(None),
+        Some(text) if parse_duration(text)? < min => {
+            let whose = if policy.min_verify_interval.is_some() { "the provider's" } else { "the default" };
+            Err(format!("verifyInterval {text} is shorter than {whose} minVerifyInterval {min_text}"))
+        }
+        Some(text) => Ok(Some(text.to_owned())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
@@ -326,6 +350,25 @@ mod tests {
         assert!(check_deletion_policy(&policy, DeletionPolicy::Delete).is_ok());
         let e = check_deletion_policy(&policy, DeletionPolicy::Retain).unwrap_err();
         assert_eq!(e, "spec.deletionPolicy Retain is not allowed; allowed deletion policies: Delete");
+    }
+
+    #[test]
+    fn verify_interval_has_a_floor_defaulting_to_five_minutes() {
+        let hour = Duration::from_secs(3600);
+        let default = IssuePolicy::default();
+        assert_eq!(effective_verify_interval(&default, None, hour), Ok(None), "the resource's default stands");
+        assert_eq!(effective_verify_interval(&default, Some("5m"), hour), Ok(Some("5m".into())));
+        let err = effective_verify_interval(&default, Some("1s"), hour).unwrap_err();
+        assert_eq!(err, "verifyInterval 1s is shorter than the default minVerifyInterval 5m");
+        let policy = IssuePolicy { min_verify_interval: Some("15m".into()), ..Default::default() };
+        let err = effective_verify_interval(&policy, Some("10m"), hour).unwrap_err();
+        assert_eq!(err, "verifyInterval 10m is shorter than the provider's minVerifyInterval 15m");
+        assert_eq!(effective_verify_interval(&policy, Some("20m"), hour), Ok(Some("20m".into())));
+        let lax = IssuePolicy { min_verify_interval: Some("1s".into()), ..Default::default() };
+        assert_eq!(effective_verify_interval(&lax, Some("3s"), hour), Ok(Some("3s".into())));
+        // A floor above the resource's default becomes its interval.
+        let strict = IssuePolicy { min_verify_interval: Some("2h".into()), ..Default::default() };
+        assert_eq!(effective_verify_interval(&strict, None, hour), Ok(Some("2h".into())));
     }
 
     #[test]

@@ -231,7 +231,7 @@ async fn revoke_all(
 
 async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = ctx.as_ref();
-    let obj = obj.as_ref().clone();
+    let mut obj = obj.as_ref().clone();
     let mode = plan::mode(&obj.spec).map_err(Error::InvalidSpec)?;
     let ns = obj.namespace().unwrap_or_default();
     // Everything the provider decides comes before any vendor call: a refusal costs none.
@@ -244,6 +244,12 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
     if let Err(e) = within_policy(&obj.spec, &provider) {
         return Err(reconcile::access_lost(ctx, &obj, e, async |p| revoke_all(&obj, ctx, p).await).await);
     }
+    // Planned with the interval the policy allows (the spec itself is never written; `within_policy` refused one
+    // too short).
+    let requested = obj.spec.verify_interval.as_deref();
+    obj.spec.verify_interval =
+        policy::effective_verify_interval(&provider.policy, requested, plan::DEFAULT_VERIFY_INTERVAL)
+            .map_err(|problem| Error::PolicyViolation { provider: provider.display(), problem })?;
     let conn = connection(&provider, ctx).await?;
     if mode == Mode::Provision && conn.login.is_none() {
         return Err(Error::InvalidSpec(format!(
@@ -287,7 +293,12 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
             let step = plan::next_step(&obj.spec, mode, &status, &seen).map_err(Error::InvalidSpec)?;
             tracing::debug!(resource = %display_name(obj), ?step, "next step");
             Ok(Pass::Record(Box::new(match (step, &source) {
-                (Step::Wait(until), _) => return Ok(Pass::Done(finish(obj, ctx, mode, status, until).await?)),
+                (Step::Wait(until), _) => {
+                    if mode == Mode::Provision {
+                        reconcile::tell_rotation_deferred(ctx, obj, plan::rotate_request(&status, &seen)).await;
+                    }
+                    return Ok(Pass::Done(finish(obj, ctx, mode, status, until).await?));
+                }
                 (Step::Verify, Some(source)) => verify_and_publish(obj, ctx, conn, source, status, secret).await?,
                 (Step::Verify, None) => verify_minted(obj, ctx, conn, status).await?,
                 (Step::Republish, Some(source)) => republish(obj, ctx, source, status).await?,
@@ -296,7 +307,8 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
                 (Step::StartRotation, _) => {
                     let mut s = status;
                     s.pending_credential = Some(true);
-                    s.rotate_annotation = seen.rotate_annotation.map(str::to_owned).or(s.rotate_annotation);
+                    let (acted_on, acted_at) = (&mut s.rotate_annotation, &mut s.rotate_annotation_at);
+                    vendor_key::record_rotate_request(acted_on, acted_at, seen.rotate_annotation, seen.now);
                     s
                 }
                 (Step::RevokeRetired(ids), _) => revoke_retired(obj, ctx, conn, status, &ids).await?,

@@ -17,7 +17,7 @@ use crate::{
         Capability, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, SecureWorkloadCredentialSpec,
         SecureWorkloadCredentialStatus, parse_duration,
     },
-    controller::vendor_key::{self, shift},
+    controller::vendor_key::{self, RotateRequest, shift},
 };
 
 pub const DEFAULT_VERIFY_INTERVAL: Duration = Duration::from_secs(3600);
@@ -128,6 +128,13 @@ pub fn next_rotation(status: &SecureWorkloadCredentialStatus, every: Option<Dura
     Some(shift(status.credential_created_at.as_ref()?.0, every?, true))
 }
 
+/// Provision mode: what the `workloadkeys.io/rotate` annotation asks for now ([`vendor_key::rotate_request`]: at
+/// most one rotation a minute).
+pub fn rotate_request(status: &SecureWorkloadCredentialStatus, seen: &Observed) -> RotateRequest {
+    let acted_at = status.rotate_annotation_at.as_ref().map(|t| t.0);
+    vendor_key::rotate_request(seen.rotate_annotation, status.rotate_annotation.as_deref(), acted_at, seen.now)
+}
+
 /// Decides the next step (the caller refuses a foreign target Secret first).
 pub fn next_step(
     spec: &SecureWorkloadCredentialSpec,
@@ -158,7 +165,8 @@ fn next_existing_step(status: &SecureWorkloadCredentialStatus, seen: &Observed, 
 }
 
 /// Provision mode. Order: a recorded intent (crash recovery), no credential yet, the Secret's integrity,
-/// due retirements (grace period over and the rollouts complete, see [`Gate`]), requested or scheduled rotation, due verification, and finally waiting.
+/// due retirements (grace period over and the rollouts complete, see [`Gate`]), requested or scheduled rotation (one
+/// requested within a minute of the last is waited for), due verification, and finally waiting.
 fn next_provision_step(
     spec: &SecureWorkloadCredentialSpec,
     status: &SecureWorkloadCredentialStatus,
@@ -184,9 +192,9 @@ fn next_provision_step(
         return Ok(Step::RevokeRetired(due));
     }
     let rotate_at = next_rotation(status, rotation_every(spec)?);
-    let requested = seen.rotate_annotation.is_some_and(|v| Some(v) != status.rotate_annotation.as_deref());
+    let requested = rotate_request(status, seen);
     let scheduled = rotate_at.is_some_and(|t| t <= seen.now);
-    if requested || scheduled || !same_set(&status.credential_capabilities, &spec.capabilities) {
+    if requested == RotateRequest::Now || scheduled || !same_set(&status.credential_capabilities, &spec.capabilities) {
         return Ok(Step::StartRotation);
     }
     if verify_at <= seen.now {
@@ -197,6 +205,7 @@ fn next_provision_step(
         .iter()
         .map(|c| seen.gate.next_check(c.revoke_at.0))
         .chain(rotate_at)
+        .chain(requested.due())
         .chain([verify_at])
         .min();
     Ok(Step::Wait(next.unwrap_or(verify_at)))
@@ -410,6 +419,20 @@ mod tests {
         let mut more = provision();
         more.capabilities.push(Capability::FlowInventoryQuery);
         assert_eq!(step(&more, &minted(), &seen(1_010, SecretState::Intact)), Step::StartRotation);
+    }
+
+    #[test]
+    fn provision_rotates_on_request_at_most_once_a_minute() {
+        let mut s = seen(1_010, SecretState::Intact);
+        s.rotate_annotation = Some("2");
+        let rotated = |at| SecureWorkloadCredentialStatus {
+            rotate_annotation: Some("1".into()),
+            rotate_annotation_at: Some(Time(ts(at))),
+            ..minted()
+        };
+        assert_eq!(step(&provision(), &rotated(1_000), &s), Step::Wait(ts(1_060)), "the earlier of verify and then");
+        assert_eq!(step(&provision(), &rotated(990), &s), Step::Wait(ts(1_050)), "waits for its moment");
+        assert_eq!(step(&provision(), &rotated(950), &s), Step::StartRotation, "a minute on");
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub(super) async fn regenerate(
     status.expires_at = expires_at.map(Time);
     status.renew_at = renew_at.map(Time);
     status.last_rotated_at = Some(Time(now));
-    status.rotate_annotation = annotation.map(str::to_owned).or(status.rotate_annotation);
+    vendor_key::record_rotate_request(&mut status.rotate_annotation, &mut status.rotate_annotation_at, annotation, now);
     ctx.event(obj, EventType::Normal, "SecretRegenerated", "Rotate", format!("regenerated the secret of key {id}"))
         .await;
     Ok(status)

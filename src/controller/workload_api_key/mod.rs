@@ -186,12 +186,16 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
             tracing::debug!(resource = %display_name(obj), ?step, "next step");
             let annotation = seen.rotate_annotation;
             Ok(Pass::Record(Box::new(match (step, issuer) {
-                (Step::Wait(until), _) => return Ok(Pass::Done(finish_ready(obj, ctx, status, until).await?)),
+                (Step::Wait(until), _) => {
+                    reconcile::tell_rotation_deferred(ctx, obj, plan::rotate_request(&status, &seen)).await;
+                    return Ok(Pass::Done(finish_ready(obj, ctx, status, until).await?));
+                }
                 (Step::StartReplace { name, generation }, _) => {
                     let mut s = status;
                     s.pending_key_name = Some(name);
                     s.key_generation = Some(generation);
-                    s.rotate_annotation = annotation.map(str::to_owned).or(s.rotate_annotation);
+                    let (acted_on, acted_at) = (&mut s.rotate_annotation, &mut s.rotate_annotation_at);
+                    vendor_key::record_rotate_request(acted_on, acted_at, annotation, seen.now);
                     s
                 }
                 (Step::RevokeRetired(ids), _) => revoke_retired(obj, ctx, issuer, status, &ids).await?,

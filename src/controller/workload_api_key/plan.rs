@@ -8,7 +8,7 @@ use crate::api::{
     DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, RotationStrategy, VendorKeyId, WorkloadApiKeySpec,
     WorkloadApiKeyStatus, parse_duration,
 };
-use crate::controller::vendor_key::shift;
+use crate::controller::vendor_key::{self, RotateRequest, shift};
 pub use crate::controller::{rollout::Gate, secret::SecretState};
 
 /// The next thing to do.
@@ -143,8 +143,16 @@ pub fn renew_at(
     Ok(by_age.into_iter().chain(by_expiry).min())
 }
 
+/// What the `workloadkeys.io/rotate` annotation asks for now ([`vendor_key::rotate_request`]: at most one
+/// rotation a minute).
+pub fn rotate_request(status: &WorkloadApiKeyStatus, seen: &Observed) -> RotateRequest {
+    let acted_at = status.rotate_annotation_at.as_ref().map(|t| t.0);
+    vendor_key::rotate_request(seen.rotate_annotation, status.rotate_annotation.as_deref(), acted_at, seen.now)
+}
+
 /// Decides the next step. Order matters: a recorded intent first (crash recovery), then a missing key, the
-/// Secret's integrity, due retirements (grace period over and the rollouts complete, see [`Gate`]), requested or scheduled rotation, spec changes, and finally waiting.
+/// Secret's integrity, due retirements (grace period over and the rollouts complete, see [`Gate`]), requested or
+/// scheduled rotation (one requested within a minute of the last is waited for), spec changes, and finally waiting.
 pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_name: &str, seen: &Observed) -> Step {
     if let Some(name) = &status.pending_key_name {
         return Step::Create { name: name.clone(), recover: true };
@@ -166,9 +174,9 @@ pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_
         return Step::RevokeRetired(due);
     }
     let replace = || Step::StartReplace { name: key_name_for(base_name, generation + 1), generation: generation + 1 };
-    let requested = seen.rotate_annotation.is_some_and(|v| Some(v) != status.rotate_annotation.as_deref());
+    let requested = rotate_request(status, seen);
     let scheduled = status.renew_at.as_ref().is_some_and(|t| t.0 <= seen.now);
-    if requested || scheduled {
+    if requested == RotateRequest::Now || scheduled {
         return match strategy(spec) {
             RotationStrategy::Replace => replace(),
             RotationStrategy::RegenerateSecret => Step::Regenerate,
@@ -188,6 +196,7 @@ pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_
         .iter()
         .map(|k| seen.gate.next_check(k.revoke_at.0))
         .chain(status.renew_at.as_ref().map(|t| t.0))
+        .chain(requested.due())
         .min();
     Step::Wait(next)
 }
@@ -284,6 +293,22 @@ mod tests {
         assert!(matches!(next_step(&spec(), &healthy(), "k", &s), Step::StartReplace { .. }));
         let done = WorkloadApiKeyStatus { rotate_annotation: Some("now".into()), ..healthy() };
         assert_eq!(next_step(&spec(), &done, "k", &s), Step::Wait(Some(ts(1_000))));
+    }
+
+    #[test]
+    fn annotation_rotates_at_most_once_a_minute() {
+        let mut s = seen(100, SecretState::Intact);
+        s.rotate_annotation = Some("2");
+        let rotated = |at| WorkloadApiKeyStatus {
+            rotate_annotation: Some("1".into()),
+            rotate_annotation_at: Some(Time(ts(at))),
+            ..healthy()
+        };
+        assert_eq!(next_step(&spec(), &rotated(50), "k", &s), Step::Wait(Some(ts(110))), "waits for its moment");
+        assert!(matches!(next_step(&spec(), &rotated(40), "k", &s), Step::StartReplace { .. }), "a minute on");
+        // A scheduled rotation is not held back by a recent manual one.
+        s.now = ts(1_000);
+        assert!(matches!(next_step(&spec(), &rotated(990), "k", &s), Step::StartReplace { .. }));
     }
 
     #[test]
