@@ -182,6 +182,15 @@ pub fn check_overlap(
     }
 }
 
+/// `rotation.rolloutTimeout` within `maxRolloutTimeout`: the one set, or its default where it matters, when the
+/// resource restarts workloads (`restarts`) whose rollouts a replaced key waits for.
+pub fn check_rollout_timeout(policy: &IssuePolicy, requested: Option<&str>, restarts: bool) -> Result<(), String> {
+    if requested.is_none() && !restarts {
+        return Ok(());
+    }
+    check_overlap(policy, Overlap::RolloutTimeout, requested, crate::api::DEFAULT_ROLLOUT_TIMEOUT)
+}
+
 /// `d` as the CRDs write durations (`10m`, `1h`, `90s`).
 fn go_duration(d: Duration) -> String {
     match d.as_secs() {
@@ -339,6 +348,11 @@ mod tests {
              5m: set one of at most 5m"
         );
         assert!(check_overlap(&policy, Overlap::RolloutTimeout, None, Duration::from_secs(1800)).is_ok());
+        let short = IssuePolicy { max_rollout_timeout: Some("10m".into()), ..Default::default() };
+        assert!(check_rollout_timeout(&short, None, false).is_ok(), "no restarts: its default does not matter");
+        let e = check_rollout_timeout(&short, None, true).unwrap_err();
+        assert!(e.starts_with("spec.rotation.rolloutTimeout is not set and its default 30m"), "{e}");
+        assert!(check_rollout_timeout(&short, Some("1h"), false).is_err(), "one set is bounded all the same");
         let e = check_overlap(&policy, Overlap::RolloutTimeout, Some("2h"), Duration::from_secs(1800)).unwrap_err();
         assert_eq!(e, "spec.rotation.rolloutTimeout 2h is longer than the provider's maxRolloutTimeout 1h");
     }

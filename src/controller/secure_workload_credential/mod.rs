@@ -46,9 +46,9 @@ use super::{
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, LABEL_REFERENCED,
-        ProviderRef, RetiringCredential, SecretReference, SecretTemplate, SecureWorkloadCredential,
-        SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus,
+        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DeletionPolicy, LABEL_REFERENCED, ProviderRef, RetiringCredential,
+        SecretReference, SecretTemplate, SecureWorkloadCredential, SecureWorkloadCredentialSpec,
+        SecureWorkloadCredentialStatus,
     },
     clients::{
         VendorError,
@@ -181,10 +181,8 @@ fn within_policy(spec: &SecureWorkloadCredentialSpec, provider: &Provider) -> Re
     let grace = rotation.and_then(|r| r.grace_period.as_deref());
     policy::check_overlap(&provider.policy, Overlap::GracePeriod, grace, DEFAULT_GRACE_PERIOD).map_err(violation)?;
     let rollout_timeout = rotation.and_then(|r| r.rollout_timeout.as_deref());
-    if rollout_timeout.is_some() || spec.secret.as_ref().is_some_and(|s| !s.rollout_restart_targets.is_empty()) {
-        policy::check_overlap(&provider.policy, Overlap::RolloutTimeout, rollout_timeout, DEFAULT_ROLLOUT_TIMEOUT)
-            .map_err(violation)?;
-    }
+    let restarts = spec.secret.as_ref().is_some_and(|s| !s.rollout_restart_targets.is_empty());
+    policy::check_rollout_timeout(&provider.policy, rollout_timeout, restarts).map_err(violation)?;
     policy::check_deletion_policy(&provider.policy, spec.deletion_policy.unwrap_or_default()).map_err(violation)
 }
 

@@ -34,9 +34,8 @@ use super::{
 };
 use crate::{
     api::{
-        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DeletionPolicy, ProviderRef, RetiringKey,
-        RotationStrategy, SecretTemplate, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec, WorkloadApiKeyStatus,
-        conditions::reason,
+        ANNOTATION_ROTATE, DEFAULT_GRACE_PERIOD, DeletionPolicy, ProviderRef, RetiringKey, RotationStrategy,
+        SecretTemplate, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec, WorkloadApiKeyStatus, conditions::reason,
     },
     clients::{ErrorKind, SecretString, VendorError, trend::TrendApiKind},
 };
@@ -268,10 +267,8 @@ fn within_policy(spec: &WorkloadApiKeySpec, provider: &Provider, api: TrendApiKi
             .map_err(violation)?;
     }
     let rollout_timeout = rotation.and_then(|r| r.rollout_timeout.as_deref());
-    if rollout_timeout.is_some() || spec.secret.as_ref().is_some_and(|s| !s.rollout_restart_targets.is_empty()) {
-        policy::check_overlap(&provider.policy, Overlap::RolloutTimeout, rollout_timeout, DEFAULT_ROLLOUT_TIMEOUT)
-            .map_err(violation)?;
-    }
+    let restarts = spec.secret.as_ref().is_some_and(|s| !s.rollout_restart_targets.is_empty());
+    policy::check_rollout_timeout(&provider.policy, rollout_timeout, restarts).map_err(violation)?;
     policy::check_deletion_policy(&provider.policy, spec.deletion_policy).map_err(violation)?;
     let every = spec.rotation.as_ref().and_then(|r| r.every.as_deref());
     if api == TrendApiKind::CloudOne {
