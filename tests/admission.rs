@@ -66,6 +66,71 @@ fn secret_metadata_cases() -> Vec<(&'static str, Value, &'static str)> {
     ]
 }
 
+/// The refusals of `spec.secret.template` and of template text where nothing is templated, the same on both kinds.
+/// CEL checks what it can without parsing Jinja: key names, counts, sizes, the type; and that labels and annotations
+/// (never templated, never secret) do not look like templates. Syntax is the operator's (`TemplateError`).
+fn secret_template_cases() -> Vec<(&'static str, Value, &'static str)> {
+    let template = |t: Value| json!({"secret": {"template": t}});
+    let many: serde_json::Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!("{{ secret }}"))).collect();
+    let five: serde_json::Map<String, Value> = (0..5).map(|i| (format!("k{i}"), json!("x".repeat(16000)))).collect();
+    vec![
+        (
+            "a secret echoed into a label",
+            json!({"secret": {"labels": {"leak": "{{ secret }}"}}}),
+            "spec.secret.labels are not templated",
+        ),
+        (
+            "a secret echoed into an annotation",
+            json!({"secret": {"annotations": {"leak": "key={{ secret }}"}}}),
+            "spec.secret.annotations are not templated",
+        ),
+        (
+            "a template statement in an annotation",
+            json!({"secret": {"annotations": {"leak": "{% if secret %}y{% endif %}"}}}),
+            "spec.secret.annotations are not templated",
+        ),
+        ("template without data", template(json!({"type": "Opaque"})), "spec.secret.template.data"),
+        ("template with empty data", template(json!({"data": {}})), "spec.secret.template.data"),
+        (
+            "a key that is no Secret key",
+            template(json!({"data": {"config json": "{{ secret }}"}})),
+            "spec.secret.template.data keys must be valid Secret keys",
+        ),
+        (
+            "a key with a slash",
+            template(json!({"data": {"../config.json": "{{ secret }}"}})),
+            "spec.secret.template.data keys must be valid Secret keys",
+        ),
+        ("more than 16 keys", template(json!({"data": many})), "spec.secret.template.data"),
+        (
+            "a template over 16384 characters",
+            template(json!({"data": {"big": "x".repeat(16385)}})),
+            "spec.secret.template.data",
+        ),
+        (
+            "templates over 65536 characters together",
+            template(json!({"data": five})),
+            "spec.secret.template.data must total at most 65536",
+        ),
+        (
+            "unknown merge policy",
+            template(json!({"data": {"k": "{{ secret }}"}, "mergePolicy": "Append"})),
+            "spec.secret.template.mergePolicy",
+        ),
+        ("bad type", template(json!({"data": {"k": "v"}, "type": "not a type"})), "spec.secret.template.type"),
+        (
+            "a type without the keys it needs",
+            template(json!({"data": {"cert.pem": "{{ secret }}"}, "type": "kubernetes.io/tls"})),
+            "spec.secret.template.data lacks a key its type needs",
+        ),
+        (
+            "service-account token type",
+            template(json!({"data": {"k": "v"}, "type": "kubernetes.io/service-account-token"})),
+            "spec.secret.template.type must not be kubernetes.io/service-account-token",
+        ),
+    ]
+}
+
 /// Free text holding an ownership marker, refused in each field that has one (issue 19 §1).
 fn marker_cases() -> Vec<(&'static str, Value, &'static str)> {
     let marked = "x [workloadkeys.io/uid=0b6f5d7e-1111-4c4c-9a9a-123456789abc]";
@@ -118,6 +183,12 @@ async fn invalid_workload_api_keys_are_refused_with_field_names() {
     );
     let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
     assert_eq!(refusal(&api, &ar, "ok", valid_wak(), json!({})).await, None, "the valid spec is accepted");
+    let templated = json!({"secret": {"labels": {"app": "web"}, "annotations": {"note": "{ not a template }"},
+        "template": {"data": {"DS_API_KEY": "{{ secret }}", "config.json": "{\"k\": {{ secret|tojson }}}"},
+                     "mergePolicy": "Merge", "type": "example.com/ds-config"}}});
+    assert_eq!(refusal(&api, &ar, "ok2", valid_wak(), templated).await, None, "a valid template is accepted");
+    let broken = json!({"secret": {"template": {"data": {"k": "{{ secret "}}}});
+    assert_eq!(refusal(&api, &ar, "ok3", valid_wak(), broken).await, None, "Jinja syntax is not CEL's to check");
 
     let cases: Vec<(&str, Value, &str)> = vec![
         ("no providerRef", json!({"providerRef": null}), "spec.providerRef"),
@@ -141,10 +212,16 @@ async fn invalid_workload_api_keys_are_refused_with_field_names() {
         ("bad rolloutTimeout", json!({"rotation": {"rolloutTimeout": "soon"}}), "spec.rotation.rolloutTimeout"),
         ("rotation.every under a minute", json!({"rotation": {"every": "59s"}}), "spec.rotation.every"),
         ("bad rotation.every", json!({"rotation": {"every": "weekly"}}), "spec.rotation.every"),
+        (
+            "Merge over a default key",
+            json!({"secret": {"template": {"data": {"api-secret-key": "x"}, "mergePolicy": "Merge"}}}),
+            "must not name a default key (api-secret-key, api-key, api-key-id, endpoint)",
+        ),
     ]
     .into_iter()
     .chain(rollout_target_cases())
     .chain(secret_metadata_cases())
+    .chain(secret_template_cases())
     .chain(marker_cases())
     .collect();
     assert!(cases.len() >= 12);
@@ -169,7 +246,16 @@ async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
     let provision = json!({"source": {"existing": null, "provision": {"description": "payments reporting"}},
                            "rotation": {"every": "720h", "rolloutTimeout": "15m"}, "deletionPolicy": "Delete",
                            "secret": {"rolloutRestartTargets": [{"kind": "DaemonSet", "name": "agent"}]}});
-    assert_eq!(refusal(&api, &ar, "ok2", valid_swc(), provision).await, None, "a valid provision spec is accepted");
+    assert_eq!(
+        refusal(&api, &ar, "ok2", valid_swc(), provision.clone()).await,
+        None,
+        "a valid provision spec is accepted"
+    );
+    let mut merged = provision.clone();
+    merged["secret"]["template"] = json!({"data": {"config.json": "{{ credentialsJson }}"}, "mergePolicy": "Merge"});
+    assert_eq!(refusal(&api, &ar, "ok3", valid_swc(), merged).await, None, "provision mode with Merge is accepted");
+    let mut replaced = provision.clone();
+    replaced["secret"]["template"] = json!({"data": {"config.json": "{{ credentialsJson }}"}});
 
     let cases: Vec<(&str, Value, &str)> = vec![
         ("both sources", json!({"source": {"provision": {"description": "d"}}}), "spec.source"),
@@ -190,10 +276,21 @@ async fn invalid_secure_workload_credentials_are_refused_with_field_names() {
             json!({"source": {"existing": {"secretRef": {"name": null}}}}),
             "spec.source.existing.secretRef.name",
         ),
+        (
+            "Merge over a default key",
+            json!({"secret": {"template": {"data": {"credentials.json": "x"}, "mergePolicy": "Merge"}}}),
+            "must not name a default key (credentials.json, api_key, api_secret, endpoint, ca.crt)",
+        ),
+        (
+            "provision mode with Replace",
+            replaced,
+            "provision mode reads the minted pair back from the Secret it writes: spec.secret.template.mergePolicy must be Merge",
+        ),
     ]
     .into_iter()
     .chain(rollout_target_cases())
     .chain(secret_metadata_cases())
+    .chain(secret_template_cases())
     .chain([(
         "marker in the minted key's description",
         json!({"source": {"existing": null, "provision": {"description": "[workloadkeys.io/owner=u.n]"}}}),

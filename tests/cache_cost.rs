@@ -57,13 +57,17 @@ fn tenant_metadata() -> Value {
     })
 }
 
-/// `spec.secret` at its bounds: name, 16 labels and 16 annotations at their total sizes, 16 restart targets.
+/// `spec.secret` at its bounds: name, 16 labels and 16 annotations at their total sizes, 16 restart targets, 16
+/// data templates at their total size (64 KiB) and the longest type.
 fn largest_secret_template() -> Value {
+    let data: serde_json::Map<String, Value> = (0..16).map(|i| (format!("k{i:02}"), json!(s(4096)))).collect();
+    let template = json!({"data": data, "mergePolicy": "Merge", "type": s(253)});
     let labels: serde_json::Map<String, Value> = (0..16).map(|i| (format!("l{i:02}"), json!(s(252)))).collect();
     let annotations: serde_json::Map<String, Value> = (0..16).map(|i| (format!("a{i:02}"), json!(s(508)))).collect();
     let targets: Vec<Value> =
         (0..16).map(|i| json!({"kind": "StatefulSet", "name": format!("{i:02}{}", s(251))})).collect();
-    json!({"name": s(253), "labels": labels, "annotations": annotations, "rolloutRestartTargets": targets})
+    json!({"name": s(253), "labels": labels, "annotations": annotations, "rolloutRestartTargets": targets,
+           "template": template})
 }
 
 #[test]
@@ -113,6 +117,9 @@ fn the_largest_admitted_resources_cost_a_bounded_amount_in_the_cache() {
     let wak_obj = &wak_objs[0];
     assert!(wak_obj.metadata.labels.as_ref().is_none_or(|l| l.is_empty()), "labels are not cached");
     assert_eq!(wak_obj.metadata.annotations.as_ref().map(|a| a.len()), Some(1), "only the rotate request is cached");
+    let cached_secret = wak_obj.spec.secret.as_deref().unwrap();
+    assert!(cached_secret.template.is_none(), "data templates are not cached (a reconcile reads them fresh)");
+    assert_eq!(cached_secret.rollout_restart_targets.len(), 16, "what maps a workload to its resources is");
     // The spec's strings at their bounds are about 21 KB; maps, boxes and allocator rounding add the rest.
     for (what, cost) in [("WorkloadApiKey", wak_cost), ("SecureWorkloadCredential", swc_cost)] {
         assert!(cost < 32 * 1024, "{what}: {cost} bytes in the cache for one resource");

@@ -55,16 +55,22 @@ pub struct SecretTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: Option<String>,
-    /// Extra labels on the Secret: at most 16, keys and values together at most 4096 characters.
+    /// Extra labels on the Secret: at most 16, keys and values together at most 4096 characters. Not templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 16))]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     #[x_kube(validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 4096").message("spec.secret.labels must total at most 4096 characters (keys and values)"))]
+    #[x_kube(validation = Rule::new(NOT_TEMPLATED).message("spec.secret.labels are not templated: labels are not secret and can never hold a credential; template the Secret's data with spec.secret.template.data"))]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations on the Secret: at most 16, keys and values together at most 8192 characters.
+    /// Extra annotations on the Secret: at most 16, keys and values together at most 8192 characters. Not templated.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 16))]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 8192}))]
     #[x_kube(validation = Rule::new("self.map(k, size(k) + size(self[k])).sum() <= 8192").message("spec.secret.annotations must total at most 8192 characters (keys and values)"))]
+    #[x_kube(validation = Rule::new(NOT_TEMPLATED).message("spec.secret.annotations are not templated: annotations are not secret and can never hold a credential; template the Secret's data with spec.secret.template.data"))]
     pub annotations: BTreeMap<String, String>,
+    /// The Secret's data in the shape the application expects: keys rendered from Jinja templates, and the Secret's
+    /// type. Without it the Secret holds the kind's default keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<DataTemplate>,
     /// Workloads of this namespace that use the Secret: each is restarted (as `kubectl rollout restart` does) once
     /// whenever the Secret's data changes after its first write, and a replaced key is revoked only after their
     /// rollouts complete (or `rotation.rolloutTimeout` passes).
@@ -72,6 +78,61 @@ pub struct SecretTemplate {
     #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.kind == t.kind && u.name == t.name))").message("spec.secret.rolloutRestartTargets must not name a workload twice"))]
     pub rollout_restart_targets: Vec<RolloutTarget>,
+}
+
+/// A map value that looks like a template (`{{`, `{%`): refused where nothing is templated, so that a credential is
+/// never asked for in the Secret's metadata.
+const NOT_TEMPLATED: &str = "self.all(k, !self[k].contains('{{') && !self[k].contains('{%'))";
+
+/// The Secret's data rendered from templates (Jinja syntax, rendered by the operator; no file is ever read).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.type) || ((self.type != 'kubernetes.io/tls' || ('tls.crt' in self.data && 'tls.key' in self.data)) && (self.type != 'kubernetes.io/basic-auth' || 'username' in self.data || 'password' in self.data) && (self.type != 'kubernetes.io/ssh-auth' || 'ssh-privatekey' in self.data) && (self.type != 'kubernetes.io/dockerconfigjson' || '.dockerconfigjson' in self.data) && (self.type != 'kubernetes.io/dockercfg' || '.dockercfg' in self.data))"
+).message("spec.secret.template.data lacks a key its type needs: kubernetes.io/tls tls.crt and tls.key, kubernetes.io/basic-auth username or password, kubernetes.io/ssh-auth ssh-privatekey, kubernetes.io/dockerconfigjson .dockerconfigjson, kubernetes.io/dockercfg .dockercfg"))]
+#[serde(rename_all = "camelCase")]
+pub struct DataTemplate {
+    /// Secret key -> template, e.g. `DS_API_KEY: "{{ secret }}"` or `config.json: '{"key": {{ secret|tojson }}}'`.
+    /// At most 16 keys (each a valid Secret key), each template at most 16384 characters, together at most 65536;
+    /// the rendered data at most 256 KiB. The variables are the kind's (see the user guide). A template that does
+    /// not parse or uses an unknown variable is reported as `Ready=False` reason `TemplateError` before any vendor
+    /// call, and nothing is written.
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 16384}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))").message("spec.secret.template.data keys must be valid Secret keys: letters, digits, '-', '_' and '.', at most 253 characters"))]
+    #[x_kube(validation = Rule::new("self.map(k, size(self[k])).sum() <= 65536").message("spec.secret.template.data must total at most 65536 characters of templates"))]
+    pub data: BTreeMap<String, String>,
+    /// `Replace` (default): the Secret holds only the templated keys. `Merge`: the kind's default keys as well (a
+    /// templated key may not have a default key's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_policy: Option<MergePolicy>,
+    /// The Secret's type, e.g. `Opaque` (default) or `kubernetes.io/basic-auth`; the API server checks the keys a
+    /// type needs. A changed type replaces the Secret (Kubernetes cannot change a Secret's type in place).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._/a-zA-Z0-9]+$"))]
+    #[x_kube(validation = Rule::new("self != 'kubernetes.io/service-account-token'").message("spec.secret.template.type must not be kubernetes.io/service-account-token: that type is the token controller's"))]
+    pub type_: Option<String>,
+}
+
+impl DataTemplate {
+    pub fn merge_policy(&self) -> MergePolicy {
+        self.merge_policy.unwrap_or_default()
+    }
+
+    pub fn secret_type(&self) -> &str {
+        self.type_.as_deref().unwrap_or(SECRET_TYPE_OPAQUE)
+    }
+}
+
+/// The type of a Secret written without `template.type`.
+pub const SECRET_TYPE_OPAQUE: &str = "Opaque";
+
+/// What the templated Secret holds besides the templated keys.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MergePolicy {
+    /// Only the templated keys.
+    #[default]
+    Replace,
+    /// The kind's default keys and the templated keys.
+    Merge,
 }
 
 /// A workload restarted when the Secret's data changes.

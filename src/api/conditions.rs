@@ -42,6 +42,8 @@ pub mod reason {
     pub const POLICY_VIOLATION: &str = "PolicyViolation";
     /// The provider's URL changed after it issued the resource's keys.
     pub const ENDPOINT_CHANGED: &str = "EndpointChanged";
+    /// `spec.secret.template` does not render (the message names the key); nothing was written.
+    pub const TEMPLATE_ERROR: &str = "TemplateError";
     /// A provider: the admin credential failed its read-only check.
     pub const CREDENTIAL_CHECK_FAILED: &str = "CredentialCheckFailed";
     /// A provider being deleted while resources still use it.

@@ -42,6 +42,12 @@ use super::{
 )]
 #[x_kube(validation = Rule::new("!has(self.rotation) || has(self.source.provision)").message("spec.rotation is only allowed with spec.source.provision (an imported key cannot be rotated by the operator)").field_path(".rotation"))]
 #[x_kube(validation = Rule::new("!has(self.deletionPolicy) || has(self.source.provision)").message("spec.deletionPolicy is only allowed with spec.source.provision (an imported key is never deleted at the vendor)").field_path(".deletionPolicy"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.secret) || !has(self.secret.template) || !has(self.secret.template.mergePolicy) || self.secret.template.mergePolicy != 'Merge' || !self.secret.template.data.exists(k, k in ['credentials.json', 'api_key', 'api_secret', 'endpoint', 'ca.crt'])"
+).message("spec.secret.template.data must not name a default key (credentials.json, api_key, api_secret, endpoint, ca.crt) with mergePolicy Merge, which keeps them").field_path(".secret.template.data"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.source.provision) || !has(self.secret) || !has(self.secret.template) || (has(self.secret.template.mergePolicy) && self.secret.template.mergePolicy == 'Merge')"
+).message("provision mode reads the minted pair back from the Secret it writes: spec.secret.template.mergePolicy must be Merge").field_path(".secret.template.mergePolicy"))]
 #[serde(rename_all = "camelCase")]
 pub struct SecureWorkloadCredentialSpec {
     /// The provider that holds the cluster's URL and CA (and, for provision mode, the sign-in): a `KeyProvider`
@@ -175,6 +181,10 @@ pub struct SecureWorkloadCredentialStatus {
     /// the Secret keeps this version, the operator knows it unchanged without reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_resource_version: Option<String>,
+    /// Digest of the `spec.secret.template` the Secret was last rendered with (absent without one): a changed template
+    /// re-renders the Secret (provision mode: with a newly minted pair, as a rotation would).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template_digest: Option<String>,
     /// Last value of the `workloadkeys.io/rotate` annotation acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_annotation: Option<String>,

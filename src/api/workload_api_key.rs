@@ -47,6 +47,9 @@ use super::{
 #[x_kube(validation = Rule::new(
     "!has(self.rotation) || !has(self.rotation.renewBefore) || (has(self.expiresAfter) && duration(self.rotation.renewBefore) < duration(self.expiresAfter))"
 ).message("spec.rotation.renewBefore must be shorter than spec.expiresAfter (and needs expiresAfter)").field_path(".rotation.renewBefore"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.secret) || !has(self.secret.template) || !has(self.secret.template.mergePolicy) || self.secret.template.mergePolicy != 'Merge' || !self.secret.template.data.exists(k, k in ['api-secret-key', 'api-key', 'api-key-id', 'endpoint'])"
+).message("spec.secret.template.data must not name a default key (api-secret-key, api-key, api-key-id, endpoint) with mergePolicy Merge, which keeps them").field_path(".secret.template.data"))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadApiKeySpec {
     /// The provider that holds the vendor URL and the admin credential: a `KeyProvider` in this namespace or a
@@ -206,6 +209,10 @@ pub struct WorkloadApiKeyStatus {
     /// the Secret keeps this version, the operator knows it unchanged without reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_resource_version: Option<String>,
+    /// Digest of the `spec.secret.template` the Secret was last rendered with (absent without one): a changed template
+    /// re-renders the Secret, with a new secret as a rotation would (the old one is never kept outside the Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template_digest: Option<String>,
     /// Last value of the `workloadkeys.io/rotate` annotation acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotate_annotation: Option<String>,

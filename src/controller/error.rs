@@ -42,6 +42,9 @@ pub enum Error {
          to another endpoint. Point the provider back, or delete and recreate the resource"
     )]
     EndpointChanged { what: String, provider: String, recorded: String, current: String },
+    /// `spec.secret.template` does not render; the message holds no secret value.
+    #[error(transparent)]
+    Template(#[from] crate::controller::secret::template::TemplateError),
 }
 
 impl Error {
@@ -61,6 +64,7 @@ impl Error {
             Error::NamespaceNotAllowed { .. } => reason::NAMESPACE_NOT_ALLOWED,
             Error::PolicyViolation { .. } => reason::POLICY_VIOLATION,
             Error::EndpointChanged { .. } => reason::ENDPOINT_CHANGED,
+            Error::Template(_) => reason::TEMPLATE_ERROR,
         }
     }
 

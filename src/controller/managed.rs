@@ -23,7 +23,8 @@ pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
     /// The target Secret's version when its data last matched the recorded hash.
     fn secret_version_mut(&mut self) -> &mut Option<String>;
     fn secret_version(&self) -> Option<&str>;
-    /// Records the target Secret just written: its hash and the version that goes with it, always together.
+    /// Records the target Secret just written: its hash, the version and the template digest that go with it, always
+    /// together.
     fn record_written(&mut self, written: WrittenSecret);
     /// The restarts and rollouts for the Secret data written.
     fn rollout(&self) -> Option<&SecretRollout>;
@@ -63,6 +64,7 @@ macro_rules! conventional_status {
             fn record_written(&mut self, written: WrittenSecret) {
                 self.secret_hash = Some(written.hash);
                 self.secret_resource_version = written.version;
+                self.secret_template_digest = written.template;
             }
             fn rollout(&self) -> Option<&SecretRollout> {
                 self.rollout.as_ref()
@@ -137,8 +139,9 @@ pub trait Managed:
     fn referenced_secrets(&self) -> Vec<&str>;
     /// The provider it issues through.
     fn provider_ref(&self) -> &crate::api::ProviderRef;
-    /// The user's labels and annotations for the target Secret.
+    /// The user's labels, annotations and data template for the target Secret.
     fn secret_template(&self) -> Option<&SecretTemplate>;
+    fn secret_template_mut(&mut self) -> Option<&mut SecretTemplate>;
     /// `rotation.rolloutTimeout`: how long replaced keys wait for the rollouts of the restarted workloads.
     fn rollout_timeout(&self) -> Result<Duration, String>;
     /// The workloads restarted when the target Secret's data changes.

@@ -140,9 +140,13 @@ pub(super) async fn fan_out<T: Clone + Send + 'static>(
 /// field, nor `kubectl apply`'s copy of the spec: at 10,000 resources these were most of the operator's memory.
 /// Nor its labels and other annotations, which nothing reads and which an app team could make up to 256 KiB a
 /// resource; an operator annotation's value longer than [`CACHED_ANNOTATION`] is kept as its digest, which still
-/// changes when it does (the reconcile acts on the value it reads fresh).
+/// changes when it does (the reconcile acts on the value it reads fresh). Nor the Secret's data templates (up to
+/// 64 KiB a resource): only a reconcile renders them, from the resource it reads fresh.
 pub fn slim<K: Managed>(o: &mut K) {
     o.managed_fields_mut().clear();
+    if let Some(secret) = o.secret_template_mut() {
+        secret.template = None;
+    }
     o.labels_mut().clear();
     o.annotations_mut().retain(|k, _| k.strip_prefix(API_GROUP).is_some_and(|rest| rest.starts_with('/')));
     for value in o.annotations_mut().values_mut() {

@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
 };
 
 pub use super::WrittenSecret;
-use super::{FIELD_MANAGER, SecretState, data_hash, data_of, desired_secret, is_owned_by};
+pub use super::template::SecretContent;
+use super::{FIELD_MANAGER, SecretState, data_hash, data_of, desired_secret, is_owned_by, secret_type, template};
+use crate::api::SECRET_TYPE_OPAQUE;
 use crate::controller::{
     context::Context,
     error::Error,
@@ -61,34 +63,56 @@ pub async fn observe<K: Managed>(
     Ok(Observed { state: SecretState::Intact, version: secret.resource_version() })
 }
 
-/// The keyed hash the target Secret would have with `data`.
-pub fn hash_of<K: Managed>(ctx: &Context, obj: &K, data: &BTreeMap<String, Vec<u8>>) -> Result<String, Error> {
-    let data = data.iter().map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone()))).collect();
+/// The keyed hash the target Secret would have with `content` (rendered by the resource's template, if any).
+pub fn hash_of<K: Managed>(ctx: &Context, obj: &K, content: &SecretContent) -> Result<String, Error> {
+    let data = data_for(obj, content)?.into_iter().map(|(k, v)| (k, k8s_openapi::ByteString(v))).collect();
     Ok(data_hash(&ctx.settings.hash_key, &uid(obj)?, &data))
 }
 
-/// Writes the target Secret by server-side apply and returns the keyed hash of its data and its new version. A
-/// Secret of that name that is not the resource's own is never touched (`SecretConflict`).
-pub async fn write<K: Managed>(
-    ctx: &Context,
-    obj: &K,
-    data: BTreeMap<String, Vec<u8>>,
-) -> Result<WrittenSecret, Error> {
+/// The data of the target Secret: `content`'s default keys, or what the resource's template renders from its
+/// variables and the resource's `name` and `namespace`.
+pub fn data_for<K: Managed>(obj: &K, content: &SecretContent) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    let Some(t) = obj.secret_template().and_then(|t| t.template.as_ref()) else { return Ok(content.data.clone()) };
+    let vars =
+        content.vars.clone().plain("name", obj.name_any()).plain("namespace", obj.namespace().unwrap_or_default());
+    Ok(template::render(t, &SecretContent { data: content.data.clone(), vars })?)
+}
+
+/// Checks the resource's template, if any, with placeholder values for `names` (the kind's variables): before any
+/// vendor call, so that a template that cannot render never costs a key nobody could write.
+pub fn check_template<K: Managed>(obj: &K, names: &[&'static str]) -> Result<(), Error> {
+    match obj.secret_template().and_then(|t| t.template.as_ref()) {
+        Some(t) => Ok(template::check(t, names)?),
+        None => Ok(()),
+    }
+}
+
+/// Writes the target Secret by server-side apply (its data rendered by the resource's template, if any) and returns
+/// the keyed hash of its data, its new version and the template's digest. A Secret of that name that is not the
+/// resource's own is never touched (`SecretConflict`); a template that does not render writes nothing.
+pub async fn write<K: Managed>(ctx: &Context, obj: &K, content: SecretContent) -> Result<WrittenSecret, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.target_secret();
     let uid = uid(obj)?;
+    let data = data_for(obj, &content)?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
-    if let Some(existing) = api.get_opt(&name).await?
-        && !is_owned_by(&existing, &uid)
-    {
-        return Err(Error::SecretConflict { name });
-    }
     let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
+    // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
+    if let Some(existing) = api.get_opt(&name).await? {
+        if !is_owned_by(&existing, &uid) {
+            return Err(Error::SecretConflict { name });
+        }
+        // Kubernetes cannot change a Secret's type in place: our own Secret of another type is replaced.
+        if existing.type_.as_deref().unwrap_or(SECRET_TYPE_OPAQUE) != secret_type(obj.secret_template()) {
+            let precondition = Preconditions { uid: existing.uid(), resource_version: existing.resource_version() };
+            api.delete(&name, &DeleteParams { preconditions: Some(precondition), ..Default::default() }).await?;
+        }
+    }
     let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
     let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
-    Ok(WrittenSecret { hash, version: written.resource_version() })
+    let template = template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
+    Ok(WrittenSecret { hash, version: written.resource_version(), template })
 }
 
 /// Deletes the Secret `name` if the resource owns it (a target Secret left behind by a rename).

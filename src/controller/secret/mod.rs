@@ -2,6 +2,7 @@
 //! edits without keeping secret material anywhere but in the Secret itself.
 
 pub mod io;
+pub mod template;
 
 use std::collections::BTreeMap;
 
@@ -13,13 +14,15 @@ use k8s_openapi::{
 };
 use sha2::Sha256;
 
-use crate::api::{LABEL_MANAGED_BY, MANAGED_BY, SecretTemplate};
+use crate::api::{LABEL_MANAGED_BY, MANAGED_BY, SECRET_TYPE_OPAQUE, SecretTemplate};
 
-/// A Secret just written: the keyed hash of its data and the version the write gave it.
+/// A Secret just written: the keyed hash of its data, the version the write gave it, and the digest of the
+/// template it was rendered with ([`template::digest`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenSecret {
     pub hash: String,
     pub version: Option<String>,
+    pub template: Option<String>,
 }
 
 /// What the target Secret looks like right now.
@@ -50,7 +53,8 @@ pub fn is_owned_by(secret: &Secret, owner_uid: &str) -> bool {
         .any(|r| r.controller == Some(true) && r.uid == owner_uid)
 }
 
-/// The complete desired Secret: data, the managed-by label, the user's labels/annotations, the owner reference.
+/// The complete desired Secret: data, the managed-by label, the user's labels/annotations, the owner reference, the
+/// type the template asks for (default `Opaque`). `data` is what [`template::render`] made of a template.
 pub fn desired_secret(
     name: &str,
     namespace: &str,
@@ -70,10 +74,15 @@ pub fn desired_secret(
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
-        type_: Some("Opaque".to_owned()),
+        type_: Some(secret_type(template).to_owned()),
         data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Default::default()
     }
+}
+
+/// The type of the Secret `template` describes.
+pub fn secret_type(template: Option<&SecretTemplate>) -> &str {
+    template.and_then(|t| t.template.as_ref()).map_or(SECRET_TYPE_OPAQUE, |t| t.secret_type())
 }
 
 /// HMAC-SHA256 over the Secret's data (sorted keys, length-prefixed), keyed by the operator's hash key and the

@@ -14,7 +14,7 @@ pub mod plan;
 pub mod source;
 pub mod verification;
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
@@ -85,6 +85,10 @@ impl Managed for SecureWorkloadCredential {
 
     fn secret_template(&self) -> Option<&SecretTemplate> {
         self.spec.secret.as_deref()
+    }
+
+    fn secret_template_mut(&mut self) -> Option<&mut SecretTemplate> {
+        self.spec.secret.as_deref_mut()
     }
 
     fn rollout_timeout(&self) -> Result<Duration, String> {
@@ -165,7 +169,7 @@ async fn watch_source(ctx: &Context, namespace: &str, name: &str) -> Result<(), 
 /// Existing mode: the source pair and the Secret data it yields, read on every pass (Kubernetes reads only).
 struct Source {
     pair: ApiCredentials,
-    data: BTreeMap<String, Vec<u8>>,
+    data: secret::io::SecretContent,
     hash: String,
 }
 
@@ -260,6 +264,8 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
         .await;
     reconcile::warn_on_first_reconcile(ctx, &obj, mode == Mode::Provision, "Experimental", EXPERIMENTAL_NOTE).await;
     plan::check_spec(&obj.spec).map_err(Error::InvalidSpec)?;
+    secret::io::check_template(&obj, &secret::template::SECURE_WORKLOAD_CREDENTIAL_VARS)?;
+    let template = secret::template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
     if mode == Mode::Provision && obj.spec.capabilities.is_empty() {
         return Err(Error::InvalidSpec("provision mode needs at least one capability to mint a key with".into()));
     }
@@ -276,7 +282,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
     };
 
     reconcile::run_steps(ctx, &obj, |obj, secret, gate| {
-        let (conn, source) = (&conn, &source);
+        let (conn, source, template) = (&conn, &source, template.as_deref());
         async move {
             let obj = &obj;
             let status = *status_of(obj);
@@ -285,6 +291,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
                 generation: obj.metadata.generation,
                 secret,
                 desired_hash: source.as_ref().map(|s| s.hash.as_str()),
+                template,
                 rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
                 gate,
             };
@@ -365,7 +372,9 @@ async fn verify_and_publish(
     if let Some(message) = verification::rejection_message(checked.liveness, &fingerprint) {
         return Err(rejected(obj, ctx, &status, message).await);
     }
-    let changed = status.secret_hash.as_deref() != Some(source.hash.as_str());
+    let template = secret::template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
+    let changed =
+        status.secret_hash.as_deref() != Some(source.hash.as_str()) || status.secret_template_digest != template;
     if changed || secret_state != SecretState::Intact {
         publish(obj, ctx, source.data.clone(), fingerprint.clone(), &mut status).await?;
     }
@@ -394,7 +403,7 @@ async fn republish(
 async fn publish(
     obj: &SecureWorkloadCredential,
     ctx: &Context,
-    data: BTreeMap<String, Vec<u8>>,
+    data: secret::io::SecretContent,
     fingerprint: String,
     status: &mut SecureWorkloadCredentialStatus,
 ) -> Result<(), Error> {
@@ -595,7 +604,9 @@ async fn held_pair(
     let data = secret.data.clone().unwrap_or_default();
     let Ok(pair) = source::credentials_from_data(&data) else { return Ok(None) };
     let hash = super::secret::data_hash(&ctx.settings.hash_key, uid, &data);
-    Ok(Some((pair, secret::io::WrittenSecret { hash, version: secret.resource_version() })))
+    // Written by the mint being recovered, with the template the resource has now (or a later step renders anew).
+    let template = secret::template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
+    Ok(Some((pair, secret::io::WrittenSecret { hash, version: secret.resource_version(), template })))
 }
 
 async fn revoke_retired(

@@ -112,6 +112,8 @@ pub struct Observed<'a> {
     pub secret: SecretState,
     /// Existing mode: the keyed hash of the Secret data the source yields now.
     pub desired_hash: Option<&'a str>,
+    /// The digest of `spec.secret.template` ([`crate::controller::secret::template::digest`]; `None` without one).
+    pub template: Option<&'a str>,
     /// Current value of the `workloadkeys.io/rotate` annotation.
     pub rotate_annotation: Option<&'a str>,
     /// Whether the rollouts of the restarted workloads let replaced credentials go.
@@ -150,10 +152,11 @@ pub fn next_step(
     }
 }
 
-/// Existing mode. A changed source (or endpoint, or CA), a changed spec, or a due check verifies; a failed
-/// check leaves `lastVerifiedAt` alone, so retries (with backoff) keep verifying until the pair is accepted.
+/// Existing mode. A changed source (or endpoint, or CA, or Secret template), a changed spec, or a due check verifies;
+/// a failed check leaves `lastVerifiedAt` alone, so retries (with backoff) keep verifying until the pair is accepted.
 fn next_existing_step(status: &SecureWorkloadCredentialStatus, seen: &Observed, verify_at: Timestamp) -> Step {
-    let inputs_changed = seen.desired_hash.is_some() && seen.desired_hash != status.secret_hash.as_deref();
+    let inputs_changed = (seen.desired_hash.is_some() && seen.desired_hash != status.secret_hash.as_deref())
+        || seen.template != status.secret_template_digest.as_deref();
     let spec_changed = seen.generation.is_some() && seen.generation != status.observed_generation;
     if inputs_changed || spec_changed || verify_at <= seen.now {
         return Step::Verify;
@@ -166,7 +169,8 @@ fn next_existing_step(status: &SecureWorkloadCredentialStatus, seen: &Observed, 
 
 /// Provision mode. Order: a recorded intent (crash recovery), no credential yet, the Secret's integrity,
 /// due retirements (grace period over and the rollouts complete, see [`Gate`]), requested or scheduled rotation (one
-/// requested within a minute of the last is waited for), due verification, and finally waiting.
+/// requested within a minute of the last is waited for) or a changed Secret template, due verification, and finally
+/// waiting.
 fn next_provision_step(
     spec: &SecureWorkloadCredentialSpec,
     status: &SecureWorkloadCredentialStatus,
@@ -194,7 +198,10 @@ fn next_provision_step(
     let rotate_at = next_rotation(status, rotation_every(spec)?);
     let requested = rotate_request(status, seen);
     let scheduled = rotate_at.is_some_and(|t| t <= seen.now);
-    if requested == RotateRequest::Now || scheduled || !same_set(&status.credential_capabilities, &spec.capabilities) {
+    // A changed Secret template is rendered from a newly minted pair, as a rotation does.
+    let retemplated = seen.template != status.secret_template_digest.as_deref();
+    let capabilities_changed = !same_set(&status.credential_capabilities, &spec.capabilities);
+    if requested == RotateRequest::Now || scheduled || capabilities_changed || retemplated {
         return Ok(Step::StartRotation);
     }
     if verify_at <= seen.now {
@@ -259,6 +266,7 @@ mod tests {
             generation: Some(1),
             secret,
             desired_hash: None,
+            template: None,
             rotate_annotation: None,
             gate: Gate::OPEN,
         }
@@ -419,6 +427,22 @@ mod tests {
         let mut more = provision();
         more.capabilities.push(Capability::FlowInventoryQuery);
         assert_eq!(step(&more, &minted(), &seen(1_010, SecretState::Intact)), Step::StartRotation);
+    }
+
+    #[test]
+    fn a_changed_template_republishes_existing_and_rotates_provision() {
+        let mut s = seen(1_010, SecretState::Intact);
+        s.desired_hash = Some("h1");
+        s.template = Some("sha256:t1");
+        assert_eq!(step(&existing(), &published(), &s), Step::Verify, "existing: rendered again from the source");
+        let rendered =
+            SecureWorkloadCredentialStatus { secret_template_digest: Some("sha256:t1".into()), ..published() };
+        assert_eq!(step(&existing(), &rendered, &s), Step::Wait(ts(1_060)));
+        let mut s = seen(1_010, SecretState::Intact);
+        s.template = Some("sha256:t1");
+        assert_eq!(step(&provision(), &minted(), &s), Step::StartRotation, "provision: a new pair, rendered");
+        let rendered = SecureWorkloadCredentialStatus { secret_template_digest: Some("sha256:t1".into()), ..minted() };
+        assert_eq!(step(&provision(), &rendered, &s), Step::Wait(ts(1_060)));
     }
 
     #[test]

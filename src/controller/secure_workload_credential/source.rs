@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 
-use crate::clients::{SecretString, cisco::ApiCredentials};
+use crate::{
+    clients::{SecretString, cisco::ApiCredentials},
+    controller::secret::template::{SecretContent, Vars},
+};
 
 /// Keys of the published Secret. `credentials.json` is exactly what tetpyclient's `credentials_file` reads.
 pub const CREDENTIALS_JSON: &str = "credentials.json";
@@ -34,10 +37,17 @@ pub fn credentials_from_data(data: &BTreeMap<String, ByteString>) -> Result<ApiC
     ApiCredentials::new(key, secret).map_err(|e| e.to_string())
 }
 
-/// The data of the published Secret. Holds the secret: it goes into the Secret and nowhere else.
-pub fn secret_data(pair: &ApiCredentials, endpoint: &str, ca_pem: Option<&str>) -> BTreeMap<String, Vec<u8>> {
+/// What the published Secret holds: its default keys, and the variables of `spec.secret.template`
+/// ([`crate::controller::secret::template::SECURE_WORKLOAD_CREDENTIAL_VARS`]). Holds the secret: it goes into the Secret and nowhere else.
+pub fn secret_data(pair: &ApiCredentials, endpoint: &str, ca_pem: Option<&str>) -> SecretContent {
+    let credentials_json = pair.to_credentials_json();
+    let vars = Vars::default()
+        .plain("key", pair.api_key())
+        .secret("secret", pair.api_secret().clone())
+        .plain("endpoint", endpoint)
+        .secret("credentialsJson", credentials_json.clone());
     let mut data = BTreeMap::from([
-        (CREDENTIALS_JSON.to_owned(), pair.to_credentials_json().expose().as_bytes().to_vec()),
+        (CREDENTIALS_JSON.to_owned(), credentials_json.expose().as_bytes().to_vec()),
         (API_KEY.to_owned(), pair.api_key().as_bytes().to_vec()),
         (API_SECRET.to_owned(), pair.api_secret().expose().as_bytes().to_vec()),
         (ENDPOINT.to_owned(), endpoint.as_bytes().to_vec()),
@@ -46,7 +56,7 @@ pub fn secret_data(pair: &ApiCredentials, endpoint: &str, ca_pem: Option<&str>) 
         // One trailing newline, however the CA was given (a Secret value is read trimmed).
         data.insert(CA_CRT.to_owned(), format!("{}\n", ca.trim_end()).into_bytes());
     }
-    data
+    SecretContent { data, vars }
 }
 
 #[cfg(test)]
@@ -101,7 +111,7 @@ mod tests {
     #[test]
     fn published_secret_is_what_tetpyclient_reads() {
         let pair = ApiCredentials::new(KEY, SecretString::new(SECRET)).unwrap();
-        let d = secret_data(&pair, "https://sw.example.com", None);
+        let d = secret_data(&pair, "https://sw.example.com", None).data;
         let doc: serde_json::Value = serde_json::from_slice(&d[CREDENTIALS_JSON]).unwrap();
         assert_eq!(doc, serde_json::json!({"api_key": KEY, "api_secret": SECRET}));
         assert_eq!(d[API_KEY], KEY.as_bytes());
@@ -109,7 +119,7 @@ mod tests {
         assert_eq!(d[ENDPOINT], b"https://sw.example.com");
         assert!(!d.contains_key(CA_CRT), "ca.crt only when a CA is configured");
         for ca in ["-----BEGIN CERTIFICATE-----", "-----BEGIN CERTIFICATE-----\n\n"] {
-            let with_ca = secret_data(&pair, "https://sw.example.com", Some(ca));
+            let with_ca = secret_data(&pair, "https://sw.example.com", Some(ca)).data;
             assert_eq!(with_ca[CA_CRT], b"-----BEGIN CERTIFICATE-----\n");
         }
     }

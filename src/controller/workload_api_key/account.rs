@@ -9,7 +9,7 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::runtime::events::EventType;
 
 use super::{
-    SECRET_API_KEY, base_key_name, created_event, make_current, plan,
+    Issued, SECRET_API_KEY, base_key_name, created_event, make_current, plan,
     rules::{self, Terms},
     secret_name, write_secret,
 };
@@ -110,8 +110,20 @@ pub(super) async fn create(
     failpoint::hit("after-vendor-create");
     let now = Timestamp::now();
     let new_id = VendorKeyId::new(issued.id.clone());
-    let written = write_secret(obj, ctx, &account.endpoint, SECRET_API_KEY, &issued.secret, &issued.id).await?;
     let expires_at = issued.expires_at.or_else(|| terms.months.map(|m| rules::months_after(now, m)));
+    let written = write_secret(
+        obj,
+        ctx,
+        Issued {
+            endpoint: &account.endpoint,
+            api: account.api,
+            credential_key: SECRET_API_KEY,
+            credential: &issued.secret,
+            id: &issued.id,
+            expires_at,
+        },
+    )
+    .await?;
     let replaced = make_current(&mut status, &new_id, &name, &account.endpoint, now, grace);
     status.role = Some(role);
     status.key_attributes.clone_from(&terms.attributes);

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::runtime::events::EventType;
 
-use super::{SECRET_KEY, WrittenSecret, base_key_name, created_event, make_current, plan, secret_name, write_secret};
+use super::{
+    Issued, SECRET_KEY, WrittenSecret, base_key_name, created_event, make_current, plan, secret_name, write_secret,
+};
 use crate::{
     api::{RoleRef, VendorKeyId, WorkloadApiKey, WorkloadApiKeyStatus},
     clients::{
         ErrorKind, VendorError,
-        trend::{ApiKeyChanges, IssuedApiKey, NewApiKey, TrendApi},
+        trend::{ApiKeyChanges, IssuedApiKey, NewApiKey, TrendApi, TrendApiKind},
     },
     controller::{
         context::{Context, display_name},
@@ -118,7 +120,7 @@ pub(super) async fn create(
         }
     };
     let new_id = VendorKeyId::from(issued.key.id);
-    let written = write(obj, ctx, vendor, &issued).await?;
+    let written = write(obj, ctx, vendor, &issued, expires_at).await?;
     let grace = plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
     let replaced = make_current(&mut status, &new_id, &name, &vendor.endpoint, now, grace);
     status.role_id = Some(role_id);
@@ -168,7 +170,7 @@ pub(super) async fn regenerate(
             return Err(lost_key_or(e, &mut status));
         }
     }
-    resecret(obj, ctx, vendor, &mut status, id).await?;
+    resecret(obj, ctx, vendor, &mut status, id, expires_at).await?;
     status.expires_at = expires_at.map(Time);
     status.renew_at = renew_at.map(Time);
     status.last_rotated_at = Some(Time(now));
@@ -186,7 +188,8 @@ pub(super) async fn repair(
     mut status: WorkloadApiKeyStatus,
 ) -> Result<WorkloadApiKeyStatus, Error> {
     let id = current(&status)?;
-    resecret(obj, ctx, vendor, &mut status, id).await?;
+    let expires_at = status.expires_at.as_ref().map(|t| t.0);
+    resecret(obj, ctx, vendor, &mut status, id, expires_at).await?;
     ctx.event(
         obj,
         EventType::Normal,
@@ -209,12 +212,13 @@ async fn resecret(
     vendor: &Vendor,
     status: &mut WorkloadApiKeyStatus,
     id: i64,
+    expires_at: Option<Timestamp>,
 ) -> Result<(), Error> {
     let issued = match vendor.client.regenerate_secret(id).await {
         Ok(i) => i,
         Err(e) => return Err(lost_key_or(e, status)),
     };
-    let hash = write(obj, ctx, vendor, &issued).await?;
+    let hash = write(obj, ctx, vendor, &issued, expires_at).await?;
     super::record_secret(obj, ctx, status, hash).await
 }
 
@@ -273,15 +277,25 @@ fn lost_key_or(e: VendorError, status: &mut WorkloadApiKeyStatus) -> Error {
     e.into()
 }
 
-/// Writes the Secret (`api-secret-key`, `api-key-id`, `endpoint`) and returns the keyed hash of its data and its
-/// version.
+/// Writes the Secret (`api-secret-key`, `api-key-id`, `endpoint`, or what the template renders) and returns the
+/// keyed hash of its data and its version. `expires_at`: the expiry asked for, when the vendor's answer has none.
 async fn write(
     obj: &WorkloadApiKey,
     ctx: &Context,
     vendor: &Vendor,
     issued: &IssuedApiKey,
+    expires_at: Option<Timestamp>,
 ) -> Result<WrittenSecret, Error> {
-    write_secret(obj, ctx, &vendor.endpoint, SECRET_KEY, &issued.secret_key, &issued.key.id.to_string()).await
+    let id = issued.key.id.to_string();
+    let issued = Issued {
+        endpoint: &vendor.endpoint,
+        api: TrendApiKind::DeepSecurity,
+        credential_key: SECRET_KEY,
+        credential: &issued.secret_key,
+        id: &id,
+        expires_at: issued.key.expires_at().or(expires_at),
+    };
+    write_secret(obj, ctx, issued).await
 }
 
 #[cfg(test)]

@@ -29,7 +29,11 @@ use super::{
     reconcile::{
         self, Managed, ManagedStatus, Pass, namespace_terminating, set_resource_metric, settle, status_of, uid,
     },
-    secret::{self, io::WrittenSecret},
+    secret::{
+        self,
+        io::{SecretContent, WrittenSecret},
+        template::{self, Vars},
+    },
     vendor_key,
 };
 use crate::{
@@ -68,6 +72,10 @@ impl Managed for WorkloadApiKey {
 
     fn secret_template(&self) -> Option<&SecretTemplate> {
         self.spec.secret.as_deref()
+    }
+
+    fn secret_template_mut(&mut self) -> Option<&mut SecretTemplate> {
+        self.spec.secret.as_deref_mut()
     }
 
     fn rollout_timeout(&self) -> Result<std::time::Duration, String> {
@@ -149,6 +157,7 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     };
     let api = provider.trend()?.api();
     rules::check_fields(api, &obj.spec).map_err(Error::InvalidSpec)?;
+    secret::io::check_template(obj.as_ref(), &template::WORKLOAD_API_KEY_VARS)?;
     let effective = match within_policy(&obj.spec, &provider, api) {
         Err(e) => {
             return Err(reconcile::access_lost(ctx, obj.as_ref(), e, async |p| revoke_all(&obj, ctx, p).await).await);
@@ -167,9 +176,10 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     let terms = rules::terms(api, &obj.spec, &base).map_err(|e| Error::InvalidSpec(effective.explain(e)))?;
     let issuer = Issuer::of(&provider, ctx).await?;
     bound_to(obj, issuer.endpoint(), &provider)?;
+    let template = template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
 
     reconcile::run_steps(ctx, obj, |obj, secret, gate| {
-        let (issuer, base, effective, terms) = (&issuer, &base, &effective, &terms);
+        let (issuer, base, effective, terms, template) = (&issuer, &base, &effective, &terms, template.as_deref());
         async move {
             let obj = &effective.apply_to(obj);
             let status = *status_of(obj);
@@ -180,6 +190,7 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
                 rotate_annotation: obj.annotations().get(ANNOTATION_ROTATE).map(String::as_str),
                 gate,
                 attributes: terms.attributes.as_deref(),
+                template,
             };
             let step = plan::next_step(&obj.spec, &status, base, &seen);
             tracing::debug!(resource = %display_name(obj), ?step, "next step");
@@ -356,22 +367,40 @@ async fn revoke_retired(
     Ok(status)
 }
 
-/// Writes the Secret by server-side apply (`credential_key` holding the credential, `api-key-id`, `endpoint`) and
-/// returns the keyed hash of its data and its version.
-async fn write_secret(
-    obj: &WorkloadApiKey,
-    ctx: &Context,
-    endpoint: &str,
-    credential_key: &str,
-    credential: &SecretString,
-    id: &str,
-) -> Result<WrittenSecret, Error> {
+/// A key just issued, as its Secret shows it.
+struct Issued<'a> {
+    endpoint: &'a str,
+    api: TrendApiKind,
+    /// The default key holding the credential (`api-secret-key`, or `api-key` for the account APIs).
+    credential_key: &'static str,
+    credential: &'a SecretString,
+    id: &'a str,
+    expires_at: Option<Timestamp>,
+}
+
+/// What the Secret holds for `issued`: the default keys (`credential_key` holding the credential, `api-key-id`,
+/// `endpoint`) and the variables of `spec.secret.template` (see [`template::WORKLOAD_API_KEY_VARS`]).
+fn secret_content(obj: &WorkloadApiKey, issued: &Issued) -> SecretContent {
     let data = BTreeMap::from([
-        (credential_key.to_owned(), credential.expose().as_bytes().to_vec()),
-        (SECRET_KEY_ID.to_owned(), id.as_bytes().to_vec()),
-        (SECRET_ENDPOINT.to_owned(), endpoint.as_bytes().to_vec()),
+        (issued.credential_key.to_owned(), issued.credential.expose().as_bytes().to_vec()),
+        (SECRET_KEY_ID.to_owned(), issued.id.as_bytes().to_vec()),
+        (SECRET_ENDPOINT.to_owned(), issued.endpoint.as_bytes().to_vec()),
     ]);
-    secret::io::write(ctx, obj, data).await
+    let role = obj.spec.role.name.clone().or_else(|| obj.spec.role.id.map(|id| id.to_string())).unwrap_or_default();
+    let vars = Vars::default()
+        .secret("secret", issued.credential.clone())
+        .plain("keyId", issued.id)
+        .plain("endpoint", issued.endpoint)
+        .plain("api", issued.api.as_str())
+        .plain("role", role)
+        .plain("expiresAt", issued.expires_at.map(|t| format!("{t:.0}")).unwrap_or_default());
+    SecretContent { data, vars }
+}
+
+/// Writes the Secret by server-side apply (rendered by `spec.secret.template`, if any) and returns the keyed hash of
+/// its data and its version.
+async fn write_secret(obj: &WorkloadApiKey, ctx: &Context, issued: Issued<'_>) -> Result<WrittenSecret, Error> {
+    secret::io::write(ctx, obj, secret_content(obj, &issued)).await
 }
 
 /// Makes `new` (named `name`, issued by `endpoint` at `now`) the current key and clears the intent; the key it

@@ -48,6 +48,8 @@ pub struct Observed<'a> {
     /// For an API that cannot modify a key (Cloud One, Vision One): the digest of what the spec asks the key to be
     /// created with ([`super::rules::key_attributes`]). `None`: the key is modified in place (Deep Security).
     pub attributes: Option<&'a str>,
+    /// The digest of `spec.secret.template` ([`crate::controller::secret::template::digest`]; `None` without one).
+    pub template: Option<&'a str>,
 }
 
 /// The key name of `generation` (1 = the first key, named exactly `base`; later ones get a rotation suffix so the
@@ -152,7 +154,8 @@ pub fn rotate_request(status: &WorkloadApiKeyStatus, seen: &Observed) -> RotateR
 
 /// Decides the next step. Order matters: a recorded intent first (crash recovery), then a missing key, the
 /// Secret's integrity, due retirements (grace period over and the rollouts complete, see [`Gate`]), requested or
-/// scheduled rotation (one requested within a minute of the last is waited for), spec changes, and finally waiting.
+/// scheduled rotation (one requested within a minute of the last is waited for) or a changed Secret template, spec
+/// changes, and finally waiting.
 pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_name: &str, seen: &Observed) -> Step {
     if let Some(name) = &status.pending_key_name {
         return Step::Create { name: name.clone(), recover: true };
@@ -176,7 +179,10 @@ pub fn next_step(spec: &WorkloadApiKeySpec, status: &WorkloadApiKeyStatus, base_
     let replace = || Step::StartReplace { name: key_name_for(base_name, generation + 1), generation: generation + 1 };
     let requested = rotate_request(status, seen);
     let scheduled = status.renew_at.as_ref().is_some_and(|t| t.0 <= seen.now);
-    if requested == RotateRequest::Now || scheduled {
+    // A changed template re-renders the Secret from a new secret, as a rotation does: the current one is kept
+    // nowhere but in the Secret, which a template may not hold it whole in.
+    let retemplated = seen.template != status.secret_template_digest.as_deref();
+    if requested == RotateRequest::Now || scheduled || retemplated {
         return match strategy(spec) {
             RotationStrategy::Replace => replace(),
             RotationStrategy::RegenerateSecret => Step::Regenerate,
@@ -241,6 +247,7 @@ mod tests {
             rotate_annotation: None,
             gate: Gate::OPEN,
             attributes: None,
+            template: None,
         }
     }
 
@@ -343,6 +350,28 @@ mod tests {
         assert_eq!(next_step(&spec(), &status, "k", &s), Step::RevokeRetired(vec![5.into()]), "rollout complete");
         s.now = ts(10);
         assert_eq!(next_step(&spec(), &status, "k", &s), Step::Wait(Some(ts(50))), "rollout complete, grace not");
+    }
+
+    #[test]
+    fn a_changed_template_rerenders_by_strategy_and_an_unchanged_one_waits() {
+        let mut s = seen(10, SecretState::Intact);
+        s.template = Some("sha256:t1");
+        assert_eq!(
+            next_step(&spec(), &healthy(), "k", &s),
+            Step::StartReplace { name: "k-r2".into(), generation: 2 },
+            "a template added to a key written without one"
+        );
+        let rendered = WorkloadApiKeyStatus { secret_template_digest: Some("sha256:t1".into()), ..healthy() };
+        assert_eq!(next_step(&spec(), &rendered, "k", &s), Step::Wait(Some(ts(1_000))), "rendered with it");
+        s.template = None;
+        assert!(matches!(next_step(&spec(), &rendered, "k", &s), Step::StartReplace { .. }), "template removed");
+        let mut regen = spec();
+        regen.rotation =
+            Some(Box::new(Rotation { strategy: Some(RotationStrategy::RegenerateSecret), ..Default::default() }));
+        s.template = Some("sha256:t2");
+        assert_eq!(next_step(&regen, &rendered, "k", &s), Step::Regenerate);
+        // The Secret's integrity comes first: a repair renders with the new template.
+        assert_eq!(next_step(&spec(), &rendered, "k", &seen(10, SecretState::Edited)), Step::Repair);
     }
 
     #[test]
