@@ -8,8 +8,8 @@ mod workload_api_key;
 
 pub use common::{
     ANNOTATION_RESTARTED_AT, ANNOTATION_ROTATE, API_GROUP, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT,
-    DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, RolloutTarget, SecretKeySelector,
-    SecretReference, SecretRollout, SecretTemplate, TargetRollout, WorkloadKind, parse_duration,
+    DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, RoleRef, RolloutTarget,
+    SecretKeySelector, SecretReference, SecretRollout, SecretTemplate, TargetRollout, WorkloadKind, parse_duration,
 };
 pub use provider::{
     AccessLost, AllowedNamespaces, CiscoEndpoint, ClusterKeyProvider, ClusterKeyProviderSpec, IssuePolicy, KeyProvider,
@@ -20,7 +20,7 @@ pub use secure_workload_credential::{
     SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus, SecureWorkloadRotation,
 };
 pub use workload_api_key::{
-    Locale, RetiringKey, RoleRef, Rotation, RotationStrategy, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec,
+    Locale, RetiringKey, Rotation, RotationStrategy, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec,
     WorkloadApiKeyStatus,
 };
 

@@ -14,7 +14,7 @@ pub use super::WrittenSecret;
 use super::{FIELD_MANAGER, SecretState, data_hash, data_of, desired_secret, is_owned_by};
 use crate::controller::{
     context::Context,
-    error::Error,
+    error::{Error, kube_call},
     managed::{Managed, uid},
 };
 
@@ -47,7 +47,9 @@ pub async fn observe<K: Managed>(
         return state(SecretState::Intact);
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(secret) = api.get_opt(&name).await? else { return state(SecretState::Missing) };
+    let Some(secret) = api.get_opt(&name).await.map_err(kube_call("get", "Secret", &ns, &name))? else {
+        return state(SecretState::Missing);
+    };
     if !is_owned_by(&secret, &uid) {
         return state(SecretState::Foreign);
     }
@@ -79,7 +81,7 @@ pub async fn write<K: Managed>(
     let uid = uid(obj)?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
-    if let Some(existing) = api.get_opt(&name).await?
+    if let Some(existing) = api.get_opt(&name).await.map_err(kube_call("get", "Secret", &ns, &name))?
         && !is_owned_by(&existing, &uid)
     {
         return Err(Error::SecretConflict { name });
@@ -87,17 +89,21 @@ pub async fn write<K: Managed>(
     let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
     let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
-    let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    let written = api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .await
+        .map_err(kube_call("apply", "Secret", &ns, &name))?;
     Ok(WrittenSecret { hash, version: written.resource_version() })
 }
 
 /// Deletes the Secret `name` if the resource owns it (a target Secret left behind by a rename).
 pub async fn delete_owned<K: Managed>(ctx: &Context, obj: &K, name: &str) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    if let Some(s) = api.get_opt(name).await?
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(s) = api.get_opt(name).await.map_err(kube_call("get", "Secret", &ns, name))?
         && is_owned_by(&s, &uid(obj)?)
     {
-        api.delete(name, &DeleteParams::default()).await?;
+        api.delete(name, &DeleteParams::default()).await.map_err(kube_call("delete", "Secret", &ns, name))?;
     }
     Ok(())
 }
