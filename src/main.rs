@@ -119,7 +119,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     init_tracing(&args);
     clients::install_crypto_provider();
 
-    let client = kube::Client::try_default().await?;
+    let watched: Vec<String> = args.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect();
+    let scope = if watched.is_empty() { Scope::AllNamespaces } else { Scope::Namespaces(watched.clone()) };
+    let client = controller::api_client::client(kube::Config::infer().await?, scope.watches())?;
     let metrics = Metrics::default();
     clients::observe::set_observer(Arc::new(MetricsObserver(metrics.clone())));
     let settings = Settings {
@@ -133,8 +135,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| client.default_namespace().to_owned()),
     };
     let ctx = Arc::new(Context::new(client, metrics.clone(), settings));
-    let watched: Vec<String> = args.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect();
-    let scope = if watched.is_empty() { Scope::AllNamespaces } else { Scope::Namespaces(watched.clone()) };
     let ready = Readiness::default();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

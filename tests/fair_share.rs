@@ -122,7 +122,7 @@ async fn one_namespaces_flood_does_not_starve_anothers_first_key() {
     );
 
     // Exactly one key per resource at the vendor, and none other of ours.
-    let keys = env.sim.trend.keys();
+    let keys = env.sim.deep_security.keys();
     let now = Timestamp::now().as_millisecond();
     let mut per_uid: HashMap<String, usize> = HashMap::new();
     for k in keys.iter().filter(|k| k.is_live(now)) {

@@ -23,7 +23,7 @@ use workload_key_operator::{
     api::{Capability, ClusterKeyProvider, KeyProvider, SecureWorkloadCredential, WorkloadApiKey},
     clients::{
         SecretString, TlsOptions,
-        trend::{Auth, NewApiKey, TrendClient},
+        trend::{Auth, DeepSecurityClient, NewApiKey},
     },
     sim::{self, RunningSim, SimOptions},
 };
@@ -111,7 +111,7 @@ impl Env {
         let marker = format!("[workloadkeys.io/owner={uid}.");
         let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         self.sim
-            .trend
+            .deep_security
             .keys()
             .into_iter()
             .filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now))
@@ -175,7 +175,9 @@ async fn allowlist_and_policy_refuse_without_vendor_calls() {
     assert!(message.contains("72h") && message.contains("maxExpiresAfter 48h"), "{message}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(env.sim.counts.total("trend", ""), before, "refusals cost no vendor request");
-    assert!(env.sim.trend.keys().iter().all(|k| !k.description.as_deref().unwrap_or("").contains("policy test")));
+    assert!(
+        env.sim.deep_security.keys().iter().all(|k| !k.description.as_deref().unwrap_or("").contains("policy test"))
+    );
 
     // No expiresAfter: the key gets the cap, in status and at the vendor.
     env.apply_wak(allowed, "capped", via(json!({"expiresAfter": null}))).await;
@@ -327,7 +329,7 @@ async fn deleting_a_namespace_with_its_provider_revokes_every_key() {
     eprintln!("namespace with 20 keys gone after {:?}", started.elapsed());
     let live: usize = uids.iter().map(|u| env.live_trend_keys(u).len()).sum();
     assert_eq!(live, 0, "every key revoked at the vendor");
-    let ours = env.sim.trend.keys().into_iter().filter(|k| k.key_name.starts_with(&doomed.name)).count();
+    let ours = env.sim.deep_security.keys().into_iter().filter(|k| k.key_name.starts_with(&doomed.name)).count();
     assert_eq!(ours, 0, "no key of the namespace left at the vendor");
     let waks: Api<WorkloadApiKey> = Api::all(env.client.clone());
     let left = waks.list(&ListParams::default()).await.unwrap().items;
@@ -481,7 +483,7 @@ async fn a_tenant_cannot_make_another_adopt_its_key() {
     assert_eq!(pending, shared_name);
 
     // Before the victim retries (5 s backoff), keys of its pending name holding its markers, not as their ending.
-    let admin = TrendClient::with_default_limiter(
+    let admin = DeepSecurityClient::with_default_limiter(
         &env.sim.info.trend_url(),
         Auth::ApiKey(SecretString::new(env.sim.info.trend_admin_api_key())),
         &TlsOptions { ca_pem: Some(env.sim.ca_pem.clone()), insecure_skip_verify: false },
@@ -508,7 +510,7 @@ async fn a_tenant_cannot_make_another_adopt_its_key() {
         assert_ne!(victim_key.to_string(), id.to_string(), "the victim adopted a forged key");
     }
     let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-    let live: Vec<_> = env.sim.trend.keys().into_iter().filter(|k| k.is_live(now)).collect();
+    let live: Vec<_> = env.sim.deep_security.keys().into_iter().filter(|k| k.is_live(now)).collect();
     let victim_marker = format!("[workloadkeys.io/owner={victim_uid}.{nonce}]");
     let victims: Vec<i64> = live
         .iter()
@@ -538,16 +540,19 @@ async fn a_tenant_cannot_make_another_adopt_its_key() {
     let secret = env.apps[victim_ns].api::<k8s_openapi::api::core::v1::Secret>().get("payments").await.unwrap();
     let value = String::from_utf8(secret.data.unwrap()["api-secret-key"].0.clone()).unwrap();
     let tls = TlsOptions { ca_pem: Some(env.sim.ca_pem.clone()), insecure_skip_verify: false };
-    let as_victim =
-        TrendClient::with_default_limiter(&env.sim.info.trend_url(), Auth::ApiKey(SecretString::new(value)), &tls)
-            .unwrap();
+    let as_victim = DeepSecurityClient::with_default_limiter(
+        &env.sim.info.trend_url(),
+        Auth::ApiKey(SecretString::new(value)),
+        &tls,
+    )
+    .unwrap();
     let current = as_victim.describe_current_api_key().await.expect("the victim's key still works");
     assert_eq!(current.id.to_string(), victim_key.to_string());
 
     env.waks(victim_ns).delete("payments", &DeleteParams::default()).await.unwrap();
     env.remove_cluster_providers(&[&provider]).await;
     let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-    let live: Vec<i64> = env.sim.trend.keys().into_iter().filter(|k| k.is_live(now)).map(|k| k.id).collect();
+    let live: Vec<i64> = env.sim.deep_security.keys().into_iter().filter(|k| k.is_live(now)).map(|k| k.id).collect();
     assert!(!live.iter().any(|id| id.to_string() == victim_key.to_string()), "the victim's key is revoked on delete");
     for id in &planted {
         assert!(live.contains(id), "the victim's delete revoked planted key {id}, which was never its own");

@@ -89,7 +89,7 @@ impl Env {
         let wak = self.waks().get(name).await.unwrap();
         let marker = format!("[workloadkeys.io/owner={}.", wak.uid().unwrap());
         let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-        let keys = self.sim.trend.keys();
+        let keys = self.sim.deep_security.keys();
         keys.iter().filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now)).count()
     }
 

@@ -20,7 +20,7 @@ use workload_key_operator::{
     api::WorkloadApiKey,
     clients::{
         ErrorKind, SecretString, TlsOptions,
-        trend::{Auth, TrendClient},
+        trend::{Auth, DeepSecurityClient},
     },
     sim::{self, SimOptions},
 };
@@ -84,10 +84,14 @@ impl Env {
         String::from_utf8(s.data.unwrap()["api-secret-key"].0.clone()).unwrap()
     }
 
-    fn client_with(&self, secret: &str) -> TrendClient {
+    fn client_with(&self, secret: &str) -> DeepSecurityClient {
         let tls = TlsOptions { ca_pem: Some(self.sim.ca_pem.clone()), insecure_skip_verify: false };
-        TrendClient::with_default_limiter(&self.sim.info.trend_url(), Auth::ApiKey(SecretString::new(secret)), &tls)
-            .unwrap()
+        DeepSecurityClient::with_default_limiter(
+            &self.sim.info.trend_url(),
+            Auth::ApiKey(SecretString::new(secret)),
+            &tls,
+        )
+        .unwrap()
     }
 
     /// Live keys at the vendor whose description carries this resource's UID.
@@ -95,7 +99,7 @@ impl Env {
         let marker = format!("[workloadkeys.io/owner={}.", wak.uid().unwrap());
         let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         self.sim
-            .trend
+            .deep_security
             .keys()
             .into_iter()
             .filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now))
@@ -241,7 +245,10 @@ async fn replace_rotation_keeps_the_old_key_for_the_grace_period() {
         gone.then_some(())
     })
     .await;
-    assert!(env.sim.trend.keys().iter().all(|k| Some(k.id) != old_id.as_number()), "old key deleted, not just locked");
+    assert!(
+        env.sim.deep_security.keys().iter().all(|k| Some(k.id) != old_id.as_number()),
+        "old key deleted, not just locked"
+    );
     env.client_with(&new_secret).describe_current_api_key().await.expect("new key still works");
     env.assert_no_leaks(&[old_secret, new_secret]).await;
 }
@@ -643,7 +650,7 @@ async fn crashes_at_any_point_leave_no_orphaned_keys() {
     .await;
     let ours: Vec<_> = env
         .sim
-        .trend
+        .deep_security
         .keys()
         .into_iter()
         .filter(|k| k.description.as_deref().is_some_and(|d| d.contains("workloadkeys.io/owner=")))
@@ -682,7 +689,7 @@ async fn bounded_reconcile_concurrency_still_converges() {
     eprintln!("{COUNT} resources Ready with at most {max} reconciles in flight (bound {BOUND})");
     assert!((1..=BOUND as i64).contains(&max), "high-water mark {max} within the bound {BOUND}");
     // Exactly one vendor key per resource.
-    let keys = env.sim.trend.keys();
+    let keys = env.sim.deep_security.keys();
     for name in &names {
         let uid = env.waks().get(name).await.unwrap().uid().unwrap();
         let ours = keys.iter().filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&uid))).count();

@@ -103,7 +103,7 @@ async fn platform_for(sim: &RunningSim) -> String {
 
 pub async fn start_sim(per_key_limit: u32) -> RunningSim {
     let mut opts = SimOptions::default();
-    opts.trend.rate_limit_per_minute = per_key_limit;
+    opts.deep_security.rate_limit_per_minute = per_key_limit;
     sim::start(opts).await.expect("start vendor simulator")
 }
 

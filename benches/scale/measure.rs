@@ -92,7 +92,7 @@ pub fn total(v: &VendorCounts) -> u64 {
 pub fn live_keys_of(sim: &RunningSim, namespace: &str) -> usize {
     let prefix = format!("{namespace}-");
     let now = Timestamp::now().as_millisecond();
-    sim.trend.keys().iter().filter(|k| k.key_name.starts_with(&prefix) && k.is_live(now)).count()
+    sim.deep_security.keys().iter().filter(|k| k.key_name.starts_with(&prefix) && k.is_live(now)).count()
 }
 
 /// Successful key creates.

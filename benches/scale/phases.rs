@@ -189,7 +189,7 @@ pub async fn rate(plan: &Plan, sim: &RunningSim, keep: &mut Vec<TestNamespace>) 
     let (window_low, window_high) = window_bounds(&samples, Duration::from_secs(60));
     // Exact: the simulator stamps every key it creates (ms).
     let mut created: Vec<i64> = sim
-        .trend
+        .deep_security
         .keys()
         .into_iter()
         .filter(|k| k.description.as_deref().is_some_and(|d| d.contains("workloadkeys.io/owner=")))
@@ -212,7 +212,7 @@ pub async fn rate(plan: &Plan, sim: &RunningSim, keep: &mut Vec<TestNamespace>) 
         vendor,
         creates_max_60s: max_in_window(&created, 60_000),
         total_max_60s: (window_low, window_high),
-        throttled: sim.trend.throttled_count(),
+        throttled: sim.deep_security.throttled_count(),
         rejected_429,
     }
 }

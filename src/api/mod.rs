@@ -8,7 +8,7 @@ mod workload_api_key;
 
 pub use common::{
     ANNOTATION_RESTARTED_AT, ANNOTATION_ROTATE, API_GROUP, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DataTemplate,
-    DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, MergePolicy, RolloutTarget,
+    DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, MergePolicy, RoleRef, RolloutTarget,
     SECRET_TYPE_OPAQUE, SecretKeySelector, SecretReference, SecretRollout, SecretTemplate, TargetRollout, WorkloadKind,
     parse_duration,
 };
@@ -21,7 +21,7 @@ pub use secure_workload_credential::{
     SecureWorkloadCredentialSpec, SecureWorkloadCredentialStatus, SecureWorkloadRotation,
 };
 pub use workload_api_key::{
-    Locale, RetiringKey, RoleRef, Rotation, RotationStrategy, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec,
+    Locale, RetiringKey, Rotation, RotationStrategy, VendorKeyId, WorkloadApiKey, WorkloadApiKeySpec,
     WorkloadApiKeyStatus,
 };
 

@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     common::DURATION_PATTERN,
-    common::{DeletionPolicy, SecretKeySelector, SecretReference},
-    workload_api_key::RoleRef,
+    common::{DeletionPolicy, RoleRef, SecretKeySelector, SecretReference},
 };
 use crate::clients::{cisco::Capability, trend::TrendApiKind};
 

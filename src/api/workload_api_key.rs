@@ -9,7 +9,7 @@ pub use crate::clients::trend::Locale;
 
 use super::{
     common::DURATION_PATTERN,
-    common::{DeletionPolicy, SecretRollout, SecretTemplate},
+    common::{DeletionPolicy, RoleRef, SecretRollout, SecretTemplate},
     provider::ProviderRef,
 };
 
@@ -93,22 +93,6 @@ pub struct WorkloadApiKeySpec {
     /// `Delete` revokes the key at the vendor when the resource is deleted; `Retain` leaves it.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-}
-
-/// A role by name (looked up, exact match) or by numeric ID.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[x_kube(validation = Rule::new("has(self.name) != has(self.id)").message("exactly one of spec.role.name and spec.role.id must be set"))]
-#[serde(rename_all = "camelCase")]
-pub struct RoleRef {
-    /// Role name, e.g. `Auditor` or `Full Access` (Cloud One: the role's name or its ID slug, e.g. `read-only`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 254))]
-    #[x_kube(validation = Rule::new("!self.contains('workloadkeys.io/')").message("spec.role.name must not contain 'workloadkeys.io/': that text marks which resource owns a vendor key and only the operator writes it"))]
-    pub name: Option<String>,
-    /// Role ID (DeepSecurity only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub id: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]

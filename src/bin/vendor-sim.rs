@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ca_file: Some(ca_file),
         ..SimOptions::default()
     };
-    opts.trend.rate_limit_per_minute = args.trend_rate_limit;
+    opts.deep_security.rate_limit_per_minute = args.trend_rate_limit;
     let running = sim::start(opts).await?;
     let line = serde_json::to_string(&running.info)?;
     if let Some(path) = &args.info_file {

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     cache::Caches,
-    error::Error,
+    error::{Error, kube_call},
     events::Publisher,
     metrics::Metrics,
     versions::{OwnedSecrets, Written},
@@ -170,7 +170,8 @@ impl Context {
         }
         let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
-            .await?
+            .await
+            .map_err(kube_call("get", "Secret", namespace, name))?
             .ok_or_else(|| Error::SecretNotFound { namespace: namespace.to_owned(), name: name.to_owned() })?;
         self.caches.keep_secret(&secret);
         Ok(secret)

@@ -24,8 +24,9 @@ pub enum Error {
     CredentialsRejected(String),
     #[error(transparent)]
     Vendor(#[from] VendorError),
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
+    /// A Kubernetes API call failed: which call, on which object (`Secret ns/name`, `WorkloadApiKey ns/name`, ...).
+    #[error("Kubernetes API: {call} {object}: {source}")]
+    Kube { call: &'static str, object: String, source: kube::Error },
     #[error("the resource has no {0}")]
     MissingObjectKey(&'static str),
     #[error("{provider} not found")]
@@ -58,7 +59,7 @@ impl Error {
             Error::InvalidSpec(_) | Error::MissingObjectKey(_) => reason::INVALID_SPEC,
             Error::CredentialsRejected(_) => reason::CREDENTIALS_REJECTED,
             Error::Vendor(e) => vendor_reason(&e.kind),
-            Error::Kube(_) => reason::KUBERNETES_ERROR,
+            Error::Kube { .. } => reason::KUBERNETES_ERROR,
             Error::ProviderNotFound { .. } => reason::PROVIDER_NOT_FOUND,
             Error::ProviderNotReady { .. } => reason::PROVIDER_NOT_READY,
             Error::NamespaceNotAllowed { .. } => reason::NAMESPACE_NOT_ALLOWED,
@@ -74,6 +75,38 @@ impl Error {
             Error::Vendor(VendorError { kind: ErrorKind::RateLimited { retry_after }, .. }) => *retry_after,
             _ => None,
         }
+    }
+}
+
+/// Names a failed Kubernetes call for [`Error::Kube`]: the verb and the object (`kind`, in `namespace` unless
+/// empty, named `name` unless a list), e.g. `api.get_opt(name).await.map_err(kube_call("get", "Secret", ns, name))?`.
+pub fn kube_call<'a>(
+    call: &'static str,
+    kind: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+) -> impl FnOnce(kube::Error) -> Error + 'a {
+    move |source| Error::Kube { call, object: object_name(kind, namespace, name), source }
+}
+
+/// [`kube_call`] for a call on `obj` itself.
+pub fn kube_call_on<'a, K>(call: &'static str, obj: &'a K) -> impl FnOnce(kube::Error) -> Error + 'a
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    move |source| {
+        let meta = obj.meta();
+        let (ns, name) = (meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""));
+        Error::Kube { call, object: object_name(&K::kind(&()), ns, name), source }
+    }
+}
+
+fn object_name(kind: &str, namespace: &str, name: &str) -> String {
+    match (namespace, name) {
+        ("", "") => format!("{kind} (all namespaces)"),
+        (ns, "") => format!("{kind} in namespace {ns}"),
+        ("", name) => format!("{kind} {name}"),
+        (ns, name) => format!("{kind} {ns}/{name}"),
     }
 }
 
@@ -106,6 +139,28 @@ pub fn backoff(failed_attempts: u32, retry_after: Option<Duration>, jitter: f64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubernetes_errors_name_the_call_and_the_object() {
+        let conflict = || {
+            let status =
+                serde_json::json!({"code": 409, "reason": "Conflict", "message": "the object has been modified"});
+            kube::Error::Api(Box::new(serde_json::from_value(status).unwrap()))
+        };
+        let e = kube_call("apply", "Secret", "team-a", "reporting-key")(conflict());
+        assert_eq!(e.reason(), reason::KUBERNETES_ERROR);
+        let text = e.to_string();
+        assert!(text.starts_with("Kubernetes API: apply Secret team-a/reporting-key: "), "{text}");
+        assert!(text.contains("the object has been modified"), "{text}");
+        let listed = kube_call("list", "ClusterKeyProvider", "", "")(conflict()).to_string();
+        assert!(listed.starts_with("Kubernetes API: list ClusterKeyProvider (all namespaces): "), "{listed}");
+        let ns = k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::api::ObjectMeta { name: Some("team-b".into()), ..Default::default() },
+            ..Default::default()
+        };
+        let on = kube_call_on("get", &ns)(conflict()).to_string();
+        assert!(on.starts_with("Kubernetes API: get Namespace team-b: "), "{on}");
+    }
 
     #[test]
     fn backoff_grows_and_is_bounded() {

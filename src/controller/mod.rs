@@ -2,6 +2,7 @@
 //! shared reconcile frame (`reconcile`), providers and their one vendor factory (`provider::connect`), the Secret
 //! builder and its I/O (`secret`), rollouts, events, metrics; and the watches (`watches`) that `run` wires together.
 
+pub mod api_client;
 pub mod cache;
 pub mod context;
 pub mod error;

@@ -16,7 +16,7 @@ use serde_json::json;
 pub use super::managed::{Managed, ManagedStatus, status_of, uid};
 use super::{
     context::{Context, display_name},
-    error::{Error, backoff},
+    error::{Error, backoff, kube_call_on},
     metrics::{ErrorLabels, InFlight, ReconcileLabels, Series},
     provider::Provider,
     rollout::{self, Gate, Next},
@@ -70,7 +70,7 @@ where
             let obj = match read_fresh(&ctx, &resources, obj.as_ref()).await {
                 Ok(Some(fresh)) => Arc::new(fresh),
                 Ok(None) => return Ok(Action::await_change()),
-                Err(e) => return Err(finalizer::Error::ApplyFailed(Error::Kube(e))),
+                Err(e) => return Err(finalizer::Error::ApplyFailed(kube_call_on("get", obj.as_ref())(e))),
             };
             let inner = ctx.clone();
             finalizer(&resources, FINALIZER, obj, move |event| async move {
@@ -198,7 +198,10 @@ pub async fn patch_status<K: Managed>(ctx: &Context, obj: &K, status: &impl Seri
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let patched = api(ctx, obj).patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await?;
+    let patched = api(ctx, obj)
+        .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
+        .await
+        .map_err(kube_call_on("patch the status of", obj))?;
     if let Some(uid) = patched.uid() {
         ctx.written.record(&uid, patched.resource_version().as_deref());
     }

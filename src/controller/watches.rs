@@ -34,6 +34,23 @@ pub enum Scope {
 
 pub(super) type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
+/// Watches [`run`](super::run) opens in each watched namespace: WorkloadApiKeys, SecureWorkloadCredentials,
+/// KeyProviders, owned and referenced Secrets, Deployments, StatefulSets, DaemonSets.
+const WATCHES_PER_NAMESPACE: usize = 8;
+/// Cluster-wide watches: ClusterKeyProviders and Namespaces, and the cluster-resource namespace's two Secret
+/// watches when it is not watched anyway.
+const WATCHES_BESIDE: usize = 4;
+
+impl Scope {
+    /// How many watches the operator keeps open in this scope (each an HTTP/2 stream; see `api_client`).
+    pub fn watches(&self) -> usize {
+        match self {
+            Scope::AllNamespaces => WATCHES_PER_NAMESPACE + WATCHES_BESIDE,
+            Scope::Namespaces(list) => WATCHES_PER_NAMESPACE * list.len() + WATCHES_BESIDE,
+        }
+    }
+}
+
 /// What a namespaced watch needs of its objects.
 pub(super) trait Watchable:
     Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static

@@ -24,7 +24,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub use cisco::{CiscoSim, CiscoSimOptions};
 use counts::RequestCounts;
 use faults::{FaultRule, Faults, VendorLayerState};
-pub use trend::{CloudOneSim, TrendSim, TrendSimOptions, VisionOneSim};
+pub use trend::{CloudOneSim, DeepSecuritySim, DeepSecuritySimOptions, VisionOneSim};
 
 /// Where and how to run the simulator.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ pub struct SimOptions {
     pub control_listen: SocketAddr,
     /// Where to write the CA certificate; a fresh temporary file when absent.
     pub ca_file: Option<PathBuf>,
-    pub trend: TrendSimOptions,
+    pub deep_security: DeepSecuritySimOptions,
     pub cisco: CiscoSimOptions,
 }
 
@@ -46,7 +46,7 @@ impl Default for SimOptions {
             cisco_listen: any,
             control_listen: any,
             ca_file: None,
-            trend: TrendSimOptions::default(),
+            deep_security: DeepSecuritySimOptions::default(),
             cisco: CiscoSimOptions::default(),
         }
     }
@@ -56,7 +56,8 @@ impl Default for SimOptions {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartupInfo {
-    /// `url` (ends in `/api`), `adminApiKey`, `adminUser`, `adminPassword`.
+    /// Deep Security / Workload Security `/api` (named `trend` on the wire since the first release; scripts and
+    /// the conformance tests read it): `url` (ends in `/api`), `adminApiKey`, `adminUser`, `adminPassword`.
     pub trend: serde_json::Value,
     /// `url` (host root), `apiKey`, `apiSecret`, `uiEmail`, `uiPassword`.
     pub cisco: serde_json::Value,
@@ -109,7 +110,7 @@ impl StartupInfo {
 /// A running simulator. Dropping it stops the servers.
 pub struct RunningSim {
     pub info: StartupInfo,
-    pub trend: TrendSim,
+    pub deep_security: DeepSecuritySim,
     pub vision_one: VisionOneSim,
     pub cloud_one: CloudOneSim,
     pub cisco: CiscoSim,
@@ -176,7 +177,7 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
 
     let faults = Faults::default();
     let counts = RequestCounts::default();
-    let trend = TrendSim::new(opts.trend.clone());
+    let deep_security = DeepSecuritySim::new(opts.deep_security.clone());
     let cisco = CiscoSim::new(opts.cisco.clone());
     let vision_one = VisionOneSim::new(None);
     let cloud_one = CloudOneSim::new();
@@ -189,10 +190,10 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
     };
     // One Trend listener serves all three APIs: DSM `/api`, Vision One `/v3.0`, Cloud One `/cloudone/api`.
     let trend_router =
-        layered("trend", trend.api_router().merge(vision_one.api_router()).merge(cloud_one.api_router()));
+        layered("trend", deep_security.api_router().merge(vision_one.api_router()).merge(cloud_one.api_router()));
     let cisco_router = layered("cisco", cisco.api_router());
     let control = control_router(faults.clone(), counts.clone())
-        .nest("/trend", trend.control_router())
+        .nest("/trend", deep_security.control_router())
         .nest("/visionone", vision_one.control_router())
         .nest("/cloudone", cloud_one.control_router())
         .nest("/cisco", cisco.control_router());
@@ -205,7 +206,7 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
         }),
     ];
 
-    let mut trend_info = trend.seeded();
+    let mut trend_info = deep_security.seeded();
     trend_info["url"] = format!("https://{}/api", host_port(trend_addr)).into();
     let mut vision_one_info = vision_one.seeded();
     vision_one_info["url"] = format!("https://{}", host_port(trend_addr)).into();
@@ -223,7 +224,7 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
     };
     Ok(RunningSim {
         info,
-        trend,
+        deep_security,
         vision_one,
         cloud_one,
         cisco,

@@ -21,7 +21,7 @@ use workload_key_operator::{
     api::{ClusterKeyProvider, KeyProvider, SECRET_FINALIZER, SecureWorkloadCredential, WorkloadApiKey},
     clients::{
         SecretString, TlsOptions,
-        trend::{Auth, TrendClient},
+        trend::{Auth, DeepSecurityClient},
     },
     sim::{self, RunningSim, SimOptions},
 };
@@ -310,8 +310,9 @@ async fn app_team_gets_a_key_but_no_provider(
     let secret = Api::<Secret>::namespaced(client.clone(), &team.name).get("team-key").await.unwrap();
     let issued = String::from_utf8(secret.data.unwrap()["api-secret-key"].0.clone()).unwrap();
     let tls = TlsOptions { ca_pem: Some(sim.ca_pem.clone()), insecure_skip_verify: false };
-    let trend = TrendClient::with_default_limiter(&sim.info.trend_url(), Auth::ApiKey(SecretString::new(issued)), &tls)
-        .unwrap();
+    let trend =
+        DeepSecurityClient::with_default_limiter(&sim.info.trend_url(), Auth::ApiKey(SecretString::new(issued)), &tls)
+            .unwrap();
     let me = trend.describe_current_api_key().await.expect("the issued key authenticates at the vendor");
     assert_eq!(me.id, key_id);
 
@@ -463,7 +464,10 @@ async fn prove_release_rbac(
         })
         .await;
         let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-        assert!(!sim.trend.keys().iter().any(|k| k.id == key_id && k.is_live(now)), "vendor key {key_id} revoked");
+        assert!(
+            !sim.deep_security.keys().iter().any(|k| k.id == key_id && k.is_live(now)),
+            "vendor key {key_id} revoked"
+        );
         swcs.delete("flows", &DeleteParams::default()).await.unwrap();
         eventually(WAIT, "SecureWorkloadCredential deleted", || {
             let swcs = swcs.clone();

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
     TrendFuture,
-    client::decode,
     keys::{IssuedKey, KeyApi, KeyInfo, KeyRequest, TrendApiKind},
     retry::{Replay, RetryPolicy},
     transport::{Call, Transport, TransportOptions},
+    wire::decode,
 };
 use crate::clients::{DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError};
 
@@ -165,7 +165,7 @@ impl CloudOneClient {
 
     pub fn with_default_limiter(base_url: &str, api_key: SecretString, tls: &TlsOptions) -> Result<Self, VendorError> {
         let limiter = RateLimiter::per_minute(DEFAULT_REQUESTS_PER_MINUTE);
-        Self::new(base_url, api_key, tls, limiter, super::client::DEFAULT_TIMEOUT)
+        Self::new(base_url, api_key, tls, limiter, super::wire::DEFAULT_TIMEOUT)
     }
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
@@ -292,7 +292,7 @@ pub(super) fn error_message(body: &[u8]) -> String {
         fields: Option<serde_json::Map<String, serde_json::Value>>,
     }
     let Ok(Body { message: Some(message), fields }) = serde_json::from_slice::<Body>(body) else {
-        return super::client::error_message(body);
+        return super::wire::error_message(body);
     };
     let mut text = message.trim().to_owned();
     let fields: Vec<String> = fields

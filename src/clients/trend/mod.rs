@@ -1,5 +1,5 @@
 //! Trend Micro clients: the Workload Security / Deep Security Manager `/api` with DSM-style API keys
-//! ([`TrendClient`], [`TrendApi`]), and the account-level APIs of Trend Cloud One ([`CloudOneClient`]) and Trend
+//! ([`DeepSecurityClient`], [`DeepSecurityApi`]), and the account-level APIs of Trend Cloud One ([`CloudOneClient`]) and Trend
 //! Vision One ([`VisionOneClient`]) behind one [`KeyApi`].
 //!
 //! DeepSecurity:
@@ -8,18 +8,19 @@
 //! per-endpoint [`RateLimiter`](crate::clients::RateLimiter); 429 and transient failures are retried
 //! within a [`RetryPolicy`], never repeating a create or regenerate the server may have processed.
 
-mod client;
 mod cloud_one;
+mod deep_security;
 mod keys;
 mod model;
 mod retry;
 mod transport;
 mod vision_one;
+mod wire;
 
 use futures::future::BoxFuture;
 
-pub use client::{Auth, LoginCredentials, SessionInfo, TrendClient};
 pub use cloud_one::{CloudOneClient, CloudOneKey, CloudOneRole};
+pub use deep_security::{Auth, DeepSecurityClient, LoginCredentials, SessionInfo};
 pub use keys::{ExpiryMonths, IssuedKey, KeyApi, KeyInfo, KeyRequest, TrendApiKind};
 pub use model::{
     ApiKey, ApiKeyChanges, Comparison, IssuedApiKey, Locale, NewApiKey, Role, SearchCriteria, SearchFilter, StringTest,
@@ -29,13 +30,13 @@ pub use vision_one::{VisionOneClient, VisionOneKey, VisionOneKeyChanges};
 
 use crate::clients::VendorError;
 
-/// The future every [`TrendApi`] operation returns.
+/// The future every [`DeepSecurityApi`] operation returns.
 pub type TrendFuture<'a, T> = BoxFuture<'a, Result<T, VendorError>>;
 
 /// What the controllers need from a Workload Security endpoint. Object-safe: the provider factory
-/// (`controller::provider::connect`) caches one client per endpoint and credential as an `Arc<dyn TrendApi>`.
+/// (`controller::provider::connect`) caches one client per endpoint and credential as an `Arc<dyn DeepSecurityApi>`.
 /// Controller tests run against the vendor simulator over HTTPS, not a fake.
-pub trait TrendApi: Send + Sync {
+pub trait DeepSecurityApi: Send + Sync {
     /// The role named exactly `name`, if any.
     fn find_role_by_name<'a>(&'a self, name: &'a str) -> TrendFuture<'a, Option<Role>>;
     fn describe_role(&self, id: i64) -> TrendFuture<'_, Role>;

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{
     TrendFuture,
-    client::{decode, error_message},
     keys::{ExpiryMonths, IssuedKey, KeyApi, KeyInfo, KeyRequest, TrendApiKind},
     retry::{Replay, RetryPolicy},
     transport::{Call, Transport, TransportOptions},
+    wire::{decode, error_message},
 };
 use crate::clients::{DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError};
 
@@ -149,7 +149,7 @@ impl VisionOneClient {
 
     pub fn with_default_limiter(base_url: &str, api_key: SecretString, tls: &TlsOptions) -> Result<Self, VendorError> {
         let limiter = RateLimiter::per_minute(DEFAULT_REQUESTS_PER_MINUTE);
-        Self::new(base_url, api_key, tls, limiter, super::client::DEFAULT_TIMEOUT)
+        Self::new(base_url, api_key, tls, limiter, super::wire::DEFAULT_TIMEOUT)
     }
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {

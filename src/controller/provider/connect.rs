@@ -12,7 +12,10 @@ use crate::{
     clients::{
         ErrorKind, SecretString, TlsOptions, VendorError,
         cisco::{self, ApiCredentials, CiscoClient, UiLogin, UiSession},
-        trend::{Auth, CloudOneClient, KeyApi, LoginCredentials, TrendApi, TrendApiKind, TrendClient, VisionOneClient},
+        trend::{
+            Auth, CloudOneClient, DeepSecurityApi, DeepSecurityClient, KeyApi, LoginCredentials, TrendApiKind,
+            VisionOneClient,
+        },
     },
     controller::{
         context::{Context, digest, secret_key},
@@ -81,7 +84,7 @@ fn bound_endpoint(url: &str) -> String {
 /// cache is keyed by.
 pub struct DeepSecurity {
     pub conn: Connection,
-    pub client: Arc<dyn TrendApi>,
+    pub client: Arc<dyn DeepSecurityApi>,
     pub identity: String,
 }
 
@@ -117,8 +120,8 @@ pub async fn deep_security(provider: &Provider, ctx: &Context) -> Result<DeepSec
     };
     let identity = conn.cache_key(b"trend", &[material.as_bytes()]);
     let timeout = ctx.settings.vendor_timeout;
-    let client: Arc<TrendClient> = conn.cached(ctx, &identity, |limiter| {
-        Ok(TrendClient::new(&conn.endpoint, auth, &conn.tls, limiter)?.with_timeout(timeout))
+    let client: Arc<DeepSecurityClient> = conn.cached(ctx, &identity, |limiter| {
+        Ok(DeepSecurityClient::new(&conn.endpoint, auth, &conn.tls, limiter)?.with_timeout(timeout))
     })?;
     Ok(DeepSecurity { conn, client, identity })
 }

@@ -12,7 +12,11 @@ use std::{collections::BTreeMap, sync::Arc};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, ResourceExt};
 
-use super::{Context, cache::Cached, error::Error};
+use super::{
+    Context,
+    cache::Cached,
+    error::{Error, kube_call},
+};
 use crate::{
     api::{
         CiscoEndpoint, ClusterKeyProvider, DeletionPolicy, IssuePolicy, KeyProvider, KeyProviderStatus, ProviderKind,
@@ -227,12 +231,15 @@ pub async fn fetch(ctx: &Context, namespace: &str, r: &ProviderRef) -> Result<Pr
 /// What the cache knows of `name`, or, when it knows nothing yet, the API server's answer.
 async fn cached_or_read<K>(cached: Cached<Arc<K>>, api: Api<K>, name: &str) -> Result<Option<Arc<K>>, Error>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     Ok(match cached {
         Cached::Present(p) => Some(p),
         Cached::Absent => None,
-        Cached::Unknown => api.get_opt(name).await?.map(Arc::new),
+        Cached::Unknown => {
+            let ns = api.namespace().unwrap_or("").to_owned();
+            api.get_opt(name).await.map_err(kube_call("get", &K::kind(&()), &ns, name))?.map(Arc::new)
+        }
     })
 }
 
@@ -258,9 +265,11 @@ async fn namespace_labels(ctx: &Context, namespace: &str) -> Result<BTreeMap<Str
     let labels = match ctx.caches.namespace(namespace).await {
         Cached::Present(m) => m.metadata.labels.clone(),
         Cached::Absent => None,
-        Cached::Unknown => {
-            Api::<Namespace>::all(ctx.client.clone()).get_metadata_opt(namespace).await?.and_then(|m| m.metadata.labels)
-        }
+        Cached::Unknown => Api::<Namespace>::all(ctx.client.clone())
+            .get_metadata_opt(namespace)
+            .await
+            .map_err(kube_call("get", "Namespace", "", namespace))?
+            .and_then(|m| m.metadata.labels),
     };
     Ok(labels.unwrap_or_default())
 }

@@ -31,7 +31,7 @@ use crate::{
     controller::{
         Context, Scope,
         context::{digest, display_name},
-        error::{Error, backoff},
+        error::{Error, backoff, kube_call, kube_call_on},
         reconcile::Managed,
         secret::FIELD_MANAGER,
     },
@@ -100,7 +100,8 @@ where
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let list = api.list(&ListParams::default()).await?;
+    let list =
+        api.list(&ListParams::default()).await.map_err(kube_call("list", &K::kind(&()), ns.unwrap_or(""), ""))?;
     Ok(list
         .items
         .iter()
@@ -163,7 +164,9 @@ impl ProviderObject for KeyProvider {
 /// Entry point for the controller runtime, both kinds.
 pub async fn reconcile<P: ProviderObject>(obj: Arc<P>, ctx: Arc<Context>, users: Arc<Users>) -> Result<Action, Error> {
     // Decide on the provider as the API server has it now (finalizers and deletion matter here).
-    let Some(obj) = obj.api(&ctx).get_opt(&obj.name_any()).await? else { return Ok(Action::await_change()) };
+    let Some(obj) = obj.api(&ctx).get_opt(&obj.name_any()).await.map_err(kube_call_on("get", obj.as_ref()))? else {
+        return Ok(Action::await_change());
+    };
     let provider = obj.view(&ctx);
     let provider_ns = obj.namespace();
     if obj.meta().deletion_timestamp.is_some() {
@@ -256,7 +259,10 @@ async fn add_finalizer<P: ProviderObject>(obj: &P, ctx: &Context) -> Result<(), 
     let mut finalizers = obj.finalizers().to_vec();
     finalizers.push(PROVIDER_FINALIZER.to_owned());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    obj.api(ctx).patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    obj.api(ctx)
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_call_on("add the finalizer to", obj))?;
     Ok(())
 }
 
@@ -266,7 +272,11 @@ async fn hold_secrets(ctx: &Context, provider: &Provider, status: &mut KeyProvid
     let named = named_secrets(provider);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &provider.secret_namespace);
     for name in &named {
-        let Some(secret) = api.get_metadata_opt(name).await? else { continue };
+        let secret_ns = provider.secret_namespace.as_str();
+        let Some(secret) = api.get_metadata_opt(name).await.map_err(kube_call("get", "Secret", secret_ns, name))?
+        else {
+            continue;
+        };
         let held = secret.finalizers().iter().any(|f| f == SECRET_FINALIZER);
         let labelled = secret.labels().contains_key(LABEL_REFERENCED);
         if (held && labelled) || secret.metadata.deletion_timestamp.is_some() {
@@ -281,7 +291,9 @@ async fn hold_secrets(ctx: &Context, provider: &Provider, status: &mut KeyProvid
             "labels": {LABEL_REFERENCED: "true"},
             "resourceVersion": secret.resource_version(),
         }});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_call("hold", "Secret", secret_ns, name))?;
     }
     let dropped: Vec<String> = status.held_secrets.iter().filter(|s| !named.contains(*s)).cloned().collect();
     for name in dropped {
@@ -297,7 +309,10 @@ async fn release_secret(ctx: &Context, provider: &Provider, name: &str) -> Resul
         return Ok(());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &provider.secret_namespace);
-    let Some(secret) = api.get_metadata_opt(name).await? else { return Ok(()) };
+    let secret_ns = provider.secret_namespace.as_str();
+    let Some(secret) = api.get_metadata_opt(name).await.map_err(kube_call("get", "Secret", secret_ns, name))? else {
+        return Ok(());
+    };
     if !secret.finalizers().iter().any(|f| f == SECRET_FINALIZER) && !secret.labels().contains_key(LABEL_REFERENCED) {
         return Ok(());
     }
@@ -307,7 +322,9 @@ async fn release_secret(ctx: &Context, provider: &Provider, name: &str) -> Resul
         "labels": {LABEL_REFERENCED: null},
         "resourceVersion": secret.resource_version(),
     }});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_call("release", "Secret", secret_ns, name))?;
     Ok(())
 }
 
@@ -326,7 +343,7 @@ async fn named_elsewhere(ctx: &Context, provider: &Provider, name: &str) -> Resu
 
 /// The providers `api` lists that are not being deleted.
 async fn live_providers<P: ProviderObject>(ctx: &Context, api: Api<P>) -> Result<Vec<Provider>, Error> {
-    let list = api.list(&ListParams::default()).await?;
+    let list = api.list(&ListParams::default()).await.map_err(kube_call("list", &P::kind(&()), "", ""))?;
     Ok(list.items.iter().filter(|p| p.meta().deletion_timestamp.is_none()).map(|p| p.view(ctx)).collect())
 }
 
@@ -376,7 +393,10 @@ async fn finish_deletion<P: ProviderObject>(
     }
     let finalizers: Vec<&String> = obj.finalizers().iter().filter(|f| *f != PROVIDER_FINALIZER).collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    obj.api(ctx).patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    obj.api(ctx)
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_call_on("remove the finalizer from", obj))?;
     tracing::info!(provider = %provider.display(), "no resource uses it any more: released");
     Ok(Action::await_change())
 }
@@ -385,7 +405,8 @@ async fn patch_status<P: ProviderObject>(obj: &P, ctx: &Context, status: &KeyPro
     let patch = json!({"apiVersion": P::api_version(&()), "kind": P::kind(&()), "status": status});
     obj.api(ctx)
         .patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+        .await
+        .map_err(kube_call_on("patch the status of", obj))?;
     Ok(())
 }
 

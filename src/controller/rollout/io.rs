@@ -15,7 +15,11 @@ use serde_json::json;
 use super::Rollout;
 use crate::{
     api::{ANNOTATION_RESTARTED_AT, RolloutTarget, WorkloadKind},
-    controller::{context::Context, error::Error, secret::FIELD_MANAGER},
+    controller::{
+        context::Context,
+        error::{Error, kube_call},
+        secret::FIELD_MANAGER,
+    },
 };
 
 /// Sets our `restartedAt` pod-template annotation to `at`, which rolls the workload out anew. `false` when the
@@ -39,7 +43,7 @@ pub async fn restart(ctx: &Context, namespace: &str, target: &RolloutTarget, at:
     match result {
         Ok(()) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(kube_call("restart", &format!("{:?}", target.kind), namespace, name)(e)),
     }
 }
 
@@ -47,16 +51,20 @@ pub async fn restart(ctx: &Context, namespace: &str, target: &RolloutTarget, at:
 pub async fn observe(ctx: &Context, namespace: &str, target: &RolloutTarget) -> Result<Rollout, Error> {
     let name = target.name.as_str();
     let client = ctx.client.clone();
-    Ok(match target.kind {
-        WorkloadKind::Deployment => {
-            Api::<Deployment>::namespaced(client, namespace).get_opt(name).await?.map(|d| super::deployment(&d))
-        }
-        WorkloadKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(client, namespace).get_opt(name).await?.map(|s| super::stateful_set(&s))
-        }
-        WorkloadKind::DaemonSet => {
-            Api::<DaemonSet>::namespaced(client, namespace).get_opt(name).await?.map(|d| super::daemon_set(&d))
-        }
-    }
-    .unwrap_or(Rollout::NotFound))
+    let read = match target.kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(client, namespace)
+            .get_opt(name)
+            .await
+            .map(|d| d.map(|d| super::deployment(&d))),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client, namespace)
+            .get_opt(name)
+            .await
+            .map(|s| s.map(|s| super::stateful_set(&s))),
+        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client, namespace)
+            .get_opt(name)
+            .await
+            .map(|d| d.map(|d| super::daemon_set(&d))),
+    };
+    let rollout = read.map_err(kube_call("get", &format!("{:?}", target.kind), namespace, name))?;
+    Ok(rollout.unwrap_or(Rollout::NotFound))
 }

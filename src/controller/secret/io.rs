@@ -16,7 +16,7 @@ use super::{FIELD_MANAGER, SecretState, data_hash, data_of, desired_secret, is_o
 use crate::api::SECRET_TYPE_OPAQUE;
 use crate::controller::{
     context::Context,
-    error::Error,
+    error::{Error, kube_call},
     managed::{Managed, uid},
 };
 
@@ -49,7 +49,9 @@ pub async fn observe<K: Managed>(
         return state(SecretState::Intact);
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(secret) = api.get_opt(&name).await? else { return state(SecretState::Missing) };
+    let Some(secret) = api.get_opt(&name).await.map_err(kube_call("get", "Secret", &ns, &name))? else {
+        return state(SecretState::Missing);
+    };
     if !is_owned_by(&secret, &uid) {
         return state(SecretState::Foreign);
     }
@@ -99,29 +101,34 @@ pub async fn write<K: Managed>(ctx: &Context, obj: &K, content: SecretContent) -
     let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
     let desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
     // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
-    if let Some(existing) = api.get_opt(&name).await? {
+    if let Some(existing) = api.get_opt(&name).await.map_err(kube_call("get", "Secret", &ns, &name))? {
         if !is_owned_by(&existing, &uid) {
             return Err(Error::SecretConflict { name });
         }
         // Kubernetes cannot change a Secret's type in place: our own Secret of another type is replaced.
         if existing.type_.as_deref().unwrap_or(SECRET_TYPE_OPAQUE) != secret_type(obj.secret_template()) {
             let precondition = Preconditions { uid: existing.uid(), resource_version: existing.resource_version() };
-            api.delete(&name, &DeleteParams { preconditions: Some(precondition), ..Default::default() }).await?;
+            let params = DeleteParams { preconditions: Some(precondition), ..Default::default() };
+            api.delete(&name, &params).await.map_err(kube_call("delete", "Secret", &ns, &name))?;
         }
     }
     let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
-    let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    let written = api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .await
+        .map_err(kube_call("apply", "Secret", &ns, &name))?;
     let template = template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
     Ok(WrittenSecret { hash, version: written.resource_version(), template })
 }
 
 /// Deletes the Secret `name` if the resource owns it (a target Secret left behind by a rename).
 pub async fn delete_owned<K: Managed>(ctx: &Context, obj: &K, name: &str) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    if let Some(s) = api.get_opt(name).await?
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(s) = api.get_opt(name).await.map_err(kube_call("get", "Secret", &ns, name))?
         && is_owned_by(&s, &uid(obj)?)
     {
-        api.delete(name, &DeleteParams::default()).await?;
+        api.delete(name, &DeleteParams::default()).await.map_err(kube_call("delete", "Secret", &ns, name))?;
     }
     Ok(())
 }

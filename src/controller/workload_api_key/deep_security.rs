@@ -13,7 +13,7 @@ use crate::{
     api::{RoleRef, VendorKeyId, WorkloadApiKey, WorkloadApiKeyStatus},
     clients::{
         ErrorKind, VendorError,
-        trend::{ApiKeyChanges, IssuedApiKey, NewApiKey, TrendApi, TrendApiKind},
+        trend::{ApiKeyChanges, DeepSecurityApi, IssuedApiKey, NewApiKey, TrendApiKind},
     },
     controller::{
         context::{Context, display_name},
@@ -27,7 +27,7 @@ use crate::{
 
 /// Everything needed to talk to the vendor for one resource: the provider's Deep Security client.
 pub(super) struct Vendor {
-    pub client: Arc<dyn TrendApi>,
+    pub client: Arc<dyn DeepSecurityApi>,
     pub endpoint: String,
     /// Digest of the endpoint and the credential: what the role cache is keyed by.
     identity: String,

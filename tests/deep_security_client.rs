@@ -1,4 +1,4 @@
-//! The Trend Micro client against the in-process vendor simulator (over TLS, with the frame's fault
+//! The Deep Security client against the in-process vendor simulator (over TLS, with the frame's fault
 //! injection and request counts): Trend's documented flows (docs/vendor-apis.md §3-§4), rate limiting,
 //! retries, TLS and redaction.
 #![cfg(feature = "sim")]
@@ -14,20 +14,21 @@ use workload_key_operator::{
     clients::{
         ErrorKind, RateLimiter, SecretString, TlsOptions, VendorError,
         trend::{
-            ApiKeyChanges, Auth, IssuedApiKey, Locale, LoginCredentials, NewApiKey, RetryPolicy, TrendApi, TrendClient,
+            ApiKeyChanges, Auth, DeepSecurityApi, DeepSecurityClient, IssuedApiKey, Locale, LoginCredentials,
+            NewApiKey, RetryPolicy,
         },
     },
-    sim::{self, RunningSim, SimOptions, TrendSimOptions, faults::FaultRule},
+    sim::{self, DeepSecuritySimOptions, RunningSim, SimOptions, faults::FaultRule},
 };
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
-async fn start(trend: TrendSimOptions) -> RunningSim {
-    sim::start(SimOptions { trend, ..SimOptions::default() }).await.expect("start vendor-sim")
+async fn start(deep_security: DeepSecuritySimOptions) -> RunningSim {
+    sim::start(SimOptions { deep_security, ..SimOptions::default() }).await.expect("start vendor-sim")
 }
 
 async fn start_default() -> RunningSim {
-    start(TrendSimOptions::default()).await
+    start(DeepSecuritySimOptions::default()).await
 }
 
 fn tls(sim: &RunningSim) -> TlsOptions {
@@ -39,17 +40,17 @@ fn quick_retries() -> RetryPolicy {
     RetryPolicy::new(6, Duration::from_millis(100), Duration::from_secs(30))
 }
 
-fn client_with(sim: &RunningSim, auth: Auth, limiter: Arc<RateLimiter>) -> TrendClient {
-    TrendClient::new(&sim.info.trend_url(), auth, &tls(sim), limiter)
+fn client_with(sim: &RunningSim, auth: Auth, limiter: Arc<RateLimiter>) -> DeepSecurityClient {
+    DeepSecurityClient::new(&sim.info.trend_url(), auth, &tls(sim), limiter)
         .expect("client")
         .with_retry_policy(quick_retries())
 }
 
-fn client(sim: &RunningSim, auth: Auth) -> TrendClient {
+fn client(sim: &RunningSim, auth: Auth) -> DeepSecurityClient {
     client_with(sim, auth, RateLimiter::per_minute(6000))
 }
 
-fn admin(sim: &RunningSim) -> TrendClient {
+fn admin(sim: &RunningSim) -> DeepSecurityClient {
     client(sim, Auth::ApiKey(SecretString::new(sim.info.trend_admin_api_key())))
 }
 
@@ -58,7 +59,7 @@ fn login(sim: &RunningSim) -> LoginCredentials {
     LoginCredentials::new(field("adminUser"), field("adminPassword"))
 }
 
-fn key_client(sim: &RunningSim, issued: &IssuedApiKey) -> TrendClient {
+fn key_client(sim: &RunningSim, issued: &IssuedApiKey) -> DeepSecurityClient {
     client(sim, Auth::ApiKey(issued.secret_key.clone()))
 }
 
@@ -137,7 +138,7 @@ async fn seed_sdk_flow_role_search_create_use_regenerate_delete() {
     assert_kind(admin.describe_api_key(id).await, ErrorKind::NotFound);
     assert_kind(admin.delete_api_key(id).await, ErrorKind::NotFound);
     assert_kind(renewed.describe_current_api_key().await, ErrorKind::Unauthorized);
-    assert!(sim.trend.live_keys_named("reporting-auditor").is_empty());
+    assert!(sim.deep_security.live_keys_named("reporting-auditor").is_empty());
 }
 
 /// Trend's documented cURL flow (docs/vendor-apis.md §3): a session from user name and password, then the first
@@ -160,7 +161,7 @@ async fn session_flow_bootstraps_the_first_key() {
     own.delete_api_key(second.key.id).await.unwrap();
 
     // A session that ended on the server is reopened once, transparently.
-    assert!(sim.trend.end_sessions() >= 1);
+    assert!(sim.deep_security.end_sessions() >= 1);
     assert_eq!(session.describe_api_key(issued.key.id).await.unwrap().key_name, "First Key");
 
     // Lazily: the first call signs in.
@@ -180,10 +181,10 @@ async fn session_flow_bootstraps_the_first_key() {
 #[tokio::test]
 async fn client_rate_limit_keeps_a_burst_under_the_vendor_limit() {
     // 50 requests per 2 s window at the vendor; an unpaced burst of 60 would be refused in part.
-    let sim = start(TrendSimOptions {
+    let sim = start(DeepSecuritySimOptions {
         rate_limit_per_minute: 50,
         rate_limit_window: Duration::from_secs(2),
-        ..TrendSimOptions::default()
+        ..DeepSecuritySimOptions::default()
     })
     .await;
     // 300/min = 5/s with a burst of 30: at most 1 + 30 + 10 requests in any 2 s window.
@@ -194,7 +195,7 @@ async fn client_rate_limit_keeps_a_burst_under_the_vendor_limit() {
     let started = Instant::now();
     let results = join_all((0..60).map(|_| admin.describe_current_api_key())).await;
     assert!(results.iter().all(Result::is_ok), "every call finishes");
-    assert_eq!(sim.trend.throttled_count(), 0, "the vendor refused nothing");
+    assert_eq!(sim.deep_security.throttled_count(), 0, "the vendor refused nothing");
     assert_eq!(answered(&sim, "GET /api/apikeys/current", 429), 0);
     assert_eq!(answered(&sim, "GET /api/apikeys/current", 200), 61);
     assert!(started.elapsed() >= Duration::from_secs(5), "calls were paced: {:?}", started.elapsed());
@@ -203,10 +204,10 @@ async fn client_rate_limit_keeps_a_burst_under_the_vendor_limit() {
 /// When the vendor does refuse (its 429 has no Retry-After), the client backs off and every call still finishes.
 #[tokio::test]
 async fn vendor_429_storm_is_ridden_out_with_backoff() {
-    let sim = start(TrendSimOptions {
+    let sim = start(DeepSecuritySimOptions {
         rate_limit_per_minute: 5,
         rate_limit_window: Duration::from_secs(1),
-        ..TrendSimOptions::default()
+        ..DeepSecuritySimOptions::default()
     })
     .await;
     let admin =
@@ -214,7 +215,7 @@ async fn vendor_429_storm_is_ridden_out_with_backoff() {
     let results = join_all((0..15).map(|_| admin.describe_current_api_key())).await;
     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failed.is_empty(), "{failed:?}");
-    assert!(sim.trend.throttled_count() > 0, "the storm did hit the vendor limit");
+    assert!(sim.deep_security.throttled_count() > 0, "the storm did hit the vendor limit");
     assert_eq!(answered(&sim, "GET /api/apikeys/current", 200), 15);
 }
 
@@ -232,8 +233,8 @@ async fn retry_after_is_honoured_and_create_is_retried_only_on_429() {
     assert!(started.elapsed() >= Duration::from_secs(2), "waited Retry-After twice: {:?}", started.elapsed());
     assert_eq!(answered(&sim, "POST /api/apikeys", 429), 2);
     assert_eq!(answered(&sim, "POST /api/apikeys", 200), 1);
-    assert_eq!(sim.trend.live_keys_named("after-429").len(), 1);
-    assert_eq!(sim.trend.live_keys_named("after-429")[0].id, issued.key.id);
+    assert_eq!(sim.deep_security.live_keys_named("after-429").len(), 1);
+    assert_eq!(sim.deep_security.live_keys_named("after-429")[0].id, issued.key.id);
 
     // A Retry-After beyond the client's budget goes back to the caller with the wait.
     sim.faults
@@ -282,7 +283,7 @@ async fn untrusted_certificate_is_a_tls_error() {
     let auth = || Auth::ApiKey(SecretString::new(sim.info.trend_admin_api_key()));
     for ca_pem in [Some(other_ca), None] {
         let tls = TlsOptions { ca_pem, insecure_skip_verify: false };
-        let c = TrendClient::new(&sim.info.trend_url(), auth(), &tls, RateLimiter::per_minute(6000))
+        let c = DeepSecurityClient::new(&sim.info.trend_url(), auth(), &tls, RateLimiter::per_minute(6000))
             .unwrap()
             .with_retry_policy(quick_retries());
         let err = assert_kind(c.describe_current_api_key().await, ErrorKind::Tls);
@@ -291,7 +292,7 @@ async fn untrusted_certificate_is_a_tls_error() {
     assert_eq!(answered(&sim, "GET /api/apikeys/current", 200), 0);
     // Explicitly insecure mode connects.
     let insecure = TlsOptions { ca_pem: None, insecure_skip_verify: true };
-    let c = TrendClient::new(&sim.info.trend_url(), auth(), &insecure, RateLimiter::per_minute(6000)).unwrap();
+    let c = DeepSecurityClient::new(&sim.info.trend_url(), auth(), &insecure, RateLimiter::per_minute(6000)).unwrap();
     assert_eq!(c.describe_current_api_key().await.unwrap().id, 1);
 }
 
@@ -331,10 +332,10 @@ async fn modify_lock_out_revoke_and_expire() {
     admin.modify_api_key(id, &ApiKeyChanges { active: Some(true), ..Default::default() }).await.unwrap();
     assert_eq!(own.describe_current_api_key().await.unwrap().id, id);
 
-    sim.trend.revoke_key(id).unwrap();
+    sim.deep_security.revoke_key(id).unwrap();
     assert_kind(own.describe_current_api_key().await, ErrorKind::Unauthorized);
     admin.modify_api_key(id, &ApiKeyChanges { active: Some(true), ..Default::default() }).await.unwrap();
-    sim.trend.expire_key(id).unwrap();
+    sim.deep_security.expire_key(id).unwrap();
     assert_kind(own.describe_current_api_key().await, ErrorKind::Unauthorized);
     assert!(!admin.describe_api_key(id).await.unwrap().is_usable_at(jiff::Timestamp::now()));
 
@@ -346,11 +347,11 @@ async fn modify_lock_out_revoke_and_expire() {
     assert_kind(admin.regenerate_secret(9999).await, ErrorKind::NotFound);
 }
 
-/// The trait is object-safe: a controller can hold the client as `Arc<dyn TrendApi>`.
+/// The trait is object-safe: a controller can hold the client as `Arc<dyn DeepSecurityApi>`.
 #[tokio::test]
 async fn client_works_behind_the_trait_object() {
     let sim = start_default().await;
-    let api: Arc<dyn TrendApi> = Arc::new(admin(&sim));
+    let api: Arc<dyn DeepSecurityApi> = Arc::new(admin(&sim));
     let role = api.find_role_by_name("Full Access").await.unwrap().unwrap();
     let issued = api.create_api_key(&NewApiKey::new("via-trait", role.id)).await.unwrap();
     assert_eq!(api.find_api_keys_by_name("via-trait").await.unwrap()[0].id, issued.key.id);
@@ -388,13 +389,13 @@ async fn debug_output_never_shows_secrets() {
         format!("{regenerated:?}"),
         format!("{:?}", regenerated.key),
         format!("{refusal:?} {refusal}"),
-        format!("{:?}", sim.trend.keys()),
+        format!("{:?}", sim.deep_security.keys()),
         format!(
             "{:?}",
-            TrendSimOptions {
+            DeepSecuritySimOptions {
                 admin_password: Some(password.clone()),
                 admin_api_key: Some(admin_secret.clone()),
-                ..TrendSimOptions::default()
+                ..DeepSecuritySimOptions::default()
             }
         ),
     ];

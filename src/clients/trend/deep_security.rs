@@ -15,12 +15,13 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::Mutex;
 
 use super::{
-    TrendApi, TrendFuture,
+    DeepSecurityApi, TrendFuture,
     model::{
         ApiKey, ApiKeyChanges, ApiKeyList, IssuedApiKey, IssuedApiKeyWire, NewApiKey, Role, RoleList, SearchCriteria,
         SearchFilter,
     },
     retry::{Replay, RetryPolicy},
+    wire::{DEFAULT_TIMEOUT, decode, error_message},
 };
 use crate::clients::{
     DEFAULT_REQUESTS_PER_MINUTE, ErrorKind, Failure, RateLimiter, Redirects, SecretString, TlsOptions, VendorError,
@@ -30,8 +31,6 @@ use crate::clients::{
 /// Label for [`observe::record`].
 const VENDOR: &str = "trend";
 const API_VERSION: &str = "v1";
-/// Timeout of one request unless [`TrendClient::with_timeout`] sets another (the operator always does).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 static API_SECRET_KEY: HeaderName = HeaderName::from_static("api-secret-key");
 static API_VERSION_HEADER: HeaderName = HeaderName::from_static("api-version");
 static RID: HeaderName = HeaderName::from_static("rid");
@@ -132,7 +131,7 @@ impl Call {
 }
 
 /// Client of one Deep Security Manager / Workload Security endpoint.
-pub struct TrendClient {
+pub struct DeepSecurityClient {
     base_url: String,
     http: reqwest::Client,
     auth: Auth,
@@ -142,9 +141,9 @@ pub struct TrendClient {
     timeout: Duration,
 }
 
-impl std::fmt::Debug for TrendClient {
+impl std::fmt::Debug for DeepSecurityClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrendClient")
+        f.debug_struct("DeepSecurityClient")
             .field("base_url", &self.base_url)
             .field("auth", &self.auth.kind())
             .field("limiter", &self.limiter)
@@ -154,7 +153,7 @@ impl std::fmt::Debug for TrendClient {
     }
 }
 
-impl TrendClient {
+impl DeepSecurityClient {
     /// A client for `base_url` (e.g. `https://dsm.example.com:4119/api`); request URL = base URL + path.
     pub fn new(base_url: &str, auth: Auth, tls: &TlsOptions, limiter: Arc<RateLimiter>) -> Result<Self, VendorError> {
         let parsed = url::Url::parse(base_url).map_err(|e| {
@@ -190,7 +189,8 @@ impl TrendClient {
         self
     }
 
-    /// Bounds each request (connect, send, answer, body) by `timeout` instead of [`DEFAULT_TIMEOUT`].
+    /// Bounds each request (connect, send, answer, body) by `timeout` instead of
+    /// [`DEFAULT_TIMEOUT`](super::wire::DEFAULT_TIMEOUT).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -434,41 +434,41 @@ impl TrendClient {
     }
 }
 
-impl TrendApi for TrendClient {
+impl DeepSecurityApi for DeepSecurityClient {
     fn find_role_by_name<'a>(&'a self, name: &'a str) -> TrendFuture<'a, Option<Role>> {
-        Box::pin(TrendClient::find_role_by_name(self, name))
+        Box::pin(DeepSecurityClient::find_role_by_name(self, name))
     }
 
     fn describe_role(&self, id: i64) -> TrendFuture<'_, Role> {
-        Box::pin(TrendClient::describe_role(self, id))
+        Box::pin(DeepSecurityClient::describe_role(self, id))
     }
 
     fn create_api_key<'a>(&'a self, key: &'a NewApiKey) -> TrendFuture<'a, IssuedApiKey> {
-        Box::pin(TrendClient::create_api_key(self, key))
+        Box::pin(DeepSecurityClient::create_api_key(self, key))
     }
 
     fn describe_api_key(&self, id: i64) -> TrendFuture<'_, ApiKey> {
-        Box::pin(TrendClient::describe_api_key(self, id))
+        Box::pin(DeepSecurityClient::describe_api_key(self, id))
     }
 
     fn find_api_keys_by_name<'a>(&'a self, key_name: &'a str) -> TrendFuture<'a, Vec<ApiKey>> {
-        Box::pin(TrendClient::find_api_keys_by_name(self, key_name))
+        Box::pin(DeepSecurityClient::find_api_keys_by_name(self, key_name))
     }
 
     fn modify_api_key<'a>(&'a self, id: i64, changes: &'a ApiKeyChanges) -> TrendFuture<'a, ApiKey> {
-        Box::pin(TrendClient::modify_api_key(self, id, changes))
+        Box::pin(DeepSecurityClient::modify_api_key(self, id, changes))
     }
 
     fn delete_api_key(&self, id: i64) -> TrendFuture<'_, ()> {
-        Box::pin(TrendClient::delete_api_key(self, id))
+        Box::pin(DeepSecurityClient::delete_api_key(self, id))
     }
 
     fn regenerate_secret(&self, id: i64) -> TrendFuture<'_, IssuedApiKey> {
-        Box::pin(TrendClient::regenerate_secret(self, id))
+        Box::pin(DeepSecurityClient::regenerate_secret(self, id))
     }
 
     fn describe_current_api_key(&self) -> TrendFuture<'_, ApiKey> {
-        Box::pin(TrendClient::describe_current_api_key(self))
+        Box::pin(DeepSecurityClient::describe_current_api_key(self))
     }
 }
 
@@ -497,18 +497,6 @@ fn session_cookie(headers: &HeaderMap) -> Option<SecretString> {
     })
 }
 
-/// Parses a 2xx body. The error text names only the position, never the content (it may hold a secret).
-pub(super) fn decode<T: DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, VendorError> {
-    serde_json::from_slice(body).map_err(|e| {
-        VendorError::new(
-            ErrorKind::Invalid,
-            operation,
-            None,
-            format!("unexpected response body ({:?} error at line {} column {})", e.classify(), e.line(), e.column()),
-        )
-    })
-}
-
 /// The error for a non-2xx answer, with the vendor's message minus any of the `secrets` it echoes.
 fn status_error(
     operation: &str,
@@ -520,37 +508,9 @@ fn status_error(
     VendorError::answered(operation, status.as_u16(), parse_retry_after(headers), &error_message(body), secrets)
 }
 
-/// The `message` of a `{"message": ...}` body (or the legacy `{"error": {"message": ...}}`), else the trimmed text.
-pub(super) fn error_message(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Body {
-        message: Option<String>,
-        error: Option<Inner>,
-    }
-    #[derive(Deserialize)]
-    struct Inner {
-        message: Option<String>,
-    }
-    if let Ok(parsed) = serde_json::from_slice::<Body>(body)
-        && let Some(message) = parsed.message.or_else(|| parsed.error.and_then(|e| e.message))
-    {
-        return message.trim().to_owned();
-    }
-    String::from_utf8_lossy(body).trim().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_message_prefers_the_json_message() {
-        assert_eq!(error_message(br#"{"message": "The API key does not exist."}"#), "The API key does not exist.");
-        assert_eq!(error_message(br#"{"error": {"message": "Bad credentials"}}"#), "Bad credentials");
-        assert_eq!(error_message(b"  <html>Service Unavailable</html>\n"), "<html>Service Unavailable</html>");
-        assert_eq!(error_message(br#"{"other": 1}"#), r#"{"other": 1}"#);
-        assert_eq!(error_message(b""), "");
-    }
 
     #[test]
     fn status_errors_carry_kind_message_and_retry_after() {
@@ -571,7 +531,7 @@ mod tests {
 
     #[test]
     fn status_errors_redact_what_the_client_sent() {
-        let client = TrendClient::with_default_limiter(
+        let client = DeepSecurityClient::with_default_limiter(
             "https://dsm:4119/api",
             Auth::ApiKey(SecretString::new("7:0123456789abcdef")),
             &TlsOptions::default(),
@@ -590,9 +550,12 @@ mod tests {
         assert_eq!(e.message, "bad key <redacted>; secret part <redacted>");
 
         let login = LoginCredentials::new("admin", "pa55word-long");
-        let client =
-            TrendClient::with_default_limiter("https://dsm:4119/api", Auth::Login(login), &TlsOptions::default())
-                .unwrap();
+        let client = DeepSecurityClient::with_default_limiter(
+            "https://dsm:4119/api",
+            Auth::Login(login),
+            &TlsOptions::default(),
+        )
+        .unwrap();
         let mut sent = HeaderMap::new();
         sent.insert(COOKIE, sensitive("session ID", "sID=SESSION0123").unwrap());
         sent.insert(&RID, sensitive("request ID", "RID0123456").unwrap());
@@ -631,15 +594,6 @@ mod tests {
     }
 
     #[test]
-    fn decode_errors_do_not_echo_the_body() {
-        let err = decode::<IssuedApiKeyWire>("create API key", br#"{"ID": "x", "secretKey": "1:topsecret"}"#)
-            .err()
-            .expect("ID must be a number");
-        assert_eq!(err.kind, ErrorKind::Invalid);
-        assert!(!err.to_string().contains("topsecret"), "{err}");
-    }
-
-    #[test]
     fn issued_key_requires_a_secret() {
         let wire: IssuedApiKeyWire = serde_json::from_str(r#"{"ID": 8, "keyName": "First Key"}"#).unwrap();
         assert_eq!(issued("create API key", wire).unwrap_err().kind, ErrorKind::Invalid);
@@ -654,10 +608,10 @@ mod tests {
         let limiter = RateLimiter::per_minute(60);
         let auth = || Auth::ApiKey(SecretString::new("1:x"));
         for bad in ["not a url", "ftp://dsm:4119/api", "file:///api"] {
-            let err = TrendClient::new(bad, auth(), &TlsOptions::default(), limiter.clone()).unwrap_err();
+            let err = DeepSecurityClient::new(bad, auth(), &TlsOptions::default(), limiter.clone()).unwrap_err();
             assert_eq!(err.kind, ErrorKind::Invalid, "{bad}");
         }
-        let c = TrendClient::new("https://dsm:4119/api/", auth(), &TlsOptions::default(), limiter).unwrap();
+        let c = DeepSecurityClient::new("https://dsm:4119/api/", auth(), &TlsOptions::default(), limiter).unwrap();
         assert_eq!(c.base_url(), "https://dsm:4119/api");
     }
 }
