@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 FEATURES ?= sim,failpoints
 
-.PHONY: all build test release-check lint fmt fmt-check unit-and-integration conformance venv k8s-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick eso-binary
+.PHONY: all build test release-check lint fmt fmt-check unit-and-integration conformance venv k8s-binaries prometheus-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick eso-binary
 
 all: build
 
@@ -13,7 +13,7 @@ build:
 	$(CARGO) build --features $(FEATURES) --bins
 
 ## The test command: format, lints, unit + integration tests on a real control plane, SDK conformance.
-test: fmt-check lint k8s-binaries venv unit-and-integration conformance release-check
+test: fmt-check lint k8s-binaries prometheus-binaries venv unit-and-integration conformance release-check
 
 fmt:
 	$(CARGO) fmt --all
@@ -60,6 +60,10 @@ bench-quick: k8s-binaries eso-binary
 ## kwok and pause (cached outside the repo).
 k8s-binaries:
 	@scripts/k8s-binaries --all >/dev/null
+
+## promtool and prometheus v0.316.0 for the alert rules and dashboard tests (tests/alerts.rs; cached outside the repo).
+prometheus-binaries:
+	@scripts/prometheus-binaries >/dev/null
 
 ## External Secrets Operator v0.16.2, built from its Go module (cached outside the repo): only the benchmarks
 ## need it, not `make test` or CI.

@@ -93,8 +93,13 @@ struct RunArgs {
 struct MetricsObserver(Metrics);
 
 impl RequestObserver for MetricsObserver {
-    fn observe(&self, vendor: &'static str, operation: &str, status: Option<u16>) {
-        self.0.record_vendor_request(vendor, operation, status);
+    fn observe(&self, vendor: &'static str, endpoint: &str, operation: &str, status: Option<u16>, seconds: f64) {
+        self.0.record_vendor_request(vendor, endpoint, operation, status);
+        self.0.record_vendor_duration(vendor, endpoint, seconds);
+    }
+
+    fn waited(&self, vendor: &'static str, endpoint: &str, seconds: f64) {
+        self.0.record_rate_limit_wait(vendor, endpoint, seconds);
     }
 }
 

@@ -265,13 +265,28 @@ pub async fn exchange(
     request: impl FnOnce() -> reqwest::RequestBuilder,
     redirects: Redirects,
 ) -> Result<Answer, Failure> {
+    let waiting = std::time::Instant::now();
     limiter.acquire().await;
-    let response = request().send().await.map_err(|e| {
-        observe::record(vendor, operation, None);
+    let waited = waiting.elapsed();
+    // Built after the wait, so that it carries the credentials (a session) current when it is sent.
+    let (client, request) = request().build_split();
+    let request = request.map_err(|e| Failure {
+        error: classify_transport_error(operation, &e),
+        answered: None,
+        unsent: true,
+    })?;
+    // The origin only: the metrics label never carries a path, a query or credentials.
+    let endpoint = request.url().origin().ascii_serialization();
+    if waited >= std::time::Duration::from_millis(1) {
+        observe::waited(vendor, &endpoint, waited.as_secs_f64());
+    }
+    let sent = std::time::Instant::now();
+    let response = client.execute(request).await.map_err(|e| {
+        observe::record(vendor, &endpoint, operation, None, sent.elapsed().as_secs_f64());
         Failure { error: classify_transport_error(operation, &e), answered: None, unsent: e.is_connect() }
     })?;
     let status = response.status();
-    observe::record(vendor, operation, Some(status.as_u16()));
+    observe::record(vendor, &endpoint, operation, Some(status.as_u16()), sent.elapsed().as_secs_f64());
     let headers = response.headers().clone();
     if status.is_redirection() && redirects == Redirects::Refuse {
         let location = headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());

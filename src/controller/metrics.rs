@@ -26,9 +26,31 @@ pub struct ErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VendorLabels {
     pub vendor: String,
+    /// The endpoint's origin (`https://host:port`): no path, no credentials.
+    pub endpoint: String,
     pub operation: String,
     /// HTTP status, or `error` when no answer came.
     pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub vendor: String,
+    pub endpoint: String,
+}
+
+/// A provider (few: one series each, set by the provider reconciler).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub kind: String,
+    pub namespace: String,
 }
 
 /// Every metric the operator exports.
@@ -42,6 +64,18 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ReconcileLabels, Histogram>,
     pub vendor_requests: Family<VendorLabels, Counter>,
+    /// Vendor request latency, by endpoint.
+    pub vendor_request_duration: Family<EndpointLabels, Histogram>,
+    /// How many resources use the provider (its `status.inUse`).
+    pub provider_users: Family<ProviderLabels, Gauge>,
+    /// Seconds requests spent waiting for an endpoint's rate limit (`--vendor-rate-limit`).
+    pub vendor_rate_limit_wait: Family<EndpointLabels, Counter<f64>>,
+    /// 1 when the provider is Ready, else 0.
+    pub provider_ready: Family<ProviderLabels, Gauge>,
+    /// Replaced keys revoked before the rollouts of their restart targets completed (`RolloutIncomplete`).
+    pub rollouts_incomplete: Family<NamespaceLabels, Counter>,
+    /// 1 while this process reconciles (it holds the Lease, or leader election is off), else 0.
+    pub leader: Gauge,
     /// Per resource: ready, credential expiry and renewal.
     pub resources: Arc<ResourceSeries>,
     /// Reconciles running now, and the most that ever ran at once, by kind.
@@ -79,6 +113,14 @@ impl Default for Metrics {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
         let vendor_requests = Family::<VendorLabels, Counter>::default();
+        let vendor_rate_limit_wait = Family::<EndpointLabels, Counter<f64>>::default();
+        let vendor_request_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        let provider_users = Family::<ProviderLabels, Gauge>::default();
+        let provider_ready = Family::<ProviderLabels, Gauge>::default();
+        let rollouts_incomplete = Family::<NamespaceLabels, Counter>::default();
+        let leader = Gauge::default();
         let resources = Arc::new(ResourceSeries::default());
         let in_flight = Family::<ReconcileLabels, Gauge>::default();
         let in_flight_max = Family::<ReconcileLabels, Gauge>::default();
@@ -103,8 +145,30 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Duration of reconciliations", reconcile_duration.clone());
         registry.register(
             "vendor_requests",
-            "Vendor API requests by vendor, operation and HTTP status",
+            "Vendor API requests by vendor, endpoint (origin), operation and HTTP status",
             vendor_requests.clone(),
+        );
+        registry.register(
+            "vendor_rate_limit_wait_seconds",
+            "Seconds vendor requests waited for their endpoint's rate limit (--vendor-rate-limit)",
+            vendor_rate_limit_wait.clone(),
+        );
+        registry.register(
+            "vendor_request_duration_seconds",
+            "Vendor API request latency (sent to answered), by vendor and endpoint",
+            vendor_request_duration.clone(),
+        );
+        registry.register("provider_ready", "1 when the provider is Ready, else 0", provider_ready.clone());
+        registry.register("provider_users", "How many resources use the provider", provider_users.clone());
+        registry.register(
+            "rollouts_incomplete",
+            "Replaced keys revoked before the rollouts of their restart targets completed (Event RolloutIncomplete)",
+            rollouts_incomplete.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this process reconciles (it holds the Lease, or leader election is off), else 0",
+            leader.clone(),
         );
         registry.register_collector(Box::new(resources.clone()));
         Self {
@@ -114,6 +178,12 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_duration,
             vendor_requests,
+            vendor_rate_limit_wait,
+            vendor_request_duration,
+            provider_users,
+            provider_ready,
+            rollouts_incomplete,
+            leader,
             resources,
             in_flight,
             in_flight_max,
@@ -130,14 +200,37 @@ impl Metrics {
         out
     }
 
-    pub fn record_vendor_request(&self, vendor: &str, operation: &str, status: Option<u16>) {
+    pub fn record_vendor_request(&self, vendor: &str, endpoint: &str, operation: &str, status: Option<u16>) {
         self.vendor_requests
             .get_or_create(&VendorLabels {
                 vendor: vendor.to_owned(),
+                endpoint: endpoint.to_owned(),
                 operation: operation.to_owned(),
                 status: status.map_or_else(|| "error".to_owned(), |s| s.to_string()),
             })
             .inc();
+    }
+
+    pub fn record_rate_limit_wait(&self, vendor: &str, endpoint: &str, seconds: f64) {
+        let labels = EndpointLabels { vendor: vendor.to_owned(), endpoint: endpoint.to_owned() };
+        self.vendor_rate_limit_wait.get_or_create(&labels).inc_by(seconds);
+    }
+
+    pub fn record_vendor_duration(&self, vendor: &str, endpoint: &str, seconds: f64) {
+        let labels = EndpointLabels { vendor: vendor.to_owned(), endpoint: endpoint.to_owned() };
+        self.vendor_request_duration.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn set_provider_ready(&self, kind: &str, namespace: &str, name: &str, ready: bool, users: i64) {
+        let labels = ProviderLabels { kind: kind.to_owned(), namespace: namespace.to_owned(), name: name.to_owned() };
+        self.provider_ready.get_or_create(&labels).set(i64::from(ready));
+        self.provider_users.get_or_create(&labels).set(users);
+    }
+
+    pub fn forget_provider(&self, kind: &str, namespace: &str, name: &str) {
+        let labels = ProviderLabels { kind: kind.to_owned(), namespace: namespace.to_owned(), name: name.to_owned() };
+        self.provider_ready.remove(&labels);
+        self.provider_users.remove(&labels);
     }
 
     /// Drops the per-resource series of a deleted resource.
@@ -278,12 +371,27 @@ mod tests {
     fn renders_prometheus_text() {
         let m = Metrics::default();
         m.reconciles.get_or_create(&ReconcileLabels { kind: "WorkloadApiKey".into() }).inc();
-        m.record_vendor_request("trend", "create API key", Some(200));
-        m.record_vendor_request("trend", "create API key", None);
+        m.record_vendor_request("trend", "https://dsm:4119", "create API key", Some(200));
+        m.record_vendor_request("trend", "https://dsm:4119", "create API key", None);
+        m.record_rate_limit_wait("trend", "https://dsm:4119", 0.5);
+        m.set_provider_ready("ClusterKeyProvider", "", "platform", true, 3);
+        m.record_vendor_duration("trend", "https://dsm:4119", 0.2);
+        m.leader.set(1);
         let text = m.render();
         assert!(text.contains("workload_key_operator_reconciles_total{kind=\"WorkloadApiKey\"} 1"), "{text}");
         assert!(text.contains("status=\"200\""), "{text}");
         assert!(text.contains("status=\"error\""), "{text}");
+        assert!(text.contains("endpoint=\"https://dsm:4119\""), "{text}");
+        assert!(text.contains("workload_key_operator_vendor_rate_limit_wait_seconds_total{vendor=\"trend\",endpoint=\"https://dsm:4119\"} 0.5"), "{text}");
+        assert!(
+            text.contains(
+                "workload_key_operator_provider_ready{kind=\"ClusterKeyProvider\",namespace=\"\",name=\"platform\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("workload_key_operator_leader 1"), "{text}");
+        m.forget_provider("ClusterKeyProvider", "", "platform");
+        assert!(!m.render().contains("name=\"platform\""));
     }
 
     #[test]

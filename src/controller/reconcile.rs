@@ -17,7 +17,7 @@ pub use super::managed::{Managed, ManagedStatus, status_of, uid};
 use super::{
     context::{Context, display_name},
     error::{Error, backoff, kube_call_on},
-    metrics::{ErrorLabels, InFlight, ReconcileLabels, Series},
+    metrics::{ErrorLabels, InFlight, NamespaceLabels, ReconcileLabels, Series},
     provider::Provider,
     rollout::{self, Gate, Next},
     secret::{FIELD_MANAGER, SecretState, io as secret},
@@ -362,6 +362,8 @@ async fn rollout_pass<K: Managed>(ctx: &Context, obj: &K, state: SecretState) ->
             let timeout = obj.rollout_timeout().map_err(Error::InvalidSpec)?;
             let (record, late) = rollout::observed(&recorded, &seen, timeout, now);
             if !late.is_empty() {
+                let labels = NamespaceLabels { kind: kind::<K>(), namespace: ns.clone() };
+                ctx.metrics.rollouts_incomplete.get_or_create(&labels).inc();
                 let note = format!(
                     "rollout not complete after rolloutTimeout ({}): {}; replaced keys are no longer kept for it",
                     humantime(timeout),

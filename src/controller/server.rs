@@ -42,6 +42,7 @@ pub fn router(metrics: Metrics, ready: Readiness) -> Router {
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    s.metrics.leader.set(i64::from(s.ready.get()));
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         s.metrics.render(),

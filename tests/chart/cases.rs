@@ -26,6 +26,17 @@ pub const SERVICE_MONITOR: Case = Case {
     name: "service monitor",
     args: &["--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.labels.release=prometheus"],
 };
+pub const MONITORING: Case = Case {
+    name: "alert rules and dashboard",
+    args: &[
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.labels.release=prometheus",
+        "--set",
+        "grafanaDashboard.enabled=true",
+    ],
+};
 pub const NO_LEADER_ELECTION: Case =
     Case { name: "no leader election", args: &["--set", "leaderElection.enabled=false"] };
 pub const BRING_YOUR_OWN: Case = Case {
@@ -94,8 +105,16 @@ pub const HOST_NETWORK: Case = Case {
     args: &["--set", "hostNetwork=true", "--set", "metricsPort=18080", "--set", "metricsBindAddress=127.0.0.1"],
 };
 
-pub const VALID_CASES: &[&Case] =
-    &[&DEFAULT, &TWO_NAMESPACES, &SERVICE_MONITOR, &NO_LEADER_ELECTION, &BRING_YOUR_OWN, &HARDENED, &HOST_NETWORK];
+pub const VALID_CASES: &[&Case] = &[
+    &DEFAULT,
+    &TWO_NAMESPACES,
+    &SERVICE_MONITOR,
+    &MONITORING,
+    &NO_LEADER_ELECTION,
+    &BRING_YOUR_OWN,
+    &HARDENED,
+    &HOST_NETWORK,
+];
 
 pub fn template_output(args: &[&str]) -> Output {
     let chart = chart_dir();

@@ -226,6 +226,10 @@ pub async fn reconcile<P: ProviderObject>(obj: Arc<P>, ctx: Arc<Context>, users:
     if status != previous {
         patch_status(&obj, &ctx, &status).await?;
     }
+    let ready = conditions::find(&status.conditions, READY).is_some_and(|c| c.status == "True");
+    let kind = P::kind(&());
+    let users = i64::from(status.in_use.unwrap_or(0));
+    ctx.metrics.set_provider_ready(&kind, provider_ns.as_deref().unwrap_or(""), &obj.name_any(), ready, users);
     Ok(Action::requeue(requeue))
 }
 
@@ -397,6 +401,7 @@ async fn finish_deletion<P: ProviderObject>(
         .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(kube_call_on("remove the finalizer from", obj))?;
+    ctx.metrics.forget_provider(&P::kind(&()), provider_ns.unwrap_or(""), &obj.name_any());
     tracing::info!(provider = %provider.display(), "no resource uses it any more: released");
     Ok(Action::await_change())
 }
