@@ -123,12 +123,18 @@ async fn status_rotate_and_inspect_show_the_key_and_never_its_secret() {
         "Auditor (ID 2)",
         "Secret:           reporting",
         "Events (newest first):",
+        "Normal KeyCreated: created key",
     ] {
         assert!(status.stdout.contains(needle), "status lacks {needle:?}:\n{}", status.text());
     }
     let all = out.run(&env, &["status", "--kind", "wak"]).await;
     assert_eq!(all.code, 0, "{}", all.text());
     assert!(all.stdout.contains(&first), "{}", all.text());
+    // -A: every namespace's, here by name.
+    let kubeconfig = support::control_plane().kubeconfig.display().to_string();
+    let everywhere = run_raw(&["--kubeconfig", &kubeconfig, "status", "-A", "reporting", "--kind", "wak"]).await;
+    out.0.push(everywhere.text());
+    assert!(everywhere.stdout.contains(&format!("WorkloadApiKey {}/reporting", env.ns.name)), "{}", everywhere.text());
     // The provider: who uses it (status.users, kept by the provider reconciler) and its policy.
     let user = format!("WorkloadApiKey {}/reporting", env.ns.name);
     eventually(WAIT, "the provider lists its user", || {
@@ -273,6 +279,20 @@ async fn check_refuses_what_the_provider_forbids_and_accepts_the_rest() {
     // A dry run: nothing was created.
     assert!(env.ns.api::<WorkloadApiKey>().get_opt("auditor").await.unwrap().is_none(), "check created nothing");
 
+    // A ClusterKeyProvider that does not allow the namespace.
+    let elsewhere = format!("{}-elsewhere", env.ns.name);
+    let mut spec = sim_env::trend_provider_spec(&env.sim, sim_env::ADMIN_SECRET);
+    merge(&mut spec, &json!({"allowedNamespaces": {"names": ["some-other-namespace"]}}));
+    sim_env::apply_cluster_key_provider(&env.ns.client, &elsewhere, spec).await;
+    let via_cluster = manifest("via-cluster", json!({"providerRef": sim_env::cluster_provider_ref(&elsewhere)}));
+    let refused = out.run(&env, &["check", "-f", &via_cluster]).await;
+    assert_eq!(refused.code, 1, "{}", refused.text());
+    let expected = format!(
+        "ClusterKeyProvider/{elsewhere} does not allow namespace {}; it allows namespaces some-other-namespace",
+        env.ns.name
+    );
+    assert!(refused.stdout.contains(&expected), "{}", refused.text());
+
     // The provider's policy as status shows it.
     let shown = out.run(&env, &["status", "--providers", "audited"]).await;
     assert_eq!(shown.code, 0, "{}", shown.text());
@@ -342,8 +362,10 @@ async fn check_refuses_what_the_provider_forbids_and_accepts_the_rest() {
     out.assert_holds_none_of(&values);
 
     // Usage and API errors exit 2 and name what they concern.
-    let all = out.run(&env, &["-A", "rotate", "auditor"]).await;
+    let kubeconfig = support::control_plane().kubeconfig.display().to_string();
+    let all = run_raw(&["--kubeconfig", &kubeconfig, "-A", "rotate", "auditor"]).await;
     assert_eq!(all.code, 2, "{}", all.text());
+    assert!(all.stderr.contains("rotate works in one namespace"), "{}", all.text());
     let gone = out.run(&env, &["rotate", "auditor"]).await;
     assert_eq!(gone.code, 2, "{}", gone.text());
     assert!(

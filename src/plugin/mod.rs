@@ -174,9 +174,18 @@ async fn run(cli: Cli) -> Result<Outcome, Error> {
     let target = Target::connect(&cli.global).await?;
     match cli.command {
         Command::Status(args) => status::run(&target, args).await,
-        Command::Rotate(args) => target.single_namespace("rotate").and(rotate::run(&target, args).await),
-        Command::Inspect(cmd) => target.single_namespace("inspect").and(inspect::run(&target, cmd).await),
-        Command::Check(args) => target.single_namespace("check").and(check::run(&target, args).await),
+        Command::Rotate(args) => {
+            target.single_namespace("rotate")?;
+            rotate::run(&target, args).await
+        }
+        Command::Inspect(cmd) => {
+            target.single_namespace("inspect")?;
+            inspect::run(&target, cmd).await
+        }
+        Command::Check(args) => {
+            target.single_namespace("check")?;
+            check::run(&target, args).await
+        }
     }
 }
 

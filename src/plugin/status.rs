@@ -36,6 +36,11 @@ pub async fn run(target: &Target, args: StatusArgs) -> Result<Outcome, Error> {
     let mut resources = Vec::new();
     for kind in Kind::selected(args.kind) {
         match &args.name {
+            // Every namespace's resources of that name.
+            Some(name) if target.all_namespaces => {
+                resources
+                    .extend(list(target, kind).await?.into_iter().filter(|r| r.meta().name.as_ref() == Some(name)));
+            }
             Some(name) => match super::find_resource(target, name, Some(kind)).await {
                 Ok(r) => resources.push(r),
                 Err(Error::NotFound(_)) => {}
