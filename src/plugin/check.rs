@@ -123,14 +123,16 @@ async fn check_one(
         field_manager: Some(FIELD_MANAGER.into()),
         field_validation: Some(ValidationDirective::Strict),
     };
-    match api.patch(name, &params, &Patch::Apply(&object)).await {
-        Ok(_) => {}
+    let stored = match api.patch(name, &params, &Patch::Apply(&object)).await {
+        Ok(stored) => stored,
         Err(kube::Error::Api(e)) if refusal(&e) => {
             return Ok(vec![format!("the API server refuses it: {}", e.message)]);
         }
         Err(e) => return Err(kube_call("dry-run apply", &what)(e)),
-    }
-    // Then the provider, as the operator sees it.
+    };
+    // Then the provider, judging the object as it would be stored (defaults applied, merged with an existing one's
+    // fields), which is what the operator would read.
+    let doc = serde_json::to_value(stored).map_err(|e| Error::File { path: what.clone(), problem: e.to_string() })?;
     let bad = |e: serde_json::Error| Error::File { path: what.clone(), problem: e.to_string() };
     let resource = match kind {
         Kind::WorkloadApiKey => Resource::Wak(Box::new(serde_json::from_value(doc).map_err(bad)?)),
@@ -224,6 +226,25 @@ async fn namespace_labels(target: &Target, ns: &str) -> Result<Option<BTreeMap<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(code: u16, message: &str) -> kube::core::Status {
+        serde_json::from_value(serde_json::json!({"code": code, "message": message, "reason": "", "status": "Failure"}))
+            .unwrap()
+    }
+
+    #[test]
+    fn refusals_of_the_object_are_told_from_failures_of_the_request() {
+        assert!(refusal(&status(422, "spec.expiresAfter must be at least 30s")));
+        assert!(refusal(&status(400, "strict decoding error: unknown field \"spec.rol\"")));
+        assert!(refusal(&status(
+            403,
+            "workloadapikeys.workloadkeys.io \"x\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied \
+             request: role not allowed"
+        )));
+        // RBAC: the request, not the object, is refused (exit 2).
+        assert!(!refusal(&status(403, "User \"dev\" cannot patch resource \"workloadapikeys\" in API group")));
+        assert!(!refusal(&status(500, "etcdserver: request timed out")));
+    }
 
     #[test]
     fn manifests_split_into_documents_and_only_our_kinds_are_checked() {

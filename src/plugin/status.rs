@@ -342,3 +342,39 @@ fn describe_policy(p: &IssuePolicy) -> Vec<(&'static str, String)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Capability, DeletionPolicy};
+
+    #[test]
+    fn the_role_shows_what_was_asked_and_what_the_key_got() {
+        let by_name = RoleRef { name: Some("Auditor".into()), id: None };
+        assert_eq!(wak_role(&by_name, None, Some(2)), "Auditor (ID 2)");
+        assert_eq!(wak_role(&by_name, Some("Auditor"), None), "Auditor");
+        assert_eq!(wak_role(&by_name, Some("auditor"), None), "Auditor (auditor)");
+        assert_eq!(wak_role(&RoleRef { name: None, id: Some(7) }, None, None), "ID 7");
+    }
+
+    #[test]
+    fn a_policy_shows_each_rule_it_sets() {
+        let policy = IssuePolicy {
+            roles: Some(vec![RoleRef { name: Some("Auditor".into()), id: None }, RoleRef { name: None, id: Some(7) }]),
+            max_expires_after: Some("720h".into()),
+            capabilities: Some(vec![Capability::FlowInventoryQuery]),
+            deletion_policies: Some(vec![DeletionPolicy::Delete]),
+            ..Default::default()
+        };
+        assert_eq!(
+            describe_policy(&policy),
+            vec![
+                ("roles", "\"Auditor\", ID 7".to_owned()),
+                ("maxExpiresAfter", "720h".to_owned()),
+                ("capabilities", "flow_inventory_query".to_owned()),
+                ("deletionPolicies", "Delete".to_owned()),
+            ]
+        );
+        assert_eq!(describe_policy(&IssuePolicy::default())[0].0, "(empty)");
+    }
+}
