@@ -7,7 +7,8 @@ mod support;
 use std::{path::PathBuf, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::{
     eventually, merge,
@@ -306,6 +307,7 @@ async fn check_refuses_what_the_provider_forbids_and_accepts_the_rest() {
     let mut cisco = sim_env::cisco_provider_spec(&env.sim, None);
     merge(&mut cisco, &json!({"policy": {"capabilities": ["flow_inventory_query"]}}));
     env.apply_key_provider("cisco-limited", cisco).await;
+    env.wait_key_provider_ready("cisco-limited").await;
     let swc = |name: &str, provider: &str, capabilities: serde_json::Value| {
         let doc = json!({"apiVersion": "workloadkeys.io/v1alpha1", "kind": "SecureWorkloadCredential",
                          "metadata": {"name": name},
@@ -360,6 +362,54 @@ async fn check_refuses_what_the_provider_forbids_and_accepts_the_rest() {
     let mut values = secret_values(&env, "inventory").await;
     values.extend([key, secret]);
     out.assert_holds_none_of(&values);
+
+    // An app team's credentials (what the chart's aggregated `view` and `edit` roles and `edit` itself give, bound in
+    // the namespace): the ClusterKeyProvider cannot be read, which check says instead of failing.
+    let user = format!("app-team-{}", env.ns.name);
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "app-team"},
+        "rules": [
+            {"apiGroups": ["workloadkeys.io"], "resources": ["workloadapikeys", "secureworkloadcredentials"],
+             "verbs": ["create", "update", "patch", "delete", "get", "list", "watch"]},
+            {"apiGroups": ["workloadkeys.io"], "resources": ["keyproviders", "clusterkeyproviders"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["events", "secrets"], "verbs": ["get", "list", "watch"]}
+        ]
+    }))
+    .unwrap();
+    env.ns.api::<Role>().create(&PostParams::default(), &role).await.expect("create Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "app-team"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "app-team"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    env.ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("create RoleBinding");
+    let as_app_team = support::operator::impersonating_kubeconfig(dir.path(), &user).display().to_string();
+    let app = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", as_app_team.as_str(), "-n", env.ns.name.as_str()];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let args = app(&["check", "-f", &via_cluster]);
+    let check = run_raw(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(check.code, 0, "{}", check.text());
+    assert!(
+        check.stdout.contains(&format!("ClusterKeyProvider/{elsewhere} is not readable with these credentials")),
+        "{}",
+        check.text()
+    );
+    let args = app(&["status", "--providers"]);
+    let providers = run_raw(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(providers.code, 0, "{}", providers.text());
+    assert!(
+        providers.stdout.contains("ClusterKeyProviders not shown") && providers.stdout.contains("KeyProvider"),
+        "{}",
+        providers.text()
+    );
+    let args = app(&["status", "inventory", "--events", "3"]);
+    let status = run_raw(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(status.code, 0, "{}", status.text());
 
     // Usage and API errors exit 2 and name what they concern.
     let kubeconfig = support::control_plane().kubeconfig.display().to_string();
