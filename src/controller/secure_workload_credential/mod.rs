@@ -150,7 +150,7 @@ fn within_policy(spec: &SecureWorkloadCredentialSpec, provider: &Provider) -> Re
     policy::check_deletion_policy(&provider.policy, spec.deletion_policy.unwrap_or_default()).map_err(violation)
 }
 
-/// What [`apply`] checks of a resource against its provider before any vendor call: the mode, the provider's vendor,
+/// What `apply` checks of a resource against its provider before any vendor call: the mode, the provider's vendor,
 /// the policy (capabilities, overlaps, deletion policy, verify interval), the sign-in provision mode needs, the spec's
 /// durations and the Secret template. Pure: `kubectl workloadkeys check` runs it to say whether the provider would
 /// accept a resource (the provider's readiness and its namespace rule, which need the API server, are the caller's).

@@ -237,7 +237,7 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     .await
 }
 
-/// What [`apply`] checks of a resource against its provider before any vendor call, in its order: the provider's
+/// What `apply` checks of a resource against its provider before any vendor call, in its order: the provider's
 /// vendor and API, the fields that API accepts, the Secret template, the policy, the durations and the key's terms.
 /// Pure: `kubectl workloadkeys check` runs it to say whether the provider would accept a resource (the provider's
 /// readiness and its namespace rule, which need the API server, are the caller's).
