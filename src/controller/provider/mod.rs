@@ -181,8 +181,22 @@ impl Provider {
         .unwrap_or(false)
     }
 
+    /// Whether a resource of `namespace` (whose labels are `labels`) may use it: always for a `KeyProvider` (a
+    /// resource names one of its own namespace), as `spec.allowedNamespaces` says for a `ClusterKeyProvider`.
+    pub fn allows(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
+        if self.kind == ProviderKind::KeyProvider || policy::namespace_allowed(self.allowed.as_ref(), namespace, labels)
+        {
+            return Ok(());
+        }
+        Err(Error::NamespaceNotAllowed {
+            provider: self.display(),
+            namespace: namespace.to_owned(),
+            allowed: policy::describe_allowed(self.allowed.as_ref()),
+        })
+    }
+
     /// Whether its admin credential was proven for the current spec; the provider's own words otherwise.
-    fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Result<(), String> {
         if self.deleting {
             return Err("it is being deleted".into());
         }
@@ -248,14 +262,7 @@ where
 pub async fn admit(ctx: &Context, namespace: &str, r: &ProviderRef) -> Result<Provider, Error> {
     let provider = fetch(ctx, namespace, r).await?;
     if provider.kind == ProviderKind::ClusterKeyProvider {
-        let labels = namespace_labels(ctx, namespace).await?;
-        if !policy::namespace_allowed(provider.allowed.as_ref(), namespace, &labels) {
-            return Err(Error::NamespaceNotAllowed {
-                provider: provider.display(),
-                namespace: namespace.to_owned(),
-                allowed: policy::describe_allowed(provider.allowed.as_ref()),
-            });
-        }
+        provider.allows(namespace, &namespace_labels(ctx, namespace).await?)?;
     }
     provider.readiness().map_err(|why| Error::ProviderNotReady { provider: provider.display(), why })?;
     Ok(provider)

@@ -150,6 +150,31 @@ fn within_policy(spec: &SecureWorkloadCredentialSpec, provider: &Provider) -> Re
     policy::check_deletion_policy(&provider.policy, spec.deletion_policy.unwrap_or_default()).map_err(violation)
 }
 
+/// What `apply` checks of a resource against its provider before any vendor call: the mode, the provider's vendor,
+/// the policy (capabilities, overlaps, deletion policy, verify interval), the sign-in provision mode needs, the spec's
+/// durations and the Secret template. Pure: `kubectl workloadkeys check` runs it to say whether the provider would
+/// accept a resource (the provider's readiness and its namespace rule, which need the API server, are the caller's).
+pub fn check_against(obj: &SecureWorkloadCredential, provider: &Provider) -> Result<(), Error> {
+    let mode = plan::mode(&obj.spec).map_err(Error::InvalidSpec)?;
+    let login = provider.cisco()?.login_secret_ref.is_some();
+    within_policy(&obj.spec, provider)?;
+    let requested = obj.spec.verify_interval.as_deref();
+    policy::effective_verify_interval(&provider.policy, requested, plan::DEFAULT_VERIFY_INTERVAL)
+        .map_err(|problem| Error::PolicyViolation { provider: provider.display(), problem })?;
+    if mode == Mode::Provision && !login {
+        return Err(Error::InvalidSpec(format!(
+            "provision mode signs in with the provider's spec.cisco.loginSecretRef, and {} has none",
+            provider.display()
+        )));
+    }
+    plan::check_spec(&obj.spec).map_err(Error::InvalidSpec)?;
+    secret::io::check_template(obj, &secret::template::SECURE_WORKLOAD_CREDENTIAL_VARS)?;
+    if mode == Mode::Provision && obj.spec.capabilities.is_empty() {
+        return Err(Error::InvalidSpec("provision mode needs at least one capability to mint a key with".into()));
+    }
+    Ok(())
+}
+
 async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = ctx.as_ref();
     let mut obj = obj.as_ref().clone();

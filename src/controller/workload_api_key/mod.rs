@@ -237,6 +237,24 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
     .await
 }
 
+/// What `apply` checks of a resource against its provider before any vendor call, in its order: the provider's
+/// vendor and API, the fields that API accepts, the Secret template, the policy, the durations and the key's terms.
+/// Pure: `kubectl workloadkeys check` runs it to say whether the provider would accept a resource (the provider's
+/// readiness and its namespace rule, which need the API server, are the caller's).
+pub fn check_against(obj: &WorkloadApiKey, provider: &Provider) -> Result<(), Error> {
+    let api = provider.trend()?.api();
+    rules::check_fields(api, &obj.spec).map_err(Error::InvalidSpec)?;
+    secret::io::check_template(obj, &template::WORKLOAD_API_KEY_VARS)?;
+    let effective = within_policy(&obj.spec, provider, api)?;
+    let obj = &effective.apply_to(obj.clone());
+    plan::renew_before(&obj.spec).map_err(Error::InvalidSpec)?;
+    plan::every(&obj.spec).map_err(Error::InvalidSpec)?;
+    plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
+    plan::rollout_timeout(&obj.spec).map_err(Error::InvalidSpec)?;
+    rules::terms(api, &obj.spec, &base_key_name(obj)).map_err(|e| Error::InvalidSpec(effective.explain(e)))?;
+    Ok(())
+}
+
 /// What the provider's policy makes of a spec's lifetime.
 struct Effective {
     /// `expiresAfter`, capped by `maxExpiresAfter` and defaulting to it.
