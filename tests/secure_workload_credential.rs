@@ -222,10 +222,15 @@ async fn existing_pair_is_verified_published_and_works_with_tetpyclient() {
 
     // Metrics, as for WorkloadApiKey.
     let metrics = env.op.metrics().await;
+    let endpoint = url::Url::parse(&env.sim.info.cisco_url()).unwrap().origin().ascii_serialization();
+    let probed = format!(
+        "workload_key_operator_vendor_requests_total{{vendor=\"cisco\",endpoint=\"{endpoint}\",operation=\"Secure \
+         Workload GET /openapi/v1/roles\",status=\"200\"}}"
+    );
     for needle in [
         "workload_key_operator_reconciles_total{kind=\"SecureWorkloadCredential\"}",
         "workload_key_operator_resource_ready{kind=\"SecureWorkloadCredential\",namespace=",
-        "workload_key_operator_vendor_requests_total{vendor=\"cisco\",operation=\"Secure Workload GET /openapi/v1/roles\",status=\"200\"}",
+        probed.as_str(),
     ] {
         assert!(metrics.contains(needle), "metric {needle} missing in:\n{metrics}");
     }
@@ -450,7 +455,12 @@ async fn provision_mints_rotates_and_deletes() {
         .await;
     assert!(env.live_credentials_of(&swc).is_empty(), "credential deleted at the vendor");
     let metrics = env.op.metrics().await;
-    assert!(metrics.contains("vendor=\"cisco-ui\",operation=\"Secure Workload UI create API key\""), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("workload_key_operator_vendor_requests_total{vendor=\"cisco-ui\",endpoint=\"https://")
+            && l.contains(",operation=\"Secure Workload UI create API key\"")),
+        "{metrics}"
+    );
     env.assert_no_leaks(&[first_secret, second_secret]).await;
 }
 

@@ -154,10 +154,16 @@ async fn creates_a_key_whose_secret_works_and_revokes_it_on_delete() {
 
     // Metrics: reconciles, vendor requests by operation and status, per-resource expiry and renewal.
     let metrics = env.op.metrics().await;
+    // Requests are counted by endpoint: its origin only (no path, no credentials).
+    let endpoint = url::Url::parse(&env.sim.info.trend_url()).unwrap().origin().ascii_serialization();
+    let created = format!(
+        "workload_key_operator_vendor_requests_total{{vendor=\"trend\",endpoint=\"{endpoint}\",operation=\"create API \
+         key\",status=\"200\"}} 1"
+    );
     for needle in [
         "workload_key_operator_reconciles_total{kind=\"WorkloadApiKey\"}",
         "workload_key_operator_reconcile_duration_seconds_bucket",
-        "workload_key_operator_vendor_requests_total{vendor=\"trend\",operation=\"create API key\",status=\"200\"} 1",
+        created.as_str(),
         "workload_key_operator_credential_expiry_timestamp_seconds{kind=\"WorkloadApiKey\"",
         "workload_key_operator_credential_renewal_timestamp_seconds{kind=\"WorkloadApiKey\"",
         "workload_key_operator_resource_ready{kind=\"WorkloadApiKey\"",

@@ -155,11 +155,17 @@ fn within_policy(spec: &SecureWorkloadCredentialSpec, provider: &Provider) -> Re
 /// durations and the Secret template. Pure: `kubectl workloadkeys check` runs it to say whether the provider would
 /// accept a resource (the provider's readiness and its namespace rule, which need the API server, are the caller's).
 pub fn check_against(obj: &SecureWorkloadCredential, provider: &Provider) -> Result<(), Error> {
+    admit_spec(obj, provider).map(drop)
+}
+
+/// [`check_against`], returning the mode and the verify interval the policy allows (the spec itself is never
+/// written). Only the policy's refusals are `PolicyViolation`s.
+fn admit_spec(obj: &SecureWorkloadCredential, provider: &Provider) -> Result<(Mode, Option<String>), Error> {
     let mode = plan::mode(&obj.spec).map_err(Error::InvalidSpec)?;
     let login = provider.cisco()?.login_secret_ref.is_some();
     within_policy(&obj.spec, provider)?;
     let requested = obj.spec.verify_interval.as_deref();
-    policy::effective_verify_interval(&provider.policy, requested, plan::DEFAULT_VERIFY_INTERVAL)
+    let verify_interval = policy::effective_verify_interval(&provider.policy, requested, plan::DEFAULT_VERIFY_INTERVAL)
         .map_err(|problem| Error::PolicyViolation { provider: provider.display(), problem })?;
     if mode == Mode::Provision && !login {
         return Err(Error::InvalidSpec(format!(
@@ -172,13 +178,12 @@ pub fn check_against(obj: &SecureWorkloadCredential, provider: &Provider) -> Res
     if mode == Mode::Provision && obj.spec.capabilities.is_empty() {
         return Err(Error::InvalidSpec("provision mode needs at least one capability to mint a key with".into()));
     }
-    Ok(())
+    Ok((mode, verify_interval))
 }
 
 async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ctx = ctx.as_ref();
     let mut obj = obj.as_ref().clone();
-    let mode = plan::mode(&obj.spec).map_err(Error::InvalidSpec)?;
     let ns = obj.namespace().unwrap_or_default();
     // Everything the provider decides comes before any vendor call: a refusal costs none.
     let provider = match provider::admit(ctx, &ns, &obj.spec.provider_ref).await {
@@ -187,22 +192,16 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
         }
         admitted => admitted?,
     };
-    if let Err(e) = within_policy(&obj.spec, &provider) {
-        return Err(reconcile::access_lost(ctx, &obj, e, async |p| provision::revoke_all(&obj, ctx, p).await).await);
-    }
-    // Planned with the interval the policy allows (the spec itself is never written; `within_policy` refused one
-    // too short).
-    let requested = obj.spec.verify_interval.as_deref();
-    obj.spec.verify_interval =
-        policy::effective_verify_interval(&provider.policy, requested, plan::DEFAULT_VERIFY_INTERVAL)
-            .map_err(|problem| Error::PolicyViolation { provider: provider.display(), problem })?;
+    // A policy the resource no longer meets is lost access too (its keys go if the policy says so).
+    let (mode, verify_interval) = match admit_spec(&obj, &provider) {
+        Err(e @ Error::PolicyViolation { .. }) => {
+            return Err(reconcile::access_lost(ctx, &obj, e, async |p| provision::revoke_all(&obj, ctx, p).await).await);
+        }
+        admitted => admitted?,
+    };
+    // Planned with the interval the policy allows.
+    obj.spec.verify_interval = verify_interval;
     let conn = connection(&provider, ctx).await?;
-    if mode == Mode::Provision && conn.login.is_none() {
-        return Err(Error::InvalidSpec(format!(
-            "provision mode signs in with the provider's spec.cisco.loginSecretRef, and {} has none",
-            provider.display()
-        )));
-    }
     bound_to(&obj, &conn)?;
     reconcile::warn_on_first_reconcile(ctx, &obj, provider.insecure_tls(), "InsecureTLS", reconcile::INSECURE_TLS_NOTE)
         .await;
@@ -214,12 +213,7 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
         provision::EXPERIMENTAL_NOTE,
     )
     .await;
-    plan::check_spec(&obj.spec).map_err(Error::InvalidSpec)?;
-    secret::io::check_template(&obj, &secret::template::SECURE_WORKLOAD_CREDENTIAL_VARS)?;
     let template = secret::template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
-    if mode == Mode::Provision && obj.spec.capabilities.is_empty() {
-        return Err(Error::InvalidSpec("provision mode needs at least one capability to mint a key with".into()));
-    }
     let source = match &obj.spec.source.existing {
         Some(existing) => Some(existing::read(ctx, &obj, existing, &conn).await?),
         None => None,

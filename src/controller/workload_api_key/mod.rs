@@ -155,25 +155,16 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
         }
         admitted => admitted?,
     };
-    let api = provider.trend()?.api();
-    rules::check_fields(api, &obj.spec).map_err(Error::InvalidSpec)?;
-    secret::io::check_template(obj.as_ref(), &template::WORKLOAD_API_KEY_VARS)?;
-    let effective = match within_policy(&obj.spec, &provider, api) {
-        Err(e) => {
+    // A policy the resource no longer meets is lost access too (its keys go if the policy says so).
+    let Admitted { effective, obj, base, terms } = match admit_spec(&obj, &provider) {
+        Err(e @ Error::PolicyViolation { .. }) => {
             return Err(reconcile::access_lost(ctx, obj.as_ref(), e, async |p| revoke_all(&obj, ctx, p).await).await);
         }
-        Ok(effective) => effective,
+        admitted => admitted?,
     };
-    let obj = &effective.apply_to(obj.as_ref().clone());
+    let obj = &obj;
     reconcile::warn_on_first_reconcile(ctx, obj, provider.insecure_tls(), "InsecureTLS", reconcile::INSECURE_TLS_NOTE)
         .await;
-    // Validate durations before any vendor call (the API server already checks their shape).
-    plan::renew_before(&obj.spec).map_err(Error::InvalidSpec)?;
-    plan::every(&obj.spec).map_err(Error::InvalidSpec)?;
-    plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
-    plan::rollout_timeout(&obj.spec).map_err(Error::InvalidSpec)?;
-    let base = base_key_name(obj);
-    let terms = rules::terms(api, &obj.spec, &base).map_err(|e| Error::InvalidSpec(effective.explain(e)))?;
     let issuer = Issuer::of(&provider, ctx).await?;
     bound_to(obj, issuer.endpoint(), &provider)?;
     let template = template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
@@ -242,17 +233,33 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
 /// Pure: `kubectl workloadkeys check` runs it to say whether the provider would accept a resource (the provider's
 /// readiness and its namespace rule, which need the API server, are the caller's).
 pub fn check_against(obj: &WorkloadApiKey, provider: &Provider) -> Result<(), Error> {
+    admit_spec(obj, provider).map(drop)
+}
+
+/// A resource as its provider admits it: with the lifetime the policy makes effective, its base key name and the
+/// terms of its keys.
+struct Admitted {
+    effective: Effective,
+    obj: WorkloadApiKey,
+    base: String,
+    terms: rules::Terms,
+}
+
+/// [`check_against`], keeping what it worked out. Only the policy's refusals are `PolicyViolation`s.
+fn admit_spec(obj: &WorkloadApiKey, provider: &Provider) -> Result<Admitted, Error> {
     let api = provider.trend()?.api();
     rules::check_fields(api, &obj.spec).map_err(Error::InvalidSpec)?;
     secret::io::check_template(obj, &template::WORKLOAD_API_KEY_VARS)?;
     let effective = within_policy(&obj.spec, provider, api)?;
-    let obj = &effective.apply_to(obj.clone());
+    let obj = effective.apply_to(obj.clone());
+    // Durations are validated here, before any vendor call (the API server already checks their shape).
     plan::renew_before(&obj.spec).map_err(Error::InvalidSpec)?;
     plan::every(&obj.spec).map_err(Error::InvalidSpec)?;
     plan::grace_period(&obj.spec).map_err(Error::InvalidSpec)?;
     plan::rollout_timeout(&obj.spec).map_err(Error::InvalidSpec)?;
-    rules::terms(api, &obj.spec, &base_key_name(obj)).map_err(|e| Error::InvalidSpec(effective.explain(e)))?;
-    Ok(())
+    let base = base_key_name(&obj);
+    let terms = rules::terms(api, &obj.spec, &base).map_err(|e| Error::InvalidSpec(effective.explain(e)))?;
+    Ok(Admitted { effective, obj, base, terms })
 }
 
 /// What the provider's policy makes of a spec's lifetime.
