@@ -107,12 +107,7 @@ impl Env {
 
     /// Live Trend keys whose description carries the resource's UID.
     fn live_keys(&self, uid: &str) -> Vec<i64> {
-        let marker = format!("[workloadkeys.io/owner={uid}.");
-        let now = Timestamp::now().as_millisecond();
-        let keys = self.sim.deep_security.keys().into_iter();
-        keys.filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now))
-            .map(|k| k.id)
-            .collect()
+        sim_env::live_trend_key_ids(&self.sim, uid)
     }
 }
 

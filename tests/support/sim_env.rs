@@ -107,6 +107,16 @@ impl Env {
     }
 }
 
+/// The IDs of the live Deep Security keys at the simulator whose description carries the resource's UID marker.
+pub fn live_trend_key_ids(sim: &RunningSim, uid: &str) -> Vec<i64> {
+    let marker = format!("[workloadkeys.io/owner={uid}.");
+    let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let keys = sim.deep_security.keys().into_iter();
+    keys.filter(|k| k.description.as_deref().is_some_and(|d| d.contains(&marker)) && k.is_live(now))
+        .map(|k| k.id)
+        .collect()
+}
+
 /// The Trend admin key as [`ADMIN_SECRET`], the simulator's CA as [`CA_SECRET`] and the Cisco UI sign-in as
 /// [`LOGIN_SECRET`].
 pub async fn put_sim_secrets(ns: &TestNamespace, sim: &RunningSim) {
