@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 FEATURES ?= sim,failpoints
 
-.PHONY: all build test release-check lint fmt fmt-check unit-and-integration conformance venv k8s-binaries prometheus-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick eso-binary
+.PHONY: all build test release-check lint fmt fmt-check unit-and-integration conformance venv k8s-binaries prometheus-binaries dev-cluster-up dev-cluster-down crds clean bench bench-quick eso-binary faults
 
 all: build
 
@@ -51,6 +51,12 @@ $(VENV)/.installed: tests/conformance/requirements.txt
 ## beside ours (the peer phase); records the results in docs/benchmarks.md.
 bench: k8s-binaries eso-binary
 	$(CARGO) bench --features sim --bench scale
+
+## The fault suite (docs/reliability.md): etcd, kube-apiserver, the vendors and the leader fail under a load of 200
+## WorkloadApiKeys and 20 SecureWorkloadCredentials, the invariants are checked after each, and the table of
+## docs/reliability.md is written from the measurements (about 40 minutes). `make test` runs its short form.
+faults: k8s-binaries
+	WKO_FAULTS=full $(CARGO) test --features $(FEATURES) --test faults -- --nocapture
 
 ## The same at small sizes (a few minutes); prints the table, records nothing.
 bench-quick: k8s-binaries eso-binary

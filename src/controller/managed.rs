@@ -31,11 +31,13 @@ pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
     fn rollout_mut(&mut self) -> &mut Option<SecretRollout>;
     /// How many replaced keys wait to be revoked.
     fn retiring(&self) -> usize;
+    /// When the current key stops working by itself (its expiry), if it does.
+    fn current_key_expires_at(&self) -> Option<k8s_openapi::jiff::Timestamp>;
 }
 
 /// Both statuses name these fields alike.
 macro_rules! conventional_status {
-    ($($status:ty: $retiring:ident),*) => {$(
+    ($($status:ty: $retiring:ident, $expires:expr),*) => {$(
         impl ManagedStatus for $status {
             fn conditions(&self) -> &[Condition] {
                 &self.conditions
@@ -75,11 +77,19 @@ macro_rules! conventional_status {
             fn retiring(&self) -> usize {
                 self.$retiring.len()
             }
+            fn current_key_expires_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+                let expires: fn(&$status) -> Option<k8s_openapi::jiff::Timestamp> = $expires;
+                expires(self)
+            }
         }
     )*};
 }
 
-conventional_status!(WorkloadApiKeyStatus: retiring_keys, SecureWorkloadCredentialStatus: retiring_credentials);
+conventional_status!(
+    WorkloadApiKeyStatus: retiring_keys, |s| s.expires_at.as_ref().map(|t| t.0),
+    // A Secure Workload key pair has no expiry.
+    SecureWorkloadCredentialStatus: retiring_credentials, |_| None
+);
 
 /// The resources keep their status boxed (see `api`): the frame sees through the box.
 impl<S: ManagedStatus> ManagedStatus for Box<S> {
@@ -118,6 +128,9 @@ impl<S: ManagedStatus> ManagedStatus for Box<S> {
     }
     fn retiring(&self) -> usize {
         S::retiring(self)
+    }
+    fn current_key_expires_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        S::current_key_expires_at(self)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The reconcile frame every controller shares: the finalizer and metrics around `apply`/`cleanup`, a failure
-//! turned into `Ready=False` + an Event on transition + a backoff requeue, server-side-applied status, and the
+//! turned into `Ready=False` (or, for a vendor outage while the current key still works, `Ready=True` with the
+//! outage as reason: [`key_still_works`]) + an Event on transition + a backoff requeue, server-side-applied status, and the
 //! step loop every kind runs on its target Secret (whose I/O is in `secret::io`).
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -171,23 +172,41 @@ async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<
     let mut status = status_of(&latest);
     let attempts = status.failed_attempts().unwrap_or(0).saturating_add(1);
     *status.failed_attempts_mut() = Some(attempts);
+    let works = key_still_works(&status, latest.meta().generation, &err, Timestamp::now());
+    let message = if works { format!("the current key still works; {err}") } else { err.to_string() };
     let changed = conditions::set_condition(
         status.conditions_mut(),
         READY,
-        false,
+        works,
         reason,
-        err.to_string(),
+        message,
         latest.meta().generation,
         Timestamp::now(),
     );
     if let Err(e) = patch_status(ctx, &latest, &status).await {
         tracing::warn!(error = %e, "could not record failure in status");
     }
-    set_ready_metric(ctx, &latest, false);
+    set_ready_metric(ctx, &latest, works);
     if changed {
         ctx.event(&latest, EventType::Warning, reason, "Reconcile", err.to_string()).await;
     }
     Action::requeue(backoff(attempts as u32, err.retry_after(), rand::random()))
+}
+
+/// Whether a failed reconcile leaves the resource Ready: the vendor was unavailable or rate-limited (nothing
+/// says the key is bad), the resource was Ready for its current spec, and its current key has not expired. A
+/// rotation, a retiring key's revocation or a verification that could not reach the vendor then waits without
+/// reporting a working key as broken (found by the fault suite: a retiring key's revocation during a vendor
+/// partition turned Ready resources False); the condition's reason and message still say what failed.
+pub fn key_still_works<S: ManagedStatus>(status: &S, generation: Option<i64>, err: &Error, now: Timestamp) -> bool {
+    use crate::clients::{ErrorKind, VendorError};
+    let unavailable =
+        matches!(err, Error::Vendor(VendorError { kind: ErrorKind::Transient | ErrorKind::RateLimited { .. }, .. }));
+    let ready = status
+        .conditions()
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True" && c.observed_generation == generation);
+    unavailable && ready && status.current_key_expires_at().is_none_or(|t| t > now)
 }
 
 /// Server-side-applies the whole status and returns the updated object.
@@ -532,6 +551,38 @@ pub fn affected_by_secret<K: Managed>(
 mod tests {
     use super::*;
     use crate::api::{ProviderKind, ProviderRef, SecureWorkloadCredential, WorkloadApiKey};
+
+    #[test]
+    fn a_vendor_outage_leaves_a_working_key_ready() {
+        use crate::{
+            api::WorkloadApiKeyStatus,
+            clients::{ErrorKind, VendorError},
+        };
+        let now = Timestamp::now();
+        let ready_at = |generation: i64, expires: Option<Timestamp>| {
+            let mut s = WorkloadApiKeyStatus::default();
+            conditions::set_condition(&mut s.conditions, READY, true, reason::READY, "", Some(generation), now);
+            s.expires_at = expires.map(Time);
+            s
+        };
+        let vendor = |kind| Error::Vendor(VendorError::new(kind, "delete API key", None, "connection refused"));
+        let later = now + k8s_openapi::jiff::SignedDuration::from_hours(1);
+        let earlier = now - k8s_openapi::jiff::SignedDuration::from_hours(1);
+        assert!(key_still_works(&ready_at(3, Some(later)), Some(3), &vendor(ErrorKind::Transient), now));
+        assert!(key_still_works(
+            &ready_at(3, None),
+            Some(3),
+            &vendor(ErrorKind::RateLimited { retry_after: None }),
+            now
+        ));
+        assert!(!key_still_works(&ready_at(3, Some(earlier)), Some(3), &vendor(ErrorKind::Transient), now), "expired");
+        assert!(!key_still_works(&ready_at(3, None), Some(3), &vendor(ErrorKind::Unauthorized), now), "refused key");
+        assert!(!key_still_works(&ready_at(2, None), Some(3), &vendor(ErrorKind::Transient), now), "older spec");
+        let never_ready = WorkloadApiKeyStatus::default();
+        assert!(!key_still_works(&never_ready, Some(1), &vendor(ErrorKind::Transient), now), "no key yet");
+        let kube = Error::InvalidSpec("x".into());
+        assert!(!key_still_works(&ready_at(3, None), Some(3), &kube, now), "not the vendor");
+    }
 
     #[test]
     fn a_namespace_may_hold_a_quarter_of_the_slots_waiting_for_the_vendor() {

@@ -131,17 +131,17 @@ impl Faults {
         self.inner.lock().expect("faults poisoned").rules.clear();
     }
 
-    /// The first rule matching this request, consuming one of its count. Exhausted rules are removed.
+    /// The first rule matching this request whose chance hits, consuming one of its count (a rule whose chance
+    /// misses lets the next matching one try, so that e.g. 25 % 429s and 33 % of the rest 500s make half the
+    /// requests fail). Exhausted rules are removed.
     fn take_match(&self, vendor: &str, method: &str, path: &str) -> Option<FaultRule> {
         let mut st = self.inner.lock().expect("faults poisoned");
         let idx = st.rules.iter().position(|r| {
             r.vendor == vendor
                 && path.starts_with(r.path_prefix.as_str())
                 && r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && (r.probability >= 1.0 || rand::random::<f64>() < r.probability)
         })?;
-        if st.rules[idx].probability < 1.0 && rand::random::<f64>() >= st.rules[idx].probability {
-            return None;
-        }
         let rule = st.rules[idx].clone();
         if let Some(count) = st.rules[idx].count.as_mut() {
             *count = count.saturating_sub(1);
@@ -284,6 +284,16 @@ mod tests {
         assert!(f.take_match("trend", "POST", "/api/apikeys").is_some());
         assert!(f.take_match("trend", "POST", "/api/apikeys").is_none());
         assert!(f.list().is_empty());
+    }
+
+    #[test]
+    fn a_missed_chance_falls_through_to_the_next_rule() {
+        let f = Faults::default();
+        let parse = |v: serde_json::Value| serde_json::from_value::<FaultRule>(v).unwrap();
+        f.add(parse(serde_json::json!({"vendor": "trend", "status": 429, "probability": 0.0}))).unwrap();
+        f.add(parse(serde_json::json!({"vendor": "trend", "status": 500, "count": 1}))).unwrap();
+        assert_eq!(f.take_match("trend", "GET", "/api/apikeys").and_then(|r| r.status), Some(500));
+        assert!(f.take_match("trend", "GET", "/api/apikeys").is_none(), "the 429 rule never hits");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod cisco;
 pub mod counts;
 pub mod faults;
+pub mod partition;
 pub mod server;
 pub mod tls;
 pub mod trend;
@@ -24,6 +25,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 pub use cisco::{CiscoSim, CiscoSimOptions};
 use counts::RequestCounts;
 use faults::{FaultRule, Faults, VendorLayerState};
+use partition::{Partition, Reachability};
 pub use trend::{CloudOneSim, DeepSecuritySim, DeepSecuritySimOptions, VisionOneSim};
 
 /// Where and how to run the simulator.
@@ -116,6 +118,8 @@ pub struct RunningSim {
     pub cisco: CiscoSim,
     pub faults: Faults,
     pub counts: RequestCounts,
+    /// Connection-level partitions of each vendor listener (`trend`, `cisco`).
+    pub partitions: Partitions,
     pub ca_pem: String,
     tasks: Vec<JoinHandle<()>>,
     _ca_tempdir: Option<TempDir>,
@@ -125,6 +129,24 @@ impl Drop for RunningSim {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// The partition state of each vendor listener.
+#[derive(Debug, Clone, Default)]
+pub struct Partitions {
+    pub trend: Reachability,
+    pub cisco: Reachability,
+}
+
+impl Partitions {
+    /// The listener of `vendor` (`trend` or `cisco`).
+    pub fn of(&self, vendor: &str) -> Option<&Reachability> {
+        match vendor {
+            "trend" => Some(&self.trend),
+            "cisco" => Some(&self.cisco),
+            _ => None,
         }
     }
 }
@@ -177,6 +199,7 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
 
     let faults = Faults::default();
     let counts = RequestCounts::default();
+    let partitions = Partitions::default();
     let deep_security = DeepSecuritySim::new(opts.deep_security.clone());
     let cisco = CiscoSim::new(opts.cisco.clone());
     let vision_one = VisionOneSim::new(None);
@@ -192,15 +215,25 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
     let trend_router =
         layered("trend", deep_security.api_router().merge(vision_one.api_router()).merge(cloud_one.api_router()));
     let cisco_router = layered("cisco", cisco.api_router());
-    let control = control_router(faults.clone(), counts.clone())
+    let control = control_router(faults.clone(), counts.clone(), partitions.clone())
         .nest("/trend", deep_security.control_router())
         .nest("/visionone", vision_one.control_router())
         .nest("/cloudone", cloud_one.control_router())
         .nest("/cisco", cisco.control_router());
 
     let tasks = vec![
-        tokio::spawn(server::serve_tls(trend_listener, trend_router, tls.server_config.clone())),
-        tokio::spawn(server::serve_tls(cisco_listener, cisco_router, tls.server_config.clone())),
+        tokio::spawn(server::serve_tls(
+            trend_listener,
+            trend_router,
+            tls.server_config.clone(),
+            partitions.trend.clone(),
+        )),
+        tokio::spawn(server::serve_tls(
+            cisco_listener,
+            cisco_router,
+            tls.server_config.clone(),
+            partitions.cisco.clone(),
+        )),
         tokio::spawn(async move {
             let _ = axum::serve(control_listener, control).await;
         }),
@@ -230,6 +263,7 @@ pub async fn start(opts: SimOptions) -> Result<RunningSim, SimError> {
         cisco,
         faults,
         counts,
+        partitions,
         ca_pem: tls.ca_pem,
         tasks,
         _ca_tempdir: ca_tempdir,
@@ -245,16 +279,18 @@ fn host_port(addr: SocketAddr) -> String {
 struct ControlState {
     faults: Faults,
     counts: RequestCounts,
+    partitions: Partitions,
 }
 
-fn control_router(faults: Faults, counts: RequestCounts) -> Router {
+fn control_router(faults: Faults, counts: RequestCounts, partitions: Partitions) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/counts", get(get_counts))
         .route("/counts/reset", post(reset_counts))
         .route("/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/faults/{id}", delete(remove_fault))
-        .with_state(ControlState { faults, counts })
+        .route("/partition/{vendor}", get(get_partition).put(put_partition))
+        .with_state(ControlState { faults, counts, partitions })
 }
 
 async fn get_counts(State(s): State<ControlState>) -> impl IntoResponse {
@@ -284,4 +320,30 @@ async fn clear_faults(State(s): State<ControlState>) -> impl IntoResponse {
 
 async fn remove_fault(State(s): State<ControlState>, Path(id): Path<u64>) -> impl IntoResponse {
     if s.faults.remove(id) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PartitionBody {
+    mode: Partition,
+}
+
+async fn get_partition(State(s): State<ControlState>, Path(vendor): Path<String>) -> impl IntoResponse {
+    match s.partitions.of(&vendor) {
+        Some(r) => (StatusCode::OK, Json(serde_json::json!(PartitionBody { mode: r.get() }))),
+        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "message": "no such vendor" }))),
+    }
+}
+
+async fn put_partition(
+    State(s): State<ControlState>,
+    Path(vendor): Path<String>,
+    Json(body): Json<PartitionBody>,
+) -> impl IntoResponse {
+    match s.partitions.of(&vendor) {
+        Some(r) => {
+            r.set(body.mode);
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
 }

@@ -191,8 +191,14 @@ pub async fn reconcile<P: ProviderObject>(obj: Arc<P>, ctx: Arc<Context>, users:
         || status.checked_version.as_deref() != Some(version.as_str());
     let mut requeue = RECHECK;
     if due {
+        let proven = status.checked_version.as_deref() == Some(version.as_str())
+            && ready_condition(&status).is_some_and(|c| c.status == "True");
         let (ok, why, message) = match super::connect::check(&provider, &ctx).await {
             Ok(message) => (true, reason::READY, message),
+            Err(e) if still_proven(proven, &e) => {
+                requeue = backoff(status.failed_checks.unwrap_or(0) as u32 + 1, e.retry_after(), rand::random());
+                (true, e.reason(), format!("proven before, not re-checked: {e}"))
+            }
             Err(e) => {
                 let why = match &e {
                     Error::Vendor(_) => reason::CREDENTIAL_CHECK_FAILED,
@@ -231,6 +237,16 @@ pub async fn reconcile<P: ProviderObject>(obj: Arc<P>, ctx: Arc<Context>, users:
     let users = i64::from(status.in_use.unwrap_or(0));
     ctx.metrics.set_provider_ready(&kind, provider_ns.as_deref().unwrap_or(""), &obj.name_any(), ready, users);
     Ok(Action::requeue(requeue))
+}
+
+/// Whether a periodic re-check that could not reach the vendor (unavailable or rate-limited) leaves the provider
+/// Ready: it was proven for the same spec and Secrets, and nothing says the credential is bad. Otherwise an hourly
+/// re-check during a vendor outage would turn every resource using the provider `ProviderNotReady`, working keys
+/// included (the fault suite's rule: a vendor outage does not report working keys as broken).
+fn still_proven(proven: bool, err: &Error) -> bool {
+    use crate::clients::{ErrorKind, VendorError};
+    proven
+        && matches!(err, Error::Vendor(VendorError { kind: ErrorKind::Transient | ErrorKind::RateLimited { .. }, .. }))
 }
 
 /// A failure outside the credential check (Kubernetes API errors): retry with backoff.
@@ -418,4 +434,23 @@ async fn patch_status<P: ProviderObject>(obj: &P, ctx: &Context, status: &KeyPro
 /// The `Ready` condition of a provider, if any (for tests and tools).
 pub fn ready_condition(status: &KeyProviderStatus) -> Option<&Condition> {
     conditions::find(&status.conditions, READY)
+}
+
+#[cfg(test)]
+mod still_proven_tests {
+    use super::*;
+    use crate::clients::{ErrorKind, VendorError};
+
+    #[test]
+    fn a_vendor_outage_does_not_unprove_a_proven_credential() {
+        let vendor = |kind| Error::Vendor(VendorError::new(kind, "describe the current API key", None, ""));
+        assert!(still_proven(true, &vendor(ErrorKind::Transient)));
+        assert!(still_proven(true, &vendor(ErrorKind::RateLimited { retry_after: None })));
+        assert!(!still_proven(false, &vendor(ErrorKind::Transient)), "never proven, or proven for another spec");
+        assert!(!still_proven(true, &vendor(ErrorKind::Unauthorized)), "the vendor refused the credential");
+        assert!(
+            !still_proven(true, &Error::SecretNotFound { namespace: "n".into(), name: "x".into() }),
+            "a Secret went missing"
+        );
+    }
 }
