@@ -161,6 +161,11 @@ async fn the_chart_refuses_at_admission_what_the_provider_refuses_and_keeps_the_
             ),
         ),
     ];
+    // The apiserver reads policy parameters from an informer: the new provider is in force a moment later.
+    eventually(Duration::from_secs(30), "the provider's policy in force", || async {
+        dry_run(&waks, &wak("w", via("ClusterKeyProvider", &provider, cases[0].0.clone()))).await.err()
+    })
+    .await;
     for (extra, expected) in &cases {
         let message = dry_run(&waks, &wak("w", via("ClusterKeyProvider", &provider, extra.clone())))
             .await
@@ -209,10 +214,14 @@ async fn the_chart_refuses_at_admission_what_the_provider_refuses_and_keeps_the_
         .unwrap()
     };
     let pp = PostParams { dry_run: true, ..Default::default() };
-    let message = match swcs.create(&pp, &swc("10m")).await {
-        Err(kube::Error::Api(e)) => e.message,
-        other => panic!("verifyInterval 10m must be refused: {other:?}"),
-    };
+    let message = eventually(Duration::from_secs(30), "verifyInterval 10m refused", || async {
+        match swcs.create(&pp, &swc("10m")).await {
+            Err(kube::Error::Api(e)) => Some(e.message),
+            Ok(_) => None,
+            Err(e) => panic!("dry run: {e}"),
+        }
+    })
+    .await;
     let floor = IssuePolicy { min_verify_interval: Some("15m".into()), ..Default::default() };
     let problem = policy::effective_verify_interval(&floor, Some("10m"), Duration::from_secs(3600)).unwrap_err();
     let expected = format!("ClusterKeyProvider/{cisco} refuses this request: {problem}");
@@ -227,9 +236,10 @@ async fn the_chart_refuses_at_admission_what_the_provider_refuses_and_keeps_the_
     }))
     .unwrap();
     app.api::<KeyProvider>().patch("team", &PatchParams::apply("vap-test"), &Patch::Apply(&kp)).await.unwrap();
-    let message = dry_run(&waks, &wak("w", via("KeyProvider", "team", json!({"role": {"name": "Full Access"}}))))
-        .await
-        .unwrap_err();
+    let message = eventually(Duration::from_secs(30), "the KeyProvider's policy in force", || async {
+        dry_run(&waks, &wak("w", via("KeyProvider", "team", json!({"role": {"name": "Full Access"}})))).await.err()
+    })
+    .await;
     let only_auditor =
         IssuePolicy { roles: Some(vec![RoleRef { name: Some("Auditor".into()), id: None }]), ..Default::default() };
     let expected = format!(
