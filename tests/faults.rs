@@ -744,7 +744,7 @@ impl Bed {
                 let p = if fault == VendorHang { Partition::Hang } else { Partition::Refuse };
                 self.sim.partitions.trend.set(p);
                 self.sim.partitions.cisco.set(p);
-                self.observe(d, started, &needy, &stable, &mut observed).await;
+                self.observe(d, started, (&needy, &rotations), &stable, &mut observed).await;
                 self.sim.partitions.trend.set(Partition::None);
                 self.sim.partitions.cisco.set(Partition::None);
             }
@@ -757,14 +757,14 @@ impl Bed {
                         .unwrap();
                     self.sim.faults.add(rule(json!({"vendor": vendor, "status": 500, "probability": 0.3333}))).unwrap();
                 }
-                self.observe(d, started, &needy, &stable, &mut observed).await;
+                self.observe(d, started, (&needy, &rotations), &stable, &mut observed).await;
                 self.sim.faults.clear();
             }
             VendorSlow => {
                 for vendor in ["trend", "cisco"] {
                     self.sim.faults.add(rule(json!({"vendor": vendor, "latencyMs": 5000}))).unwrap();
                 }
-                self.observe(d, started, &needy, &stable, &mut observed).await;
+                self.observe(d, started, (&needy, &rotations), &stable, &mut observed).await;
                 self.sim.faults.clear();
             }
             LeaderKilled => {
@@ -798,7 +798,7 @@ impl Bed {
                 for r in &mut self.replicas {
                     r.kill();
                 }
-                self.observe(d, started, &needy, &stable, &mut observed).await;
+                self.observe(d, started, (&needy, &rotations), &stable, &mut observed).await;
                 self.sim.partitions.trend.set(Partition::None);
                 self.sim.partitions.cisco.set(Partition::None);
             }
@@ -841,6 +841,17 @@ impl Bed {
                     observed.told.unwrap_or_else(|| panic!("no resource said the vendor was unavailable"));
                 let bound = self.vendor_timeout + Duration::from_secs(15);
                 assert!(first <= bound, "the first condition came {first:?} after the fault began (bound {bound:?})");
+                // Every resource waiting for the vendor says so while the fault lasts (found by this suite: those
+                // queued behind reconciles held for the vendor's timeout and retries said nothing for minutes).
+                assert!(
+                    observed.untold.is_empty(),
+                    "resources needing the vendor said nothing about it while the fault lasted: {:?}",
+                    observed.untold
+                );
+                if fault != VendorErrors {
+                    let (_, last, _, _) = observed.told.unwrap();
+                    assert!(last <= bound, "the last condition came {last:?} after the fault began (bound {bound:?})");
+                }
             }
         }
         let row = Row {
@@ -871,16 +882,26 @@ impl Bed {
         &mut self,
         d: Duration,
         started: Instant,
-        needy: &BTreeSet<Res>,
+        (needy, rotations): (&BTreeSet<Res>, &BTreeMap<Res, String>),
         stable: &BTreeSet<Res>,
         seen: &mut Observed,
     ) {
         let mut told: BTreeMap<Res, Duration> = BTreeMap::new();
+        // The needy ones whose work was done at the last sample (created and Ready, or rotated as asked).
+        let mut done: BTreeSet<Res> = BTreeSet::new();
         let mut shown: BTreeMap<String, BTreeSet<Res>> = BTreeMap::new();
         while started.elapsed() < d {
             self.tick();
             if let Some(all) = self.list_all().await {
+                done.clear();
                 for (r, v) in &all {
+                    let finished = match rotations.get(r) {
+                        Some(stamp) => rotated(v, stamp),
+                        None => is_ready(v),
+                    };
+                    if needy.contains(r) && finished {
+                        done.insert(r.clone());
+                    }
                     let reason = ready_reason(v);
                     if needy.contains(r) {
                         shown.entry(reason.clone()).or_default().insert(r.clone());
@@ -895,6 +916,7 @@ impl Bed {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        seen.untold = needy.iter().filter(|r| !told.contains_key(*r) && !done.contains(*r)).cloned().collect();
         let shown: BTreeMap<&String, usize> = shown.iter().map(|(k, v)| (k, v.len())).collect();
         eprintln!("faults: Ready reasons shown by the resources needing the vendor: {shown:?}");
         if !told.is_empty() {
@@ -1108,6 +1130,8 @@ impl Bed {
 #[derive(Default)]
 struct Observed {
     told: Option<(Duration, Duration, usize, usize)>,
+    /// Resources needing the vendor that neither said why they waited nor were done when the fault ended.
+    untold: Vec<Res>,
     flipped: BTreeMap<Res, String>,
 }
 

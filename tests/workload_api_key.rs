@@ -22,7 +22,7 @@ use workload_key_operator::{
         ErrorKind, SecretString, TlsOptions,
         trend::{Auth, DeepSecurityClient},
     },
-    sim::{self, SimOptions},
+    sim::{self, SimOptions, partition::Partition},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -708,4 +708,59 @@ fn metric_value(text: &str, series: &str) -> i64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().expect("a number") as i64))
         .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+/// A vendor that stops answering (it accepts connections and never replies): the first request to time out puts
+/// its endpoint out, so every other resource needing it says `VendorUnavailable` at once instead of after its own
+/// timeouts and retries; a resource whose key works stays Ready; and once a probe is answered again the waiting
+/// resources are retried at once, not at the end of a backoff that has grown during the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_vendor_is_told_at_once_and_its_return_retries_at_once() {
+    let timeout = Duration::from_secs(4);
+    let env = Env::start_with("wak-outage", SimOptions::default(), &[("WKO_VENDOR_TIMEOUT_SECONDS", "4")]).await;
+    env.apply("steady", env.spec(json!({}))).await;
+    env.wait_ready("steady").await;
+
+    env.sim.partitions.trend.set(Partition::Hang);
+    let hung = std::time::Instant::now();
+    let names: Vec<String> = (0..6).map(|i| format!("new-{i}")).collect();
+    for name in &names {
+        env.apply(name, env.spec(json!({}))).await;
+    }
+    // Each reconcile searches roles and keys before its create, each retried up to five times: without the
+    // endpoint put out, one reconcile holds on for several timeouts (tens of seconds) before it says anything.
+    eventually(Duration::from_secs(60), "every new resource says VendorUnavailable", || async {
+        let list = env.waks().list(&ListParams::default()).await.ok()?;
+        let unavailable = list
+            .items
+            .iter()
+            .filter(|w| names.contains(&w.name_any()))
+            .filter(|w| w.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "VendorUnavailable")))
+            .count();
+        (unavailable == names.len()).then_some(())
+    })
+    .await;
+    let told = hung.elapsed();
+    assert!(told <= timeout + Duration::from_secs(8), "told {told:?} after the vendor hung (timeout {timeout:?})");
+    let steady = env.waks().get("steady").await.unwrap();
+    assert!(
+        steady.status.unwrap().conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"),
+        "a working key is not reported broken"
+    );
+
+    // Long enough for the backoffs to grow past 20 s.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    env.sim.partitions.trend.set(Partition::None);
+    let healed = std::time::Instant::now();
+    for name in &names {
+        let w = env.wait_ready(name).await;
+        assert_eq!(env.live_keys_of(&w).len(), 1, "{name}: one key");
+    }
+    let ready = healed.elapsed();
+    // A probe every 5 s (each waiting at most 5 s), then the waiting resources at once.
+    assert!(ready <= Duration::from_secs(20), "all Ready {ready:?} after the vendor answered again");
+    let logs = env.op.logs();
+    assert!(logs.contains("vendor endpoint not answering"), "the outage is logged");
+    assert!(logs.contains("vendor endpoint answers again"), "the recovery is logged");
+    eprintln!("outage: told after {told:?}, all Ready {ready:?} after the heal");
 }

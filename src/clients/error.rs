@@ -53,6 +53,9 @@ pub struct VendorError {
     pub status: Option<u16>,
     /// The vendor's message, or a description of the transport failure.
     pub message: String,
+    /// The request was not sent: its endpoint is not answering ([`super::outage`]). Not retried by the clients;
+    /// the operator retries the resource once the endpoint answers again.
+    pub held_back: bool,
 }
 
 impl VendorError {
@@ -67,7 +70,7 @@ impl VendorError {
             message.truncate(cut);
             message.push('…');
         }
-        Self { kind, operation: operation.into(), status, message }
+        Self { kind, operation: operation.into(), status, message, held_back: false }
     }
 
     /// [`VendorError::new`] with every value of `secrets` replaced by `<redacted>` in `message`.

@@ -265,6 +265,9 @@ pub async fn exchange(
     request: impl FnOnce() -> reqwest::RequestBuilder,
     redirects: Redirects,
 ) -> Result<Answer, Failure> {
+    // An endpoint that answers nothing: not sent, and no budget used (the outage module's doc).
+    let reach = &limiter.reach;
+    let probe = reach.admit(operation).map_err(|error| Failure { error, answered: None, unsent: true })?;
     let waiting = std::time::Instant::now();
     limiter.acquire().await;
     let waited = waiting.elapsed();
@@ -281,10 +284,23 @@ pub async fn exchange(
         observe::waited(vendor, &endpoint, waited.as_secs_f64());
     }
     let sent = std::time::Instant::now();
-    let response = client.execute(request).await.map_err(|e| {
-        observe::record(vendor, &endpoint, operation, None, sent.elapsed().as_secs_f64());
-        Failure { error: classify_transport_error(operation, &e), answered: None, unsent: e.is_connect() }
-    })?;
+    let sent_at = tokio::time::Instant::now();
+    let response = match client.execute(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            observe::record(vendor, &endpoint, operation, None, sent.elapsed().as_secs_f64());
+            let error = classify_transport_error(operation, &e);
+            if error.kind != ErrorKind::Transient {
+                // A TLS failure is an answer of sorts: something is there.
+                reach.answered();
+            } else if reach.unanswered(sent_at, probe, &endpoint) {
+                tracing::warn!(%endpoint, operation, error = %error, "vendor endpoint not answering; requests to it are held back until a probe is answered");
+                tokio::spawn(reach.clone().probe(client, vendor, endpoint));
+            }
+            return Err(Failure { error, answered: None, unsent: e.is_connect() });
+        }
+    };
+    reach.answered();
     let status = response.status();
     observe::record(vendor, &endpoint, operation, Some(status.as_u16()), sent.elapsed().as_secs_f64());
     let headers = response.headers().clone();

@@ -10,6 +10,7 @@ pub mod cisco;
 mod error;
 mod http;
 pub mod observe;
+pub mod outage;
 pub mod proxy;
 mod rate;
 pub mod redact;

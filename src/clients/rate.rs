@@ -30,6 +30,8 @@ use governor::{
 };
 use tokio::sync::Notify;
 
+use super::outage::Reachability;
+
 /// Client-side default: under the Deep Security Manager default of 500 requests per minute per key.
 pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 400;
 
@@ -52,6 +54,8 @@ type Budget = governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMid
 /// A client-side rate limit for one vendor endpoint. Calls wait for a slot, in turn by requester (module doc).
 pub struct RateLimiter {
     per_minute: u32,
+    /// Whether the endpoint answers at all.
+    pub reach: Arc<Reachability>,
     budget: Budget,
     clock: TokioClock,
     line: Mutex<Line>,
@@ -62,10 +66,21 @@ impl RateLimiter {
     /// handful of calls is not serialised) plus the rest spread evenly. GCRA admits `burst + rate × window` in a
     /// window, so the steady rate is the budget minus the burst.
     pub fn per_minute(per_minute: u32) -> Arc<Self> {
+        Self::with_recoveries(per_minute, Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+
+    /// [`Self::per_minute`], counting the endpoint's recoveries in `recoveries`.
+    fn with_recoveries(per_minute: u32, recoveries: Arc<tokio::sync::watch::Sender<u64>>) -> Arc<Self> {
         let per_minute = per_minute.max(1);
         let clock = TokioClock { origin: tokio::time::Instant::now() };
         let budget = governor::RateLimiter::direct_with_clock(quota(per_minute), clock.clone());
-        Arc::new(Self { per_minute, budget, clock, line: Mutex::default() })
+        Arc::new(Self {
+            per_minute,
+            reach: Arc::new(Reachability::new(recoveries)),
+            budget,
+            clock,
+            line: Mutex::default(),
+        })
     }
 
     pub fn limit_per_minute(&self) -> u32 {
@@ -325,18 +340,30 @@ pub struct RateLimiters {
     per_minute: u32,
     by_endpoint: Arc<Mutex<HashMap<String, Arc<RateLimiter>>>>,
     backlog: Arc<Backlog>,
+    /// How many times an endpoint that was out answered again ([`super::outage`]).
+    recoveries: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl RateLimiters {
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute, by_endpoint: Arc::default(), backlog: Arc::default() }
+        Self {
+            per_minute,
+            by_endpoint: Arc::default(),
+            backlog: Arc::default(),
+            recoveries: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
     }
 
     pub fn for_endpoint(&self, endpoint: &str) -> Arc<RateLimiter> {
         let mut map = self.by_endpoint.lock().expect("rate limiter map poisoned");
         map.entry(endpoint.trim_end_matches('/').to_owned())
-            .or_insert_with(|| RateLimiter::per_minute(self.per_minute))
+            .or_insert_with(|| RateLimiter::with_recoveries(self.per_minute, self.recoveries.clone()))
             .clone()
+    }
+
+    /// Changes each time one of the endpoints that was out answers again.
+    pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recoveries.subscribe()
     }
 
     /// A requester for `tenant` whose work, once it has waited for a budget, counts in the backlog of `key`.

@@ -97,6 +97,11 @@ impl Context {
         map.entry(std::any::TypeId::of::<K>()).or_default().clone()
     }
 
+    /// Every kind's wake-ups.
+    pub fn all_wakeups(&self) -> Vec<Arc<Wakeups>> {
+        self.wakeups.lock().expect("wake-ups poisoned").values().cloned().collect()
+    }
+
     /// Publishes an Event on `obj`. Failures are logged, never fatal: events are advisory.
     pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
     where

@@ -29,6 +29,7 @@ use crate::api::{
     ANNOTATION_ROTATE, AccessLost, DEFAULT_ROLLOUT_TIMEOUT, FINALIZER,
     conditions::{self, READY, reason},
 };
+use crate::clients::{ErrorKind, VendorError};
 
 fn kind<K: Managed>() -> String {
     K::kind(&()).into_owned()
@@ -146,20 +147,37 @@ pub fn error_policy<K: Managed>(obj: Arc<K>, err: &finalizer::Error<Error>, ctx:
     };
     ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: kind::<K>(), reason: reason.into() }).inc();
     tracing::warn!(resource = %display_name(obj.as_ref()), error = %err, "reconcile failed");
+    if let finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) = err {
+        wait_for_outage(&ctx, obj.as_ref(), e);
+    }
     let attempts = obj.status().and_then(|s| s.failed_attempts()).unwrap_or(0) as u32 + 1;
     Action::requeue(backoff(attempts, None, rand::random()))
+}
+
+/// A failure because a vendor endpoint was not answering: the resource is retried as soon as the endpoint answers
+/// again (`clients::outage`), besides its backoff.
+fn wait_for_outage<K: Managed>(ctx: &Context, obj: &K, err: &Error) {
+    if let (Error::Vendor(VendorError { kind: ErrorKind::Transient, status: None, .. }), Some(uid)) = (err, obj.uid()) {
+        ctx.wakeups::<K>().wait_for_outage(&uid);
+    }
 }
 
 /// Passes a successful outcome through; a failure becomes `Ready=False` with its reason, an Event on
 /// transition, and a backoff requeue.
 async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<Action, Error>) -> Action {
     let err = match outcome {
-        Ok(action) => return action,
+        Ok(action) => {
+            if let Some(uid) = obj.uid() {
+                ctx.wakeups::<K>().outage_over_for(&uid);
+            }
+            return action;
+        }
         Err(err) => err,
     };
     let reason = err.reason();
     ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: kind::<K>(), reason: reason.into() }).inc();
     tracing::info!(resource = %display_name(obj.as_ref()), reason, error = %err, "not ready");
+    wait_for_outage(ctx, obj.as_ref(), &err);
     // Re-read: `apply` may have recorded progress (e.g. an intent) before failing. Without a fresh copy, write
     // nothing: applying an older status could erase that intent and allow a second create.
     let latest = match read_fresh(ctx, &api(ctx, obj.as_ref()), obj.as_ref()).await {
@@ -199,7 +217,6 @@ async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<
 /// reporting a working key as broken (found by the fault suite: a retiring key's revocation during a vendor
 /// partition turned Ready resources False); the condition's reason and message still say what failed.
 pub fn key_still_works<S: ManagedStatus>(status: &S, generation: Option<i64>, err: &Error, now: Timestamp) -> bool {
-    use crate::clients::{ErrorKind, VendorError};
     let unavailable =
         matches!(err, Error::Vendor(VendorError { kind: ErrorKind::Transient | ErrorKind::RateLimited { .. }, .. }));
     let ready = status

@@ -182,7 +182,24 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
     );
     let kp =
         provider_controller::<KeyProvider>(&ctx, (kp_store, kp_own), kp_secrets, kp_users, users, shutdown.clone());
-    futures::join!(secrets, ckps, kps, namespaces, workloads, wak, swc, ckp, kp);
+    let outages = wake_after_outages(ctx.clone(), shutdown.clone());
+    futures::join!(secrets, ckps, kps, namespaces, workloads, wak, swc, ckp, kp, outages);
+}
+
+/// The resources that failed because a vendor endpoint was not answering are reconciled again as soon as one
+/// answers (`clients::outage`), not at the end of their backoff.
+async fn wake_after_outages(ctx: Arc<Context>, shutdown: futures::future::Shared<BoxFuture<'static, ()>>) {
+    let mut recoveries = ctx.limiters.recoveries();
+    let wake = async {
+        while recoveries.changed().await.is_ok() {
+            let woken: usize = ctx.all_wakeups().iter().map(|w| w.wake_outage_waiters()).sum();
+            tracing::info!(woken, "a vendor endpoint answers again: the resources that waited for it are retried now");
+        }
+    };
+    tokio::select! {
+        () = wake => {}
+        () = shutdown => {}
+    }
 }
 
 /// The resources of `namespace` that name `target`. Not filtered by the cached status: the cache can lag behind
@@ -294,6 +311,7 @@ async fn controller<K, R, RF>(
                     if let Some(uid) = o.uid() {
                         written.written.forget(&uid);
                         wakeups.cancel(&uid);
+                        wakeups.outage_over_for(&uid);
                     }
                 }
                 _ => {}

@@ -6,7 +6,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::{BinaryHeap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -20,10 +20,15 @@ use super::versions::uid_bits;
 pub const FAR: Duration = Duration::from_secs(10);
 
 /// One kind's wake-ups.
+///
+/// Also the resources that failed because a vendor endpoint was not answering: they wake when an endpoint answers
+/// again ([`Wakeups::wake_outage_waiters`]) instead of at the end of a backoff of up to 5 minutes.
 #[derive(Default)]
 pub struct Wakeups {
     inner: Mutex<Inner>,
     changed: tokio::sync::Notify,
+    /// UID bits of the resources whose last reconcile failed for a vendor outage.
+    outage_waiters: Mutex<HashSet<u128>>,
 }
 
 #[derive(Default)]
@@ -42,7 +47,34 @@ fn millis(t: SystemTime) -> u64 {
 impl Wakeups {
     /// Wake the resource `uid` at `when` (replacing any earlier request).
     pub fn at(&self, uid: &str, when: SystemTime) {
-        let (key, at) = (uid_bits(uid), millis(when));
+        self.at_key(uid_bits(uid), when);
+    }
+
+    /// The resource `uid` failed because a vendor endpoint did not answer: wake it when one answers again.
+    pub fn wait_for_outage(&self, uid: &str) {
+        self.outage_waiters.lock().expect("outage waiters poisoned").insert(uid_bits(uid));
+    }
+
+    /// The resource `uid` no longer waits for an outage to end (it reconciled, or is gone).
+    pub fn outage_over_for(&self, uid: &str) {
+        let mut waiters = self.outage_waiters.lock().expect("outage waiters poisoned");
+        if !waiters.is_empty() {
+            waiters.remove(&uid_bits(uid));
+        }
+    }
+
+    /// A vendor endpoint answers again: wake every resource that failed for an outage now. Returns how many.
+    pub fn wake_outage_waiters(&self) -> usize {
+        let waiters = std::mem::take(&mut *self.outage_waiters.lock().expect("outage waiters poisoned"));
+        let now = SystemTime::now();
+        for key in &waiters {
+            self.at_key(*key, now);
+        }
+        waiters.len()
+    }
+
+    fn at_key(&self, key: u128, when: SystemTime) {
+        let at = millis(when);
         let mut inner = self.inner.lock().expect("wake-ups poisoned");
         let earliest = inner.heap.peek().map(|Reverse((t, _))| *t);
         inner.due.insert(key, at);
@@ -149,6 +181,25 @@ mod tests {
         w.at(B, SystemTime::now() + Duration::from_millis(10));
         let got = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken early").unwrap();
         assert_eq!(got, vec![uid_bits(B)]);
+    }
+
+    #[tokio::test]
+    async fn outage_waiters_wake_together_once() {
+        let w = Arc::new(Wakeups::default());
+        w.wait_for_outage(A);
+        w.wait_for_outage(B);
+        w.wait_for_outage(C);
+        w.outage_over_for(C);
+        // A far wake-up of A is brought forward.
+        w.at(A, SystemTime::now() + Duration::from_secs(3600));
+        assert_eq!(w.wake_outage_waiters(), 2);
+        let mut due = w.clone().due().boxed();
+        let mut woken = tokio::time::timeout(Duration::from_secs(5), due.next()).await.expect("at once").unwrap();
+        woken.sort();
+        let mut want = vec![uid_bits(A), uid_bits(B)];
+        want.sort();
+        assert_eq!(woken, want);
+        assert_eq!(w.wake_outage_waiters(), 0, "each wait is woken once");
     }
 
     #[test]

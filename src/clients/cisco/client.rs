@@ -326,7 +326,7 @@ impl CiscoClient {
             let (err, wait) = match self.attempt(request, &operation).await {
                 Ok(answer) => return Ok(answer),
                 // A failure without an answer (connection, timeout, body cut off); TLS will not heal.
-                Err((err, None)) if err.kind != ErrorKind::Tls => {
+                Err((err, None)) if err.kind != ErrorKind::Tls && !err.held_back => {
                     let wait = self.retry.backoff(attempt);
                     (err, Some(wait))
                 }

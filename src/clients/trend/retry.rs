@@ -93,7 +93,7 @@ impl RetryPolicy {
         replay: Replay,
         unsent: bool,
     ) -> Option<Duration> {
-        if attempt >= self.max_attempts {
+        if attempt >= self.max_attempts || error.held_back {
             return None;
         }
         let wait = match &error.kind {
