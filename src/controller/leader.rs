@@ -11,7 +11,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 
-use super::{Context, Scope, server::Readiness};
+use super::{Context, Scope, server::Readiness, watches::WatchBackoff};
 
 /// Which Lease, and who we are in it.
 #[derive(Clone, Debug)]
@@ -126,7 +126,7 @@ async fn acquire(
 ) -> Result<Option<kube_lease_manager::LeaseManager>, Box<dyn std::error::Error>> {
     let api = Api::<Lease>::namespaced(client.clone(), &lease.namespace);
     let released = watcher(api, watcher::Config::default().fields(&format!("metadata.name={}", lease.name)))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .touched_objects()
         .filter_map(|l| async move {
             match l {
@@ -184,7 +184,7 @@ async fn renewals_lapse(client: Client, lease: LeaseSettings, deadline: Duration
     let api = Api::<Lease>::namespaced(client, &lease.namespace);
     let identity = lease.identity.clone();
     let renewals = watcher(api, watcher::Config::default().fields(&format!("metadata.name={}", lease.name)))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .touched_objects()
         .filter_map(move |l| {
             let ours = l.ok().and_then(|l| l.spec).filter(|s| s.holder_identity.as_deref() == Some(identity.as_str()));
@@ -215,7 +215,7 @@ async fn claim_renewed_since(client: Client, lease: &LeaseSettings, since: k8s_o
     let api = Api::<Lease>::namespaced(client, &lease.namespace);
     let identity = lease.identity.clone();
     let renewed = watcher(api, watcher::Config::default().fields(&format!("metadata.name={}", lease.name)))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .touched_objects()
         .filter_map(move |l| {
             let fresh = l.ok().and_then(|l| l.spec).is_some_and(|s| {

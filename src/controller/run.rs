@@ -16,8 +16,8 @@ use super::{
     reconcile::{self, Managed},
     secure_workload_credential,
     watches::{
-        NamespaceMeta, Scope, SecretMeta, WorkloadChange, changed_only, fan_out, queue_key, slim, slim_meta,
-        spec_or_intent_changed, uid_key, watch_config, workload_changes,
+        NamespaceMeta, Scope, SecretMeta, WatchBackoff, WorkloadChange, changed_only, fan_out, queue_key, slim,
+        slim_meta, spec_or_intent_changed, uid_key, watch_config, workload_changes,
     },
     workload_api_key,
 };
@@ -51,10 +51,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
             cfg().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
             move |ns, e| versions.owned_secrets.apply(ns, e),
         )
-        .default_backoff();
+        .backoff(WatchBackoff::default());
     let referenced = secret_scope
         .watch::<SecretMeta>(&client, cfg().labels(LABEL_REFERENCED))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim_meta)
         .reflect(referenced_writer);
     let secrets = fan_out(
@@ -71,7 +71,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
     let ckps = fan_out(
         "ClusterKeyProvider",
         watcher(Api::<ClusterKeyProvider>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(ckp_writer)
             .touched_objects()
@@ -86,7 +86,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
         "KeyProvider",
         scope
             .watch::<KeyProvider>(&client, cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(|o| o.managed_fields_mut().clear())
             .reflect(kp_writer)
             .touched_objects()
@@ -99,7 +99,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
     let namespaces = fan_out(
         "Namespace",
         watcher(Api::<NamespaceMeta>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim_meta)
             .reflect(ns_writer)
             .touched_objects()
@@ -295,7 +295,7 @@ async fn controller<K, R, RF>(
     let events = changed_only(
         scope
             .watch::<K>(&ctx.client, watch_config())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             // The cache keeps what the triggers need; every reconcile reads the resource fresh.
             .modify(slim::<K>)
             .reflect(writer)
