@@ -11,7 +11,6 @@ use std::{
 };
 
 use k8s_openapi::jiff::Timestamp;
-use kube::Client;
 use workload_key_operator::sim::{self, RunningSim};
 
 pub const MIB: f64 = 1024.0;
@@ -100,54 +99,9 @@ pub fn creates_of(v: &VendorCounts) -> u64 {
     v.get("POST /api/apikeys").copied().unwrap_or(0)
 }
 
-pub type ApiRequests = BTreeMap<String, f64>;
-
-/// `apiserver_request_total` for WorkloadApiKeys, Secrets and Events, by `"VERB resource[/subresource]"`.
-pub async fn apiserver_requests(client: &Client) -> ApiRequests {
-    apiserver_requests_of(client, &["workloadapikeys", "secrets", "events"]).await
-}
-
-/// `apiserver_request_total` for these resources (plural names), by `"VERB resource[/subresource]"`.
-pub async fn apiserver_requests_of(client: &Client, resources: &[&str]) -> ApiRequests {
-    let req = http::Request::get("/metrics").body(Vec::new()).expect("request");
-    let text = client.request_text(req).await.unwrap_or_default();
-    let mut out = ApiRequests::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
-        let labels = prometheus_labels(labels);
-        let resource = labels.get("resource").map(String::as_str).unwrap_or_default();
-        if !resources.contains(&resource) {
-            continue;
-        }
-        let sub = labels.get("subresource").map(String::as_str).unwrap_or_default();
-        let verb = labels.get("verb").map(String::as_str).unwrap_or_default();
-        let key = if sub.is_empty() { format!("{verb} {resource}") } else { format!("{verb} {resource}/{sub}") };
-        *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
-    }
-    out
-}
-
-pub fn prometheus_labels(s: &str) -> HashMap<String, String> {
-    let inner = s.split_once('{').map(|(_, r)| r.trim_end_matches('}')).unwrap_or_default();
-    let mut out = HashMap::new();
-    let mut rest = inner;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let end = after.find('"').unwrap_or(after.len());
-        out.insert(key.trim_start_matches(',').to_owned(), after[..end].to_owned());
-        rest = after.get(end + 1..).unwrap_or_default();
-    }
-    out
-}
-
-/// Requests between two snapshots, per resource (watches and lists of the whole run are left out).
-pub fn per_resource(before: &ApiRequests, after: &ApiRequests, n: usize) -> ApiRequests {
-    after
-        .iter()
-        .filter(|(k, _)| !k.starts_with("WATCH") && !k.starts_with("LIST"))
-        .map(|(k, v)| (k.clone(), (v - before.get(k).copied().unwrap_or(0.0)) / n.max(1) as f64))
-        .filter(|(_, v)| *v >= 0.005)
-        .collect()
-}
+pub use crate::support::api_requests::{
+    ApiRequests, apiserver_requests, apiserver_requests_of, per_resource, prometheus_labels,
+};
 
 /// Most timestamps (ms) in any half-open window of `window_ms`.
 pub fn max_in_window(sorted: &[i64], window_ms: i64) -> usize {

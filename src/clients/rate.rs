@@ -66,21 +66,15 @@ impl RateLimiter {
     /// handful of calls is not serialised) plus the rest spread evenly. GCRA admits `burst + rate × window` in a
     /// window, so the steady rate is the budget minus the burst.
     pub fn per_minute(per_minute: u32) -> Arc<Self> {
-        Self::with_recoveries(per_minute, Arc::new(tokio::sync::watch::Sender::new(0)))
+        Self::with_reach(per_minute, Arc::new(Reachability::new(Arc::new(tokio::sync::watch::Sender::new(0)))))
     }
 
-    /// [`Self::per_minute`], counting the endpoint's recoveries in `recoveries`.
-    fn with_recoveries(per_minute: u32, recoveries: Arc<tokio::sync::watch::Sender<u64>>) -> Arc<Self> {
+    /// [`Self::per_minute`], for an endpoint whose reachability is `reach`.
+    fn with_reach(per_minute: u32, reach: Arc<Reachability>) -> Arc<Self> {
         let per_minute = per_minute.max(1);
         let clock = TokioClock { origin: tokio::time::Instant::now() };
         let budget = governor::RateLimiter::direct_with_clock(quota(per_minute), clock.clone());
-        Arc::new(Self {
-            per_minute,
-            reach: Arc::new(Reachability::new(recoveries)),
-            budget,
-            clock,
-            line: Mutex::default(),
-        })
+        Arc::new(Self { per_minute, reach, budget, clock, line: Mutex::default() })
     }
 
     pub fn limit_per_minute(&self) -> u32 {
@@ -340,7 +334,10 @@ pub struct RateLimiters {
     per_minute: u32,
     by_endpoint: Arc<Mutex<HashMap<String, Arc<RateLimiter>>>>,
     backlog: Arc<Backlog>,
-    /// How many times an endpoint that was out answered again ([`super::outage`]).
+    /// Whether each origin (`https://host:port`) answers: an endpoint's host that does not answer does not answer
+    /// for any of its APIs either ([`super::outage`]).
+    reach_by_origin: Arc<Mutex<HashMap<String, Arc<Reachability>>>>,
+    /// How many times an origin that was out answered again.
     recoveries: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
@@ -350,6 +347,7 @@ impl RateLimiters {
             per_minute,
             by_endpoint: Arc::default(),
             backlog: Arc::default(),
+            reach_by_origin: Arc::default(),
             recoveries: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
@@ -357,8 +355,17 @@ impl RateLimiters {
     pub fn for_endpoint(&self, endpoint: &str) -> Arc<RateLimiter> {
         let mut map = self.by_endpoint.lock().expect("rate limiter map poisoned");
         map.entry(endpoint.trim_end_matches('/').to_owned())
-            .or_insert_with(|| RateLimiter::with_recoveries(self.per_minute, self.recoveries.clone()))
+            .or_insert_with(|| RateLimiter::with_reach(self.per_minute, self.reach_of(endpoint)))
             .clone()
+    }
+
+    /// The reachability of `endpoint`'s origin.
+    fn reach_of(&self, endpoint: &str) -> Arc<Reachability> {
+        let origin = url::Url::parse(endpoint)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| endpoint.trim_end_matches('/').to_owned());
+        let mut map = self.reach_by_origin.lock().expect("reachability map poisoned");
+        map.entry(origin).or_insert_with(|| Arc::new(Reachability::new(self.recoveries.clone()))).clone()
     }
 
     /// Changes each time one of the endpoints that was out answers again.
@@ -404,6 +411,11 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(a.limit_per_minute(), 60);
+        // Two APIs of one host: their own budgets, one reachability.
+        let v1 = l.for_endpoint("https://dsm:4119/v3.0");
+        assert!(!Arc::ptr_eq(&a, &v1));
+        assert!(Arc::ptr_eq(&a.reach, &v1.reach));
+        assert!(!Arc::ptr_eq(&a.reach, &c.reach));
     }
 
     /// The most of `sorted` (ms) in any half-open window of `window` ms.

@@ -69,10 +69,20 @@ where
     let result = requester
         .run(async {
             let resources = api(&ctx, obj.as_ref());
-            let obj = match read_fresh(&ctx, &resources, obj.as_ref()).await {
-                Ok(Some(fresh)) => Arc::new(fresh),
-                Ok(None) => return Ok(Action::await_change()),
-                Err(e) => return Err(finalizer::Error::ApplyFailed(kube_call_on("get", obj.as_ref())(e))),
+            // A new resource: our finalizer first, and the work goes on with the object the patch returns.
+            let adds_finalizer =
+                obj.meta().deletion_timestamp.is_none() && !obj.finalizers().iter().any(|f| f == FINALIZER);
+            let obj = if adds_finalizer {
+                match add_finalizer(&ctx, &resources, obj.as_ref()).await {
+                    Ok(fresh) => Arc::new(fresh),
+                    Err(e) => return Err(finalizer::Error::AddFinalizer(e)),
+                }
+            } else {
+                match read_fresh(&ctx, &resources, obj.as_ref()).await {
+                    Ok(Some(fresh)) => Arc::new(fresh),
+                    Ok(None) => return Ok(Action::await_change()),
+                    Err(e) => return Err(finalizer::Error::ApplyFailed(kube_call_on("get", obj.as_ref())(e))),
+                }
             };
             let inner = ctx.clone();
             finalizer(&resources, FINALIZER, obj, move |event| async move {
@@ -89,6 +99,24 @@ where
         .await;
     ctx.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     result
+}
+
+/// Adds our finalizer to a resource as the watch cache has it, by a patch that holds only at the cached version (a
+/// stale copy gets a conflict, and the newer version's event reconciles it again), and returns the resource as the
+/// patch left it: fresh, so the reconcile goes on without reading it (a new resource costs no read), and recorded
+/// as our write, so the watch's event of it wakes nobody (`watches::changed_only`).
+async fn add_finalizer<K: Managed>(ctx: &Context, api: &Api<K>, cached: &K) -> Result<K, kube::Error> {
+    let mut finalizers = cached.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cached.resource_version()}});
+    let uid = cached.uid().unwrap_or_default();
+    ctx.written.adding_finalizer(&uid, true);
+    let patched = api.patch(&cached.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
+    if let Ok(patched) = &patched {
+        ctx.written.record(&uid, patched.resource_version().as_deref());
+    }
+    ctx.written.adding_finalizer(&uid, false);
+    patched
 }
 
 /// How many reconciles of one kind, namespace and provider may have waited for the vendor's budget and still run
@@ -279,6 +307,24 @@ pub async fn settle<K: Managed>(
     }
     set_ready_metric(ctx, obj, ready);
     Ok(())
+}
+
+/// `status` as [`settle`] records a resource Ready with `message`, for a step that has just made it ready (a key
+/// created and in its Secret): its status write then says so too, and the next pass's `settle` finds nothing left
+/// to write. One status write less per new key; no `Ready` Event either: the step's own (`KeyCreated`) tells.
+pub fn ready_in<K: Managed, S: ManagedStatus>(obj: &K, status: &mut S, message: String) {
+    let generation = obj.meta().generation;
+    conditions::set_condition(
+        status.conditions_mut(),
+        READY,
+        true,
+        reason::READY,
+        message,
+        generation,
+        Timestamp::now(),
+    );
+    *status.failed_attempts_mut() = None;
+    *status.observed_generation_mut() = generation;
 }
 
 /// What one pass of a kind's step loop did.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use futures::{StreamExt, channel::mpsc, future::BoxFuture};
+use futures::{StreamExt, TryStreamExt, channel::mpsc, future::BoxFuture};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::{
     Api, Resource, ResourceExt,
@@ -51,7 +51,21 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: BoxFuture<'static, (
             cfg().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}")),
             move |ns, e| versions.owned_secrets.apply(ns, e),
         )
-        .backoff(WatchBackoff::default());
+        .backoff(WatchBackoff::default())
+        // The events of the operator's own writes: the reconcile that wrote acts on what it wrote.
+        .try_filter({
+            let ctx = ctx.clone();
+            move |e| {
+                let (ctx, applied) =
+                    (ctx.clone(), if let watcher::Event::Apply(s) = e { Some(s.clone()) } else { None });
+                async move {
+                    match applied {
+                        Some(s) => !ctx.owned_secrets.is_own_write(&s).await,
+                        None => true,
+                    }
+                }
+            }
+        });
     let referenced = secret_scope
         .watch::<SecretMeta>(&client, cfg().labels(LABEL_REFERENCED))
         .backoff(WatchBackoff::default())
@@ -288,7 +302,7 @@ async fn controller<K, R, RF>(
         + Send
         + 'static,
 {
-    let written = ctx.clone();
+    let (written, forgotten) = (ctx.clone(), ctx.clone());
     let wakeups = ctx.wakeups::<K>();
     // Our own status writes must not wake the controller (a failure would otherwise retry in a tight loop):
     // only spec (generation), annotations (rotate), finalizers and deletion do.
@@ -300,22 +314,21 @@ async fn controller<K, R, RF>(
             .modify(slim::<K>)
             .reflect(writer)
             .inspect(move |e| match e {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                    tap.touched(o);
-                    if let Some(uid) = o.uid() {
-                        written.written.seen(&uid, o.resource_version().as_deref());
-                    }
-                }
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => tap.touched(o),
                 Ok(watcher::Event::Delete(o)) => {
                     tap.touched(o);
                     if let Some(uid) = o.uid() {
-                        written.written.forget(&uid);
+                        forgotten.written.forget(&uid);
                         wakeups.cancel(&uid);
                         wakeups.outage_over_for(&uid);
                     }
                 }
                 _ => {}
             }),
+        move |o| {
+            let has_finalizer = o.finalizers().iter().any(|f| f == crate::api::FINALIZER);
+            o.uid().is_some_and(|uid| written.written.is_ours(&uid, o.resource_version().as_deref(), has_finalizer))
+        },
     );
     let (by_secret, by_ckp, by_kp, by_ns) = (store.clone(), store.clone(), store.clone(), store.clone());
     let by_workload = store.clone();

@@ -78,10 +78,54 @@ type Versions = HashMap<u64, (u128, u64)>;
 #[derive(Default)]
 pub struct OwnedSecrets {
     state: Mutex<OwnedState>,
+    /// The operator's own writes of Secrets, by the hash of `namespace/name`: the event of one wakes nobody
+    /// ([`OwnedSecrets::is_own_write`]).
+    own_writes: Mutex<OwnWrites>,
+    /// A write ended.
+    written: tokio::sync::Notify,
     listed: tokio::sync::Notify,
     /// A reader already waited the whole [`FIRST_LIST_WAIT`] in vain (the watch cannot list): later ones read at
     /// once instead of each waiting again.
     gave_up: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct OwnWrites {
+    /// Writes under way.
+    pending: HashMap<u64, usize>,
+    /// The version a write left the Secret at, until the watch brings it.
+    left_at: HashMap<u64, u64>,
+}
+
+/// A write of a Secret under way ([`OwnedSecrets::writing`]); dropped without [`OwnWrite::done`], it failed.
+pub struct OwnWrite<'a> {
+    secrets: &'a OwnedSecrets,
+    key: u64,
+    version: Option<u64>,
+}
+
+impl OwnWrite<'_> {
+    /// The write left the Secret at `version`.
+    pub fn done(mut self, version: Option<&str>) {
+        self.version = version_number(version);
+    }
+}
+
+impl Drop for OwnWrite<'_> {
+    fn drop(&mut self) {
+        let mut writes = self.secrets.own_writes.lock().expect("own Secret writes poisoned");
+        if let Some(n) = writes.pending.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                writes.pending.remove(&self.key);
+            }
+        }
+        if let Some(v) = self.version {
+            writes.left_at.insert(self.key, v);
+        }
+        drop(writes);
+        self.secrets.written.notify_waiters();
+    }
 }
 
 #[derive(Default)]
@@ -166,6 +210,52 @@ impl OwnedSecrets {
                 == Some(&(uid_bits(owner_uid), version))
     }
 
+    /// The operator is about to write the Secret `namespace/name`: its event, if it comes before the write's
+    /// answer, waits for it ([`OwnedSecrets::is_own_write`]).
+    pub fn writing(&self, namespace: &str, name: &str) -> OwnWrite<'_> {
+        let key = name_key(&format!("{namespace}/{name}"));
+        *self.own_writes.lock().expect("own Secret writes poisoned").pending.entry(key).or_default() += 1;
+        OwnWrite { secrets: self, key, version: None }
+    }
+
+    /// Whether a change of an owned Secret seen by the watch is exactly the operator's own last write of it (the
+    /// reconcile that wrote it already acts on it: waking its resource again would only read it back). Each write
+    /// is matched once; a later version (someone changed it after us) is never ours. An event that overtook the
+    /// answer of a write under way waits for that answer (at most [`OWN_WRITE_WAIT`]).
+    pub async fn is_own_write(&self, secret: &SecretMeta) -> bool {
+        let m = &secret.metadata;
+        let (Some(ns), Some(name), Some(version)) =
+            (m.namespace.as_deref(), m.name.as_deref(), version_number(m.resource_version.as_deref()))
+        else {
+            return false;
+        };
+        let key = name_key(&format!("{ns}/{name}"));
+        let deadline = tokio::time::Instant::now() + OWN_WRITE_WAIT;
+        loop {
+            let written = self.written.notified();
+            {
+                let mut writes = self.own_writes.lock().expect("own Secret writes poisoned");
+                match writes.left_at.get(&key).copied() {
+                    Some(ours) if ours == version => {
+                        writes.left_at.remove(&key);
+                        return true;
+                    }
+                    Some(ours) if ours > version => return false,
+                    Some(_) => {
+                        writes.left_at.remove(&key);
+                    }
+                    None => {}
+                }
+                if !writes.pending.contains_key(&key) {
+                    return false;
+                }
+            }
+            if tokio::time::timeout_at(deadline, written).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.state.lock().unwrap().by_namespace.values().map(HashMap::len).sum()
@@ -180,13 +270,37 @@ fn forget(state: &mut OwnedState, secret: &SecretMeta) {
     }
 }
 
+/// How long the event of a Secret waits for the answer of our write under way to it.
+const OWN_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Each resource's version after the operator's last write to it: UID bits → version, 24 bytes a resource.
 #[derive(Default)]
 pub struct Written {
     versions: Mutex<HashMap<u128, u64>>,
+    /// Resources whose finalizer we are adding (the patch sent, its answer not back yet).
+    adding_finalizer: Mutex<HashSet<u128>>,
 }
 
 impl Written {
+    /// We are adding our finalizer to the resource `uid` (`false`: done, or failed).
+    pub fn adding_finalizer(&self, uid: &str, adding: bool) {
+        let mut set = self.adding_finalizer.lock().expect("finalizer adds poisoned");
+        if adding {
+            set.insert(uid_bits(uid));
+        } else {
+            set.remove(&uid_bits(uid));
+        }
+    }
+
+    /// Whether the watch's resource `uid` at `version` is our own last write: its version is the one our write
+    /// returned, or it is the first to show the finalizer we are adding before the patch's answer came back
+    /// (`has_finalizer`; the watch brings versions in order, so a later change by someone else is never taken).
+    pub fn is_ours(&self, uid: &str, version: Option<&str>, has_finalizer: bool) -> bool {
+        let exact = self.seen(uid, version);
+        exact
+            || (has_finalizer && self.adding_finalizer.lock().expect("finalizer adds poisoned").remove(&uid_bits(uid)))
+    }
+
     pub fn record(&self, uid: &str, version: Option<&str>) {
         let mut map = self.versions.lock().expect("written versions poisoned");
         match version_number(version) {
@@ -201,17 +315,19 @@ impl Written {
 
     /// The watch brought the resource at `version`: once that is the recorded version or a later one, the cached
     /// copy is as new, and the entry goes (so the map holds only the resources written since the watch last
-    /// caught up, not every resource).
-    pub fn seen(&self, uid: &str, version: Option<&str>) {
-        let Some(seen) = version_number(version) else { return };
+    /// caught up, not every resource). Returns whether `version` is exactly our last write's: the change is ours.
+    pub fn seen(&self, uid: &str, version: Option<&str>) -> bool {
+        let Some(seen) = version_number(version) else { return false };
         let mut map = self.versions.lock().expect("written versions poisoned");
         let key = uid_bits(uid);
-        if map.get(&key).is_some_and(|written| *written <= seen) {
+        let written = map.get(&key).copied();
+        if written.is_some_and(|written| written <= seen) {
             map.remove(&key);
         }
         if map.is_empty() && map.capacity() > 1024 {
             map.shrink_to_fit();
         }
+        written == Some(seen)
     }
 
     /// The resource is gone: nothing left to read.

@@ -253,22 +253,28 @@ pub(super) fn spec_or_intent_changed<K: Resource>() -> impl Predicate<K> + Clone
     predicates::generation.combine(predicates::annotations).combine(predicates::finalizers).combine(deleting)
 }
 
-/// Only the resources whose spec, annotations, finalizers or deletion changed (`spec_or_intent_changed`): our own
-/// status writes must not wake the controller. kube's `predicate_filter` does this with a cache keyed by name,
-/// namespace and UID strings (about 250 bytes a resource at 10,000); this one keeps a hash per UID (its 128 bits),
-/// forgets a deleted resource, and starts afresh from each relist.
+/// Only the resources whose spec, annotations, finalizers or deletion changed (`spec_or_intent_changed`), by
+/// someone else: our own status writes must not wake the controller, nor our own finalizer (the reconcile that
+/// added it went on with the object the patch returned). `ours` says whether a resource seen by the watch is
+/// exactly our last write (it is asked of every resource the watch brings). kube's `predicate_filter` does this
+/// with a cache keyed by name, namespace and UID strings (about 250 bytes a resource at 10,000); this one keeps a
+/// hash per UID (its 128 bits), forgets a deleted resource, and starts afresh from each relist.
 pub(super) fn changed_only<K: Managed>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    mut ours: impl FnMut(&K) -> bool,
 ) -> impl Stream<Item = Result<K, watcher::Error>> {
     let predicate = spec_or_intent_changed::<K>();
     let mut seen: HashMap<u128, u64> = HashMap::new();
     let mut relisted: HashMap<u128, u64> = HashMap::new();
     events.filter_map(move |event| {
         let out: Option<Result<K, watcher::Error>> = match event {
-            Ok(watcher::Event::Apply(o)) => match predicate.hash_property(&o) {
-                Some(h) => (seen.insert(uid_key(&o), h) != Some(h)).then_some(Ok(o)),
-                None => Some(Ok(o)),
-            },
+            Ok(watcher::Event::Apply(o)) => {
+                let ours = ours(&o);
+                match predicate.hash_property(&o) {
+                    Some(h) => (seen.insert(uid_key(&o), h) != Some(h) && !ours).then_some(Ok(o)),
+                    None => Some(Ok(o)),
+                }
+            }
             Ok(watcher::Event::Delete(o)) => {
                 seen.remove(&uid_key(&o));
                 None
@@ -278,7 +284,7 @@ pub(super) fn changed_only<K: Managed>(
                 None
             }
             // Compared with what was seen before the relist; kept for after it.
-            Ok(watcher::Event::InitApply(o)) => match predicate.hash_property(&o) {
+            Ok(watcher::Event::InitApply(o)) => match (ours(&o), predicate.hash_property(&o)).1 {
                 Some(h) => {
                     let key = uid_key(&o);
                     relisted.insert(key, h);
@@ -372,7 +378,7 @@ mod tests {
 
     fn passed(events: Vec<Event<WorkloadApiKey>>) -> Vec<(String, i64)> {
         let out = futures::executor::block_on(
-            changed_only(futures::stream::iter(events.into_iter().map(Ok))).collect::<Vec<_>>(),
+            changed_only(futures::stream::iter(events.into_iter().map(Ok)), |_| false).collect::<Vec<_>>(),
         );
         let named = |o: WorkloadApiKey| {
             assert!(o.metadata.uid.is_none() && o.metadata.resource_version.is_none(), "queued without UID or version");

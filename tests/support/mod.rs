@@ -12,6 +12,7 @@
 //! envtest does not run (garbage collection is part of what we test).
 #![allow(dead_code)]
 
+pub mod api_requests;
 pub mod disrupt;
 pub mod operator;
 pub mod rollout;

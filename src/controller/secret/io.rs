@@ -113,10 +113,12 @@ pub async fn write<K: Managed>(ctx: &Context, obj: &K, content: SecretContent) -
         }
     }
     let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
+    let own_write = ctx.owned_secrets.writing(&ns, &name);
     let written = api
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
         .await
         .map_err(kube_call("apply", "Secret", &ns, &name))?;
+    own_write.done(written.resource_version().as_deref());
     let template = template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
     Ok(WrittenSecret { hash, version: written.resource_version(), template })
 }

@@ -201,19 +201,22 @@ async fn apply(obj: Arc<WorkloadApiKey>, ctx: Arc<Context>) -> Result<Action, Er
                 }
                 (Step::RevokeRetired(ids), _) => revoke_retired(obj, ctx, issuer, status, &ids).await?,
                 (Step::Create { name, recover }, Issuer::DeepSecurity(v)) => {
-                    deep_security::create(obj, ctx, v, status, name, recover).await?
+                    ready(obj, deep_security::create(obj, ctx, v, status, name, recover).await?)
                 }
                 (Step::Regenerate, Issuer::DeepSecurity(v)) => {
-                    deep_security::regenerate(obj, ctx, v, status, annotation).await?
+                    ready(obj, deep_security::regenerate(obj, ctx, v, status, annotation).await?)
                 }
-                (Step::Repair, Issuer::DeepSecurity(v)) => deep_security::repair(obj, ctx, v, status).await?,
+                (Step::Repair, Issuer::DeepSecurity(v)) => {
+                    ready(obj, deep_security::repair(obj, ctx, v, status).await?)
+                }
                 (Step::Update | Step::Reschedule, Issuer::DeepSecurity(v)) => {
                     deep_security::update(obj, ctx, v, status).await?
                 }
-                (Step::Create { name, recover }, Issuer::Account(a)) => {
-                    account::create(obj, ctx, a, terms, status, name, recover, account::Occasion::Issue).await?
-                }
-                (Step::Repair, Issuer::Account(a)) => account::repair(obj, ctx, a, terms, status).await?,
+                (Step::Create { name, recover }, Issuer::Account(a)) => ready(
+                    obj,
+                    account::create(obj, ctx, a, terms, status, name, recover, account::Occasion::Issue).await?,
+                ),
+                (Step::Repair, Issuer::Account(a)) => ready(obj, account::repair(obj, ctx, a, terms, status).await?),
                 (Step::Reschedule, Issuer::Account(_)) => account::reschedule(obj, status)?,
                 // Refused by `rules::check_fields` before any of this; never planned for these APIs.
                 (Step::Regenerate | Step::Update, Issuer::Account(a)) => {
@@ -483,6 +486,25 @@ async fn record_secret(
     Ok(())
 }
 
+/// What `Ready=True` says of a resource with `status`.
+fn ready_message(obj: &WorkloadApiKey, status: &WorkloadApiKeyStatus) -> String {
+    match (&status.key_id, &status.expires_at) {
+        (Some(id), Some(exp)) => format!("key {id} is in Secret {}; expires {}", secret_name(obj), exp.0),
+        (Some(id), None) => format!("key {id} is in Secret {}", secret_name(obj)),
+        _ => "ready".into(),
+    }
+}
+
+/// A key just created, or given a new secret, and written to the Secret: `status` Ready already (see
+/// [`reconcile::ready_in`]).
+fn ready(obj: &WorkloadApiKey, status: WorkloadApiKeyStatus) -> WorkloadApiKeyStatus {
+    // As the API server will keep it (times to the second), so that the next pass's message is the same.
+    let mut status = serde_json::to_value(&status).ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or(status);
+    let message = ready_message(obj, &status);
+    reconcile::ready_in(obj, &mut status, message);
+    status
+}
+
 /// Records `Ready=True`, metrics, and requeues at the next instant something is due.
 async fn finish_ready(
     obj: &WorkloadApiKey,
@@ -490,11 +512,7 @@ async fn finish_ready(
     status: WorkloadApiKeyStatus,
     until: Option<Timestamp>,
 ) -> Result<Action, Error> {
-    let message = match (&status.key_id, &status.expires_at) {
-        (Some(id), Some(exp)) => format!("key {id} is in Secret {}; expires {}", secret_name(obj), exp.0),
-        (Some(id), None) => format!("key {id} is in Secret {}", secret_name(obj)),
-        _ => "ready".into(),
-    };
+    let message = ready_message(obj, &status);
     if let Some(t) = &status.expires_at {
         set_resource_metric(ctx, obj, Series::Expiry, t.0.as_second());
     }

@@ -1,0 +1,110 @@
+//! What a new key and a rotation cost the API server: `apiserver_request_total` deltas (no watches or lists) for
+//! WorkloadApiKeys, Secrets and Events while 20 WorkloadApiKeys are created and taken to Ready, then rotated. The
+//! user's own create of each resource counts too (the comparison with External Secrets Operator in
+//! docs/benchmarks.md counts its ExternalSecret's create alike). Alone in its test binary: nothing else runs on
+//! this control plane meanwhile (the controller manager only lists and watches these resources).
+#![cfg(feature = "sim")]
+
+mod support;
+
+use std::time::Duration;
+
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use support::{
+    api_requests::{ApiRequests, apiserver_requests, per_resource},
+    eventually,
+    sim_env::{self, Env},
+};
+use workload_key_operator::api::WorkloadApiKey;
+
+const RESOURCES: usize = 20;
+/// API-server requests a new key may cost, the user's create included: measured 8.2 (13.2 before; the target of 6
+/// is not met: docs/architecture.md §6 says what the rest pays for).
+const MOST_PER_NEW_KEY: f64 = 8.5;
+/// The same for a rotation asked for with the `workloadkeys.io/rotate` annotation (the user's annotation included):
+/// measured 7.2 (9.2 before).
+const MOST_PER_ROTATION: f64 = 7.5;
+
+fn total(r: &ApiRequests) -> f64 {
+    r.values().sum()
+}
+
+fn show(r: &ApiRequests) -> String {
+    r.iter().map(|(k, v)| format!("{k} {v:.2}")).collect::<Vec<_>>().join(", ")
+}
+
+async fn all(waks: &Api<WorkloadApiKey>, done: impl Fn(&WorkloadApiKey) -> bool) -> Option<()> {
+    let list = waks.list(&ListParams::default()).await.ok()?;
+    (list.items.len() == RESOURCES && list.items.iter().all(done)).then_some(())
+}
+
+fn ready(w: &WorkloadApiKey) -> bool {
+    w.status.as_ref().is_some_and(|s| {
+        s.observed_generation == w.metadata.generation
+            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Settles: the counters stop moving (a reconcile a little after Ready, e.g. one woken by its own Secret, counts).
+async fn settled(client: &kube::Client) -> ApiRequests {
+    let mut last = apiserver_requests(client).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = apiserver_requests(client).await;
+        if per_resource(&last, &now, 1).is_empty() {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_and_a_rotation_cost_few_api_server_requests() {
+    let env = Env::start("api-requests").await;
+    let client = env.ns.client.clone();
+    let waks: Api<WorkloadApiKey> = env.ns.api();
+
+    let before = settled(&client).await;
+    for i in 0..RESOURCES {
+        let wak = sim_env::wak(&format!("key-{i}"), sim_env::wak_spec("Read-only access"));
+        waks.create(&PostParams::default(), &wak).await.expect("create");
+    }
+    eventually(Duration::from_secs(120), "all Ready", || all(&waks, ready)).await;
+    let created = settled(&client).await;
+    let per_key = per_resource(&before, &created, RESOURCES);
+    eprintln!("api-requests: per new key {:.2}: {}", total(&per_key), show(&per_key));
+
+    let stamp = "now";
+    for i in 0..RESOURCES {
+        let patch = json!({"metadata": {"annotations": {"workloadkeys.io/rotate": stamp}}});
+        waks.patch(&format!("key-{i}"), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+    }
+    let rotated = |w: &WorkloadApiKey| {
+        ready(w)
+            && w.status.as_ref().is_some_and(|s| {
+                s.rotate_annotation.as_deref() == Some(stamp)
+                    && matches!((&s.last_rotated_at, &s.rotate_annotation_at), (Some(done), Some(asked)) if done.0 >= asked.0)
+            })
+    };
+    eventually(Duration::from_secs(120), "all rotated", || all(&waks, rotated)).await;
+    let after = settled(&client).await;
+    let per_rotation = per_resource(&created, &after, RESOURCES);
+    eprintln!("api-requests: per rotation {:.2}: {}", total(&per_rotation), show(&per_rotation));
+
+    assert!(
+        total(&per_key) <= MOST_PER_NEW_KEY,
+        "a new key cost {:.2} API-server requests (at most {MOST_PER_NEW_KEY}): {}",
+        total(&per_key),
+        show(&per_key)
+    );
+    assert!(
+        total(&per_rotation) <= MOST_PER_ROTATION,
+        "a rotation cost {:.2} API-server requests (at most {MOST_PER_ROTATION}): {}",
+        total(&per_rotation),
+        show(&per_rotation)
+    );
+}
