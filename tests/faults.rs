@@ -649,7 +649,19 @@ impl Bed {
         // The batch: rotations, deletes and creates, all under way when the fault strikes.
         let stamp = format!("{}-{}", fault.name(), rand::random::<u32>());
         // The operator acts on one requested rotation a resource a minute: pick resources not rotated lately.
-        let rested = |r: &Res| self.rotated_at.get(r).is_none_or(|t| t.elapsed() > Duration::from_secs(70));
+        // Counted from when the operator acted on the last request (a fault can delay that by minutes), not from
+        // when it was asked: a rotation within a minute of the last one waits for its minute, and the heal time
+        // would measure that wait.
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let rested = |r: &Res| {
+            let acted = before.get(r).and_then(|v| {
+                let s = &v["status"];
+                let at = |f: &str| s[f].as_str().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+                at("rotateAnnotationAt").max(at("lastRotatedAt"))
+            });
+            self.rotated_at.get(r).is_none_or(|t| t.elapsed() > Duration::from_secs(70))
+                && acted.is_none_or(|t| now.duration_since(t).as_secs() > 70)
+        };
         let wak_pool: Vec<Res> = self.live.iter().filter(|r| r.is_wak() && rested(r)).cloned().collect();
         let swc_pool: Vec<Res> = self.live.iter().filter(|r| !r.is_wak() && rested(r)).cloned().collect();
         let mut picked =
