@@ -18,7 +18,7 @@ use support::{
 use workload_key_operator::{
     api::{Capability, SecureWorkloadCredential},
     clients::cisco::credentials::key_fingerprint,
-    sim::{SimOptions, cisco::SimKey},
+    sim::cisco::SimKey,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -468,8 +468,12 @@ async fn provision_mints_rotates_and_deletes() {
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_crash_after_mint_repair_annotation_and_retain() {
-    let mut env =
-        Env::start_with("swc-crash", SimOptions::default(), &[("WKO_FAILPOINT", "after-vendor-create")]).await;
+    let mut env = Env::start_with(
+        "swc-crash",
+        workload_key_operator::sim::SimOptions::default(),
+        &[("WKO_FAILPOINT", "after-vendor-create")],
+    )
+    .await;
     let spec = env.provision(json!({})).await;
     env.apply("crashy", spec.clone()).await;
     assert_eq!(env.op.wait_exit(WAIT).await, Some(97), "the operator exited at the fail-point");
@@ -606,7 +610,12 @@ async fn runtime_faults_get_specific_reasons_and_recover() {
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provision_crash_after_secret_write_adopts_the_credential() {
-    let mut env = Env::start_with("swc-adopt", SimOptions::default(), &[("WKO_FAILPOINT", "after-secret-write")]).await;
+    let mut env = Env::start_with(
+        "swc-adopt",
+        workload_key_operator::sim::SimOptions::default(),
+        &[("WKO_FAILPOINT", "after-secret-write")],
+    )
+    .await;
     let spec = env.provision(json!({})).await;
     env.apply("adopted", spec).await;
     assert_eq!(env.op.wait_exit(WAIT).await, Some(97), "the operator exited at the fail-point");
