@@ -4,11 +4,13 @@ use std::{
     collections::HashMap,
     fmt::Debug,
     future::Future,
-    path::PathBuf,
+    path::{Path, PathBuf},
+    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use clap::ValueEnum;
 use futures::StreamExt;
 use kube::{
     Api, Resource, ResourceExt,
@@ -16,7 +18,11 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
+    sync::Semaphore,
+    task::JoinSet,
+};
 use workload_key_operator::{
     api::{
         WorkloadApiKey,
@@ -207,6 +213,171 @@ where
         }
     }
     (created, failed)
+}
+
+/// How the resources of a peer run arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Creator {
+    /// The benchmark's kube-rs client, `--create-concurrency` creates in flight (every phase's driver).
+    Client,
+    /// As a user does: `kubectl create -f` of one multi-document YAML holding every object (one create at a time).
+    Kubectl,
+}
+
+impl Creator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Creator::Client => "client",
+            Creator::Kubectl => "kubectl",
+        }
+    }
+}
+
+/// What a create driver did: when each object's create returned, how many creates failed, and when the last one
+/// returned (the client's last answer, or kubectl's exit): the floor under first create → last Ready.
+pub struct Created {
+    pub at: HashMap<String, Instant>,
+    pub failed: usize,
+    pub done: Instant,
+}
+
+/// `kubectl` and where it keeps its discovery cache (one directory for the run, warmed before anything is timed,
+/// as a user's kubectl has it).
+#[derive(Clone, Debug)]
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+impl Kubectl {
+    pub fn new(bin: PathBuf, kubeconfig: PathBuf) -> Self {
+        let cache_dir = std::env::temp_dir().join(format!("wko-bench-kubectl-cache-{}", std::process::id()));
+        Self { bin, kubeconfig, cache_dir }
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache_dir);
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
+        cmd
+    }
+
+    /// Fills the discovery cache (every kind the API server serves, ours and ESO's included).
+    pub async fn warm(&self) {
+        let out = self.command().arg("api-resources").output().await.expect("run kubectl api-resources");
+        assert!(out.status.success(), "kubectl api-resources failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Objects ready to be created by one of the creators, before the clock starts: for kubectl the YAML file is written
+/// here (a user has it before running kubectl).
+pub struct Batch<K> {
+    api: Api<K>,
+    objects: Vec<K>,
+    how: How,
+}
+
+enum How {
+    Client { concurrency: usize },
+    Kubectl { kubectl: Kubectl, file: PathBuf, namespace: String },
+}
+
+impl<K> Batch<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// `kubectl` is needed (and used) only by [`Creator::Kubectl`].
+    pub fn new(
+        creator: Creator,
+        api: Api<K>,
+        namespace: &str,
+        objects: Vec<K>,
+        concurrency: usize,
+        kubectl: Option<&Kubectl>,
+    ) -> Self {
+        let how = match creator {
+            Creator::Client => How::Client { concurrency },
+            Creator::Kubectl => {
+                let kubectl = kubectl.expect("kubectl is resolved before a kubectl run").clone();
+                let file = std::env::temp_dir().join(format!("wko-bench-{namespace}.yaml"));
+                write_yaml(&file, &objects);
+                How::Kubectl { kubectl, file, namespace: namespace.to_owned() }
+            }
+        };
+        Self { api, objects, how }
+    }
+
+    /// Creates every object; the clock is the caller's.
+    pub async fn create(self) -> Created {
+        match self.how {
+            How::Client { concurrency } => {
+                let by_name: HashMap<String, K> = self.objects.into_iter().map(|o| (o.name_any(), o)).collect();
+                let mut names: Vec<String> = by_name.keys().cloned().collect();
+                names.sort();
+                let (at, failed) =
+                    create_each(self.api, |name| by_name[name].clone(), &names, concurrency, |_| async { Ok(()) })
+                        .await;
+                Created { at, failed, done: Instant::now() }
+            }
+            How::Kubectl { kubectl, file, namespace } => {
+                let created = kubectl_create(&kubectl, &file, &namespace, self.objects.len()).await;
+                let _ = std::fs::remove_file(&file);
+                created
+            }
+        }
+    }
+}
+
+/// The objects as one multi-document YAML, without namespace (`kubectl create -n` gives it).
+fn write_yaml<K: Resource + Serialize>(file: &Path, objects: &[K]) {
+    let mut text = String::new();
+    for obj in objects {
+        let mut value = serde_json::to_value(obj).expect("object as JSON");
+        if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("namespace");
+        }
+        text.push_str("---\n");
+        text.push_str(&serde_norway::to_string(&value).expect("object as YAML"));
+    }
+    std::fs::write(file, text).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+}
+
+/// `kubectl create -f <file> -n <namespace> -o name`: each object's create is stamped when kubectl prints its name
+/// (right after the API server's answer; kubectl creates one object at a time, in file order).
+async fn kubectl_create(kubectl: &Kubectl, file: &Path, namespace: &str, n: usize) -> Created {
+    let mut child = kubectl
+        .command()
+        .arg("create")
+        .arg("-f")
+        .arg(file)
+        .args(["-n", namespace, "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", kubectl.bin.display()));
+    let mut stderr = child.stderr.take().expect("stderr");
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut at = HashMap::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let name = line.trim().rsplit('/').next().unwrap_or_default();
+        if !name.is_empty() {
+            at.insert(name.to_owned(), Instant::now());
+        }
+    }
+    let status = child.wait().await.expect("wait for kubectl");
+    let done = Instant::now();
+    let errors = errors.await.unwrap_or_default();
+    if !status.success() || !errors.trim().is_empty() {
+        let head: Vec<&str> = errors.lines().take(5).collect();
+        eprintln!("bench: kubectl create ({status}): {}", head.join(" / "));
+    }
+    Created { failed: n.saturating_sub(at.len()), at, done }
 }
 
 pub async fn run_operator(ns: &TestNamespace, sim: &RunningSim, names: &[String], concurrency: usize) -> Timing {

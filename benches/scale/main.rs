@@ -14,7 +14,9 @@
 //! - **memory**: peak RSS (`VmHWM`) of the operator process while it takes `--rss-n` resources to Ready, and
 //!   after a restart with all of them Ready.
 //! - **peer**: External Secrets Operator (built by `scripts/eso-binary`) takes `--n` and `--rss-n` ExternalSecrets,
-//!   each from a `Password` generator, to Ready on the same control plane, beside ours at the same sizes.
+//!   each from a `Password` generator, to Ready on the same control plane, beside ours at the same sizes: ESO at its
+//!   default `--concurrent 1` and at our operator's reconcile concurrency (16), the resources created by the
+//!   benchmark's client and by `kubectl create -f` (`--creators`).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -31,7 +33,11 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::{drivers::log_dir, phases::run, report::record};
+use crate::{
+    drivers::{Creator, Kubectl, log_dir},
+    phases::run,
+    report::record,
+};
 
 #[derive(Debug, Parser)]
 #[command(about = "Scale benchmarks for docs/architecture.md §6 (method and results: docs/benchmarks.md)")]
@@ -59,10 +65,18 @@ struct Args {
     /// is given.
     #[arg(long)]
     quick: bool,
-    /// ESO's `--concurrent` (reconciles of its ExternalSecret controller in flight) in the peer phase [default: 1,
-    /// ESO's own default].
-    #[arg(long, default_value_t = peer::ESO_DEFAULT_CONCURRENT)]
-    eso_concurrent: usize,
+    /// ESO's `--concurrent` settings in the peer phase (reconciles of its ExternalSecret controller in flight), one
+    /// fresh ESO run per setting; the ratios are against the one equal to our operator's reconcile concurrency
+    /// (`--max-concurrent-reconciles`, 16 unless WKO_MAX_CONCURRENT_RECONCILES says otherwise), else the highest
+    /// [default: 1,16: ESO's own default and ours].
+    #[arg(long, value_delimiter = ',')]
+    eso_concurrent: Vec<usize>,
+    /// How the peer phase creates the resources of ours and ESO: `client` (the benchmark's kube-rs client,
+    /// `--create-concurrency` creates in flight, as every phase) or `kubectl` (`kubectl create -f` of one
+    /// multi-document YAML, as a user does); both with a comma, each run at every size [default: client,kubectl;
+    /// client with --quick].
+    #[arg(long, visible_alias = "creators", value_delimiter = ',')]
+    creator: Vec<Creator>,
     /// More arguments for ESO in the peer phase (repeat for several), e.g. `--eso-arg=--client-qps=500`.
     #[arg(long, allow_hyphen_values = true)]
     eso_arg: Vec<String>,
@@ -97,10 +111,17 @@ struct Plan {
     create_concurrency: usize,
     phases: Vec<Phase>,
     record: Option<PathBuf>,
-    eso_concurrent: usize,
+    /// ESO's `--concurrent` settings, each run at every size.
+    eso_concurrent: Vec<usize>,
+    /// Our operator's reconcile concurrency: the ESO setting the ratios are against.
+    ours_concurrency: usize,
     eso_args: Vec<String>,
+    /// How the peer phase creates the resources.
+    creators: Vec<Creator>,
     /// ESO's binary and CRDs, resolved (built if need be) before the control plane starts when the peer phase runs.
     eso: Option<peer::EsoBinary>,
+    /// `kubectl`, resolved once the control plane runs when a peer run uses it.
+    kubectl: Option<Kubectl>,
 }
 
 impl Plan {
@@ -120,6 +141,19 @@ impl Plan {
             (None, false) if args.only.is_empty() => Some(support::repo_root().join("docs/benchmarks.md")),
             (None, _) => None,
         };
+        let ours_concurrency = peer::ours_concurrency();
+        let mut eso_concurrent: Vec<usize> = if args.eso_concurrent.is_empty() {
+            vec![peer::ESO_DEFAULT_CONCURRENT, ours_concurrency]
+        } else {
+            args.eso_concurrent.iter().map(|c| (*c).max(1)).collect()
+        };
+        dedup_keep_order(&mut eso_concurrent);
+        let mut creators = if args.creator.is_empty() {
+            if q { vec![Creator::Client] } else { vec![Creator::Client, Creator::Kubectl] }
+        } else {
+            args.creator
+        };
+        dedup_keep_order(&mut creators);
         Plan {
             n: args.n.unwrap_or(if q { 100 } else { 1000 }),
             rss_n: args.rss_n.unwrap_or(if q { 1000 } else { 10_000 }),
@@ -129,15 +163,27 @@ impl Plan {
             create_concurrency: args.create_concurrency.max(1),
             phases,
             record,
-            eso_concurrent: args.eso_concurrent.max(1),
+            eso_concurrent,
+            ours_concurrency,
             eso_args: args.eso_arg,
+            creators,
             eso: None,
+            kubectl: None,
         }
     }
 
     fn runs(&self, p: Phase) -> bool {
         self.phases.contains(&p)
     }
+}
+
+fn dedup_keep_order<T: PartialEq + Copy>(v: &mut Vec<T>) {
+    let mut seen = Vec::new();
+    v.retain(|x| {
+        let new = !seen.contains(x);
+        seen.push(*x);
+        new
+    });
 }
 
 fn main() {
@@ -149,6 +195,9 @@ fn main() {
     // Start the control plane before the runtime: it blocks for a while.
     let cp = support::control_plane();
     eprintln!("bench: control plane ready ({})", cp.kubeconfig.display());
+    if plan.runs(Phase::Peer) && plan.creators.contains(&Creator::Kubectl) {
+        plan.kubectl = Some(Kubectl::new(support::kubectl(), cp.kubeconfig.clone()));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let results = rt.block_on(run(&plan));
     let table = results.markdown(&plan);

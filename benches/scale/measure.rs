@@ -139,6 +139,9 @@ pub struct Timing {
     pub failed: usize,
     /// First create to last Ready.
     pub elapsed: Duration,
+    /// First create to the last create's answer (for kubectl, its exit): the creates alone, the floor under
+    /// `elapsed`.
+    pub creates_done: Duration,
     /// Create to Ready, per resource.
     pub p50: Duration,
     pub p95: Duration,
@@ -154,6 +157,7 @@ impl Timing {
         failed: usize,
     ) -> Self {
         let last = ready.values().max().copied().unwrap_or(t0);
+        let last_created = created.values().max().copied().unwrap_or(t0);
         let mut lat: Vec<Duration> =
             ready.iter().filter_map(|(k, r)| created.get(k).map(|c| r.saturating_duration_since(*c))).collect();
         lat.sort_unstable();
@@ -164,6 +168,7 @@ impl Timing {
             ready: ready.len(),
             failed,
             elapsed: last - t0,
+            creates_done: last_created.saturating_duration_since(t0),
             p50: pct(0.5),
             p95: pct(0.95),
             max: lat.last().copied().unwrap_or_default(),
@@ -178,6 +183,7 @@ impl Timing {
             ready: runs.iter().map(|t| t.ready).sum(),
             failed: runs.iter().map(|t| t.failed).sum(),
             elapsed: runs.iter().map(|t| t.elapsed).sum(),
+            creates_done: runs.iter().map(|t| t.creates_done).sum(),
             p50: most(|t| t.p50),
             p95: most(|t| t.p95),
             max: most(|t| t.max),

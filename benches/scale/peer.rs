@@ -22,12 +22,13 @@ use kube::{
     api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
+use workload_key_operator::{api::WorkloadApiKey, controller::context::DEFAULT_MAX_CONCURRENT_RECONCILES};
 
 use crate::{
     Plan,
     drivers::{
-        NO_CLIENT_LIMIT, ReadyWatch, create_each, keep_log, log_dir, names, namespace_for, run_operator_with_timeout,
-        run_plain, start_operator, start_sim, wait_operator_ready,
+        Batch, Creator, NO_CLIENT_LIMIT, ReadyWatch, create_each, keep_log, log_dir, names, namespace_for, run_plain,
+        start_operator, start_sim, template, wait_operator_ready,
     },
     measure::{
         ApiRequests, ProcSampler, Timing, apiserver_requests, apiserver_requests_of, per_resource, proc_status_kib,
@@ -134,14 +135,14 @@ pub struct Eso {
 }
 
 /// ESO's command line (after the binary) for `namespace`, with metrics on `metrics_port` of loopback.
-pub fn eso_args(namespace: &str, metrics_port: &str, concurrent: usize, extra: &[String]) -> Vec<String> {
+pub fn eso_args(namespace: &str, metrics_port: &str, concurrent: &str, extra: &[String]) -> Vec<String> {
     let mut args: Vec<String> = [
         "--namespace",
         namespace,
         "--metrics-addr",
         &format!("127.0.0.1:{metrics_port}"),
         "--concurrent",
-        &concurrent.to_string(),
+        concurrent,
         "--enable-leader-election=false",
         "--loglevel",
         "info",
@@ -159,7 +160,7 @@ impl Eso {
         let log_file = std::env::temp_dir().join(format!("wko-bench-eso-{namespace}.log"));
         let log = File::create(&log_file).expect("ESO log file");
         let child = Command::new(&bin.bin)
-            .args(eso_args(namespace, &metrics_port.to_string(), concurrent, extra))
+            .args(eso_args(namespace, &metrics_port.to_string(), &concurrent.to_string(), extra))
             // Out of cluster, as ours: the control plane's admin kubeconfig (controller-runtime reads $KUBECONFIG).
             .env("KUBECONFIG", &support::control_plane().kubeconfig)
             .stdin(Stdio::null())
@@ -358,33 +359,86 @@ pub async fn warm_eso(plan: &Plan, keep: &mut Vec<TestNamespace>) {
     keep.push(ns);
 }
 
-/// A fresh ESO process on a fresh namespace takes `n` ExternalSecrets to Ready.
-pub async fn eso_at(plan: &Plan, client: &Client, bin: &EsoBinary, n: usize, keep: &mut Vec<TestNamespace>) -> EsoRun {
-    eprintln!("bench: peer: ESO {}, {n} ExternalSecrets", bin.version);
+/// Our operator's reconciles in flight per kind, as the bench starts it: `WKO_MAX_CONCURRENT_RECONCILES` when the
+/// environment (which the operator inherits) sets it, else its default.
+pub fn ours_concurrency() -> usize {
+    std::env::var("WKO_MAX_CONCURRENT_RECONCILES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(usize::from(DEFAULT_MAX_CONCURRENT_RECONCILES))
+}
+
+fn timeout_for(n: usize) -> Duration {
+    Duration::from_secs(900.max(n as u64 / 4))
+}
+
+/// Creates `objects` with `creator` while `watch` looks for them Ready: first create to last Ready, and to the
+/// creates' end (the client's last answer, kubectl's exit).
+async fn create_and_wait<K>(
+    plan: &Plan,
+    creator: Creator,
+    api: Api<K>,
+    namespace: &str,
+    objects: Vec<K>,
+    mut watch: ReadyWatch,
+) -> Timing
+where
+    K: kube::Resource
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let n = objects.len();
+    let batch = Batch::new(creator, api, namespace, objects, plan.create_concurrency, plan.kubectl.as_ref());
+    let t0 = Instant::now();
+    let created = batch.create().await;
+    watch.wait(t0 + timeout_for(n)).await;
+    let mut timing = Timing::of(n, t0, &created.at, &watch.ready(), created.failed);
+    timing.creates_done = created.done - t0;
+    timing
+}
+
+/// A fresh ESO process at `--concurrent concurrency` on a fresh namespace takes `n` ExternalSecrets to Ready.
+pub async fn eso_at(
+    plan: &Plan,
+    client: &Client,
+    bin: &EsoBinary,
+    n: usize,
+    creator: Creator,
+    concurrency: usize,
+    keep: &mut Vec<TestNamespace>,
+) -> EsoRun {
+    eprintln!(
+        "bench: peer: ESO {} --concurrent {concurrency}, {n} ExternalSecrets created by {}",
+        bin.version,
+        creator.name()
+    );
     let ns = eso_namespace("bench-eso").await;
-    let mut eso = Eso::start(bin, &ns.name, plan.eso_concurrent, &plan.eso_args);
+    let mut eso = Eso::start(bin, &ns.name, concurrency, &plan.eso_args);
     eso.wait_ready().await;
     let pid = eso.pid().expect("pid");
     let before = apiserver_requests_of(client, ESO_RESOURCES).await;
     let sampler = ProcSampler::start(Some(pid));
     let peers = PeerWatch::start(pid);
-    let mut watch = ReadyWatch::start_with(es_api(&ns), n, es_ready).await;
-    let t0 = Instant::now();
-    let (created, failed) =
-        create_each(es_api(&ns), external_secret, &names(n), plan.create_concurrency, |_| async { Ok(()) }).await;
-    watch.wait(t0 + Duration::from_secs(900.max(n as u64 / 4))).await;
-    let timing = Timing::of(n, t0, &created, &watch.ready(), failed);
+    let watch = ReadyWatch::start_with(es_api(&ns), n, es_ready).await;
+    let objects: Vec<DynamicObject> = names(n).iter().map(|name| external_secret(name)).collect();
+    let timing = create_and_wait(plan, creator, es_api(&ns), &ns.name, objects, watch).await;
     let sockets = sampler.stop().max_sockets;
     let requests = per_resource(&before, &apiserver_requests_of(client, ESO_RESOURCES).await, n);
     let hwm_kib = proc_status_kib(Some(pid), "VmHWM");
     let foreign = peers.stop();
     let metrics = eso.metrics().await;
     let ext = [("controller", "externalsecret")];
-    let concurrent = metric_sum(&metrics, "controller_runtime_max_concurrent_reconciles", &ext).map(|v| v as usize);
+    let reported_concurrency =
+        metric_sum(&metrics, "controller_runtime_max_concurrent_reconciles", &ext).map(|v| v as usize);
     let reconciles = metric_sum(&metrics, "controller_runtime_reconcile_total", &ext).unwrap_or(0.0) as u64;
     let reconcile_errors =
         metric_sum(&metrics, "controller_runtime_reconcile_errors_total", &ext).unwrap_or(0.0) as u64;
-    eso.keep_log(&format!("eso-{n}"));
+    eso.keep_log(&format!("eso-{n}-{}-concurrent-{concurrency}", creator.name()));
     drop(eso);
     // What ESO wrote: one Secret per ExternalSecret with the generated password.
     let secrets: Api<Secret> = ns.api();
@@ -401,9 +455,10 @@ pub async fn eso_at(plan: &Plan, client: &Client, bin: &EsoBinary, n: usize, kee
         .unwrap_or(0);
     keep.push(ns);
     EsoRun {
+        concurrency,
         run: PeerRun { timing, hwm_kib, sockets, requests },
         foreign,
-        concurrent,
+        reported_concurrency,
         reconciles,
         reconcile_errors,
         secrets_written,
@@ -411,15 +466,16 @@ pub async fn eso_at(plan: &Plan, client: &Client, bin: &EsoBinary, n: usize, kee
 }
 
 /// Our operator at `n` when no other phase of this run measured it: the same as the throughput phase's operator run
-/// (a fresh operator on a fresh namespace, after a warm-up of our kind).
+/// (a fresh operator on a fresh namespace, after a warm-up of our kind), the resources created by `creator`.
 pub async fn ours_at(
     plan: &Plan,
     client: &Client,
     n: usize,
+    creator: Creator,
     warm: &mut bool,
     keep: &mut Vec<TestNamespace>,
 ) -> PeerRun {
-    eprintln!("bench: peer: our operator, {n} WorkloadApiKeys");
+    eprintln!("bench: peer: our operator, {n} WorkloadApiKeys created by {}", creator.name());
     let sim = start_sim(0).await;
     if !*warm {
         let ns = namespace_for("bench-peer-warm", &sim).await;
@@ -428,22 +484,31 @@ pub async fn ours_at(
         *warm = true;
     }
     let ns = namespace_for("bench-peer-ours", &sim).await;
+    let template = template(&sim);
+    let objects: Vec<WorkloadApiKey> = names(n)
+        .into_iter()
+        .map(|name| {
+            let mut obj = template.clone();
+            obj.metadata.name = Some(name);
+            obj
+        })
+        .collect();
     let mut op = start_operator(&ns.name, NO_CLIENT_LIMIT);
     wait_operator_ready(&op).await;
     let before = apiserver_requests(client).await;
     let sampler = ProcSampler::start(op.pid());
-    let timeout = Duration::from_secs(900.max(n as u64 / 4));
-    let timing = run_operator_with_timeout(&ns, &sim, &names(n), plan.create_concurrency, timeout).await;
+    let watch = ReadyWatch::start(ns.api(), n).await;
+    let timing = create_and_wait(plan, creator, ns.api(), &ns.name, objects, watch).await;
     let sockets = sampler.stop().max_sockets;
     let requests = per_resource(&before, &apiserver_requests(client).await, n);
     let hwm_kib = proc_status_kib(op.pid(), "VmHWM");
-    keep_log(&op, &format!("peer-ours-{n}"));
+    keep_log(&op, &format!("peer-ours-{n}-{}", creator.name()));
     op.kill();
     keep.push(ns);
     PeerRun { timing, hwm_kib, sockets, requests }
 }
 
-/// Ours at `n` from the phases that already ran in this process, if one measured that size.
+/// Ours at `n` from the phases that already ran in this process, if one measured that size (created by the client).
 fn ours_from(results: &Results, n: usize) -> Option<(PeerRun, String)> {
     if let Some(t) = results.throughput.as_ref().filter(|t| t.n == n)
         && let Some((i, r)) = t.median_operator_round()
@@ -465,12 +530,16 @@ fn ours_from(results: &Results, n: usize) -> Option<(PeerRun, String)> {
     None
 }
 
-/// The peer phase: ESO at the throughput size and at the memory size, beside ours at the same sizes.
+/// The peer phase: at the throughput size and at the memory size, for each creator, ours and ESO at each
+/// `--concurrent` setting.
 pub async fn peer(plan: &Plan, client: &Client, results: &Results, keep: &mut Vec<TestNamespace>) -> Peer {
     let bin = plan.eso.clone().expect("the ESO binary is resolved before the phases run");
     install_eso_crds(client, &bin.crds).await;
     let installed = Instant::now();
     warm_eso(plan, keep).await;
+    if let Some(kubectl) = &plan.kubectl {
+        kubectl.warm().await;
+    }
     // The controller manager's garbage collector looks for new kinds every 30 s; until it watches ExternalSecrets it
     // GETs the owner of every new Secret ESO writes (cluster-wide requests, counted here). Ours had that time too.
     tokio::time::sleep(Duration::from_secs(35).saturating_sub(installed.elapsed())).await;
@@ -479,20 +548,30 @@ pub async fn peer(plan: &Plan, client: &Client, results: &Results, keep: &mut Ve
     let mut warm = false;
     let mut out = Vec::new();
     for n in sizes {
-        let (ours, ours_from) = match ours_from(results, n) {
-            Some(found) => found,
-            None => (ours_at(plan, client, n, &mut warm, keep).await, "peer phase (a run of its own)".into()),
-        };
-        let eso = eso_at(plan, client, &bin, n, keep).await;
-        out.push(PeerSize { n, ours, ours_from, eso });
+        for &creator in &plan.creators {
+            let found = if creator == Creator::Client { ours_from(results, n) } else { None };
+            let (ours, ours_from) = match found {
+                Some(found) => found,
+                None => {
+                    (ours_at(plan, client, n, creator, &mut warm, keep).await, "peer phase (a run of its own)".into())
+                }
+            };
+            let mut eso = Vec::new();
+            for &concurrency in &plan.eso_concurrent {
+                eso.push(eso_at(plan, client, &bin, n, creator, concurrency, keep).await);
+            }
+            out.push(PeerSize { n, creator, ours, ours_from, eso });
+        }
     }
+    let settings: Vec<String> = plan.eso_concurrent.iter().map(usize::to_string).collect();
     Peer {
         version: bin.version.clone(),
         command: format!(
             "external-secrets {}",
-            eso_args("<namespace>", "<port>", plan.eso_concurrent, &plan.eso_args).join(" ")
+            eso_args("<namespace>", "<port>", &settings.join("|"), &plan.eso_args).join(" ")
         ),
         refresh_interval: REFRESH_INTERVAL,
+        ours_concurrency: plan.ours_concurrency,
         sizes: out,
     }
 }

@@ -4,8 +4,10 @@ use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use crate::{
     Plan,
+    drivers::Creator,
     measure::{MIB, VendorCounts, creates_of, total},
-    results::{Peer, PeerSize, Restart, Results, Round},
+    peer::ESO_DEFAULT_CONCURRENT,
+    results::{EsoRun, Peer, PeerRun, PeerSize, Restart, Results, Round},
 };
 
 pub fn secs(d: Duration) -> String {
@@ -183,7 +185,7 @@ impl Results {
         }
         if let Some(p) = &self.peer {
             for size in &p.sizes {
-                line(peer_summary_row(&p.version, size));
+                line(peer_summary_row(p, size, plan));
             }
         }
 
@@ -326,108 +328,241 @@ fn kib_f(k: Option<u64>) -> f64 {
     k.map_or(f64::NAN, |k| k as f64)
 }
 
-pub fn peer_summary_row(version: &str, p: &PeerSize) -> String {
-    let (e, o) = (&p.eso.run, &p.ours);
+/// How the resources of a peer run were created, in words.
+fn creator_words(creator: Creator, plan: &Plan) -> String {
+    match creator {
+        Creator::Client => format!("the benchmark's client, {} creates in flight", plan.create_concurrency),
+        Creator::Kubectl => "`kubectl create -f` of one multi-document YAML".into(),
+    }
+}
+
+/// ESO at one setting, as a table's row name.
+fn eso_label(e: &EsoRun, p: &Peer) -> String {
+    let why = if e.concurrency == p.ours_concurrency {
+        " (ours' concurrency)"
+    } else if e.concurrency == ESO_DEFAULT_CONCURRENT {
+        " (its default)"
+    } else {
+        ""
+    };
+    format!("ESO `--concurrent {}`{why}", e.concurrency)
+}
+
+/// One figure of a peer comparison: how to read it from a run, and how to print it.
+struct Figure {
+    /// In a sentence.
+    name: &'static str,
+    /// As a column's header.
+    header: &'static str,
+    value: fn(&PeerRun) -> f64,
+    show: fn(&PeerRun) -> String,
+}
+
+const FIGURES: [Figure; 4] = [
+    Figure {
+        name: "first create → last Ready",
+        header: "First create → last Ready",
+        value: |r| r.timing.elapsed.as_secs_f64(),
+        show: |r| secs(r.timing.elapsed),
+    },
+    Figure { name: "peak RSS", header: "Peak RSS", value: |r| kib_f(r.hwm_kib), show: |r| mib(r.hwm_kib) },
+    Figure {
+        name: "most sockets",
+        header: "Most sockets",
+        value: |r| r.sockets as f64,
+        show: |r| r.sockets.to_string(),
+    },
+    Figure {
+        name: "API-server requests per resource",
+        header: "API-server requests / resource",
+        value: PeerRun::requests_per_resource,
+        show: |r| format!("{:.2}", r.requests_per_resource()),
+    },
+];
+
+/// The summary row of one size and creator: ours against ESO at our concurrency, ESO at its default beside.
+pub fn peer_summary_row(p: &Peer, size: &PeerSize, plan: &Plan) -> String {
+    let o = &size.ours;
+    let matched = size.matched(p.ours_concurrency);
+    let default = size.default_setting(p.ours_concurrency);
+    let mut figures = Vec::new();
+    for (i, f) in FIGURES.iter().enumerate() {
+        let mut cell = format!("{}: ours {}", f.name, (f.show)(o));
+        if let Some(m) = matched {
+            let r = ratio((f.value)(o), (f.value)(&m.run));
+            let r = if i == 0 { format!("**{r}**") } else { r };
+            cell.push_str(&format!(" vs ESO {} ({r})", (f.show)(&m.run)));
+        }
+        if let Some(d) = default {
+            cell.push_str(&format!(
+                ", ESO at {}: {} ({})",
+                d.concurrency,
+                (f.show)(&d.run),
+                ratio((f.value)(o), (f.value)(&d.run))
+            ));
+        }
+        figures.push(cell);
+    }
+    let ready: Vec<String> = size
+        .eso
+        .iter()
+        .map(|e| format!("ESO `--concurrent {}` {}/{}", e.concurrency, e.run.timing.ready, e.run.timing.n))
+        .collect();
     format!(
-        "| Peer: ESO {version} beside ours, {} resources to Ready (ESO / ours) | time {} vs {} (**{}**); peak RSS {} \
-         vs {} ({}); most sockets {} vs {} ({}); API-server requests per resource {:.2} vs {:.2} ({}) | comparison \
-         | ESO {}/{} Ready, ours {}/{} |",
-        p.n,
-        secs(e.timing.elapsed),
-        secs(o.timing.elapsed),
-        ratio(e.timing.elapsed.as_secs_f64(), o.timing.elapsed.as_secs_f64()),
-        mib(e.hwm_kib),
-        mib(o.hwm_kib),
-        ratio(kib_f(e.hwm_kib), kib_f(o.hwm_kib)),
-        e.sockets,
-        o.sockets,
-        ratio(e.sockets as f64, o.sockets as f64),
-        e.requests_per_resource(),
-        o.requests_per_resource(),
-        ratio(e.requests_per_resource(), o.requests_per_resource()),
-        e.timing.ready,
-        e.timing.n,
+        "| Peer: ESO {} beside ours, {} resources to Ready, created by {} (ours / ESO `--concurrent {}`{}) | {} | \
+         comparison | ours {}/{} Ready, {} |",
+        p.version,
+        size.n,
+        creator_words(size.creator, plan),
+        matched.map_or(p.ours_concurrency, |m| m.concurrency),
+        default.map_or_else(String::new, |d| format!("; ESO at its default `--concurrent {}` beside", d.concurrency)),
+        figures.join("; "),
         o.timing.ready,
         o.timing.n,
+        ready.join(", ")
+    )
+}
+
+/// Ready, first create → last Ready, creates done, rate, create→Ready p50, p95, max, peak RSS, sockets, requests.
+fn peer_cells(r: &PeerRun) -> String {
+    let x = &r.timing;
+    format!(
+        "{}/{}{} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.2}",
+        x.ready,
+        x.n,
+        if x.failed > 0 { format!(" ({} failed)", x.failed) } else { String::new() },
+        secs(x.elapsed),
+        secs(x.creates_done),
+        x.rate(),
+        secs(x.p50),
+        secs(x.p95),
+        secs(x.max),
+        mib(r.hwm_kib),
+        r.sockets,
+        r.requests_per_resource()
     )
 }
 
 pub fn peer_section(p: &Peer, plan: &Plan) -> Vec<String> {
+    let settings: Vec<String> = {
+        let mut c: Vec<usize> = p.sizes.iter().flat_map(|s| s.eso.iter().map(|e| e.concurrency)).collect();
+        c.sort_unstable();
+        c.dedup();
+        c.iter().map(|c| format!("`--concurrent {c}`")).collect()
+    };
     let mut out = vec![
         String::new(),
         format!("#### Peer: External Secrets Operator {}, same control plane, same run", p.version),
         String::new(),
         format!(
             "ESO built from its Go module (`scripts/eso-binary`), run out of cluster with the admin kubeconfig as \
-             `{}`. Each `ExternalSecret` (`external-secrets.io/v1`, `refreshInterval: {}`) takes its data from the \
-             namespace's one `Password` generator (`generators.external-secrets.io/v1alpha1`, 44 characters); created \
-             {} at a time by the same driver as ours, the time is first create to the last `Ready=True` seen by the \
-             same watch. Ratios are ESO / ours: above 1, ESO took longer or used more.",
-            p.command, p.refresh_interval, plan.create_concurrency
+             `{}`, a fresh process on a fresh namespace for each of {} (ESO's default is 1; ours runs {} reconciles \
+             of each kind at once). Each `ExternalSecret` (`external-secrets.io/v1`, `refreshInterval: {}`) takes its \
+             data from the namespace's one `Password` generator (`generators.external-secrets.io/v1alpha1`, 44 \
+             characters). Ours and ESO get their resources the same way, by the benchmark's client ({} creates in \
+             flight) or by `kubectl create -f` of one multi-document YAML (one create at a time, as a user does); the \
+             time is first create to the last `Ready=True` seen by the same watch, and *creates done* is first \
+             create to the last create's answer (kubectl: its exit), the floor a user sees. Ratios are ours / ESO: \
+             below 1, ours took less time or used less.",
+            p.command,
+            settings.join(" and "),
+            p.ours_concurrency,
+            p.refresh_interval,
+            plan.create_concurrency
         ),
         String::new(),
-        "| Resources | Controller | Ready | Time | Resources/s | Create→Ready p50 | p95 | max | Peak RSS (`VmHWM`) | \
-         Most sockets | API-server requests / resource |"
+        "| Resources | Created by | Controller | Ready | First create → last Ready | Creates done | Resources/s | \
+         Create→Ready p50 | p95 | max | Peak RSS (`VmHWM`) | Most sockets | API-server requests / resource |"
             .into(),
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |".into(),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |".into(),
     ];
     for size in &p.sizes {
-        for (name, r) in [("ours (WorkloadApiKeys)", &size.ours), ("ESO (ExternalSecrets)", &size.eso.run)] {
-            let x = &r.timing;
-            out.push(format!(
-                "| {} | {name} | {} | {} | {} | {:.2} |",
-                size.n,
-                timing_cells(x),
-                mib(r.hwm_kib),
-                r.sockets,
-                r.requests_per_resource()
-            ));
+        let rows = std::iter::once(("ours (WorkloadApiKeys)".to_owned(), &size.ours))
+            .chain(size.eso.iter().map(|e| (eso_label(e, p), &e.run)));
+        for (name, r) in rows {
+            out.push(format!("| {} | {} | {name} | {} |", size.n, size.creator.name(), peer_cells(r)));
         }
     }
     out.push(String::new());
+    out.push("Ours / ESO, per size and creator (the row at our concurrency first):".into());
+    out.push(String::new());
+    let headers: Vec<&str> = FIGURES.iter().map(|f| f.header).collect();
+    out.push(format!("| Resources | Created by | Against | {} |", headers.join(" | ")));
+    out.push("| --- | --- | --- | --- | --- | --- | --- |".into());
     for size in &p.sizes {
-        let e = &size.eso;
+        let against = size.matched(p.ours_concurrency).into_iter().chain(size.default_setting(p.ours_concurrency));
+        for (i, e) in against.enumerate() {
+            let cells: Vec<String> = FIGURES
+                .iter()
+                .enumerate()
+                .map(|(j, f)| {
+                    let r = ratio((f.value)(&size.ours), (f.value)(&e.run));
+                    if i == 0 && j == 0 { format!("**{r}**") } else { r }
+                })
+                .collect();
+            out.push(format!("| {} | {} | {} | {} |", size.n, size.creator.name(), eso_label(e, p), cells.join(" | ")));
+        }
+    }
+    out.push(String::new());
+    out.push(
+        "ESO's reported concurrency is `controller_runtime_max_concurrent_reconciles` of its ExternalSecret \
+         controller; its reconciles and errors are that controller's."
+            .into(),
+    );
+    out.push(String::new());
+    for size in &p.sizes {
+        let eso: Vec<String> = size
+            .eso
+            .iter()
+            .map(|e| {
+                format!(
+                    "`--concurrent {}`: reported concurrency {}, {} reconciles ({} errors), {} Secrets with a \
+                     generated password, connections beyond loopback: {}",
+                    e.concurrency,
+                    e.reported_concurrency.map_or_else(|| "n/a".into(), |c| c.to_string()),
+                    e.reconciles,
+                    e.reconcile_errors,
+                    e.secrets_written,
+                    if e.foreign.is_empty() {
+                        "none".into()
+                    } else {
+                        e.foreign.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+                    }
+                )
+            })
+            .collect();
         out.push(format!(
-            "- {}: ours from the {}. ESO: concurrency of its ExternalSecret controller {} (its \
-             `controller_runtime_max_concurrent_reconciles`), {} reconciles ({} errors), {} Secrets with a generated \
-             password; connections beyond loopback: {}.",
+            "- {}, created by {}: ours from the {}. ESO {}.",
             size.n,
+            size.creator.name(),
             size.ours_from,
-            e.concurrent.map_or_else(|| "n/a".into(), |c| c.to_string()),
-            e.reconciles,
-            e.reconcile_errors,
-            e.secrets_written,
-            if e.foreign.is_empty() {
-                "none".into()
-            } else {
-                e.foreign.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
-            }
+            eso.join("; ")
         ));
     }
     out.push(String::new());
     out.push(
-        "API-server requests per resource (`apiserver_request_total` deltas, no watches or lists; cluster-wide):"
+        "API-server requests per resource (`apiserver_request_total` deltas, no watches or lists; cluster-wide; \
+         ours counts WorkloadApiKeys, Secrets and Events, ESO its own kinds, Secrets and Events; ESO *c* is ESO at \
+         `--concurrent c`):"
             .into(),
     );
     out.push(String::new());
-    let mut header = "| Request |".to_owned();
-    let mut rule = "| --- |".to_owned();
-    for size in &p.sizes {
-        header.push_str(&format!(" Ours ({}) | ESO ({}) |", size.n, size.n));
-        rule.push_str(" --- | --- |");
-    }
-    out.push(header);
-    out.push(rule);
-    let keys: BTreeSet<&String> =
-        p.sizes.iter().flat_map(|s| s.ours.requests.keys().chain(s.eso.run.requests.keys())).collect();
+    let columns: Vec<(String, &PeerRun)> = p
+        .sizes
+        .iter()
+        .flat_map(|s| {
+            std::iter::once((format!("Ours ({}, {})", s.n, s.creator.name()), &s.ours)).chain(
+                s.eso.iter().map(move |e| (format!("ESO {} ({}, {})", e.concurrency, s.n, s.creator.name()), &e.run)),
+            )
+        })
+        .collect();
+    out.push(format!("| Request | {} |", columns.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(" | ")));
+    out.push(format!("| --- |{}", " --- |".repeat(columns.len())));
+    let keys: BTreeSet<&String> = columns.iter().flat_map(|(_, r)| r.requests.keys()).collect();
     for k in keys {
-        let mut row = format!("| `{k}` |");
-        for size in &p.sizes {
-            for r in [&size.ours, &size.eso.run] {
-                row.push_str(&format!(" {:.2} |", r.requests.get(k).copied().unwrap_or(0.0)));
-            }
-        }
-        out.push(row);
+        let cells: Vec<String> =
+            columns.iter().map(|(_, r)| format!("{:.2}", r.requests.get(k).copied().unwrap_or(0.0))).collect();
+        out.push(format!("| `{k}` | {} |", cells.join(" | ")));
     }
     out
 }

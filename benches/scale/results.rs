@@ -9,7 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 
 use crate::{
+    drivers::Creator,
     measure::{ApiRequests, MIB, Timing, VendorCounts},
+    peer::ESO_DEFAULT_CONCURRENT,
     support,
 };
 
@@ -133,6 +135,8 @@ pub struct MemoryStep {
 
 /// One controller taking `n` resources to Ready in the peer comparison.
 pub struct PeerRun {
+    /// First create to last Ready; its `creates_done` is what the user waited for the creates alone (the
+    /// client's last answer, or kubectl's exit).
     pub timing: Timing,
     /// Peak RSS of the controller process.
     pub hwm_kib: Option<u64>,
@@ -148,33 +152,56 @@ impl PeerRun {
     }
 }
 
-/// ESO's run at one size, and what else it showed.
+/// ESO's run at one size and one `--concurrent`, and what else it showed.
 pub struct EsoRun {
+    /// The `--concurrent` it ran with.
+    pub concurrency: usize,
     pub run: PeerRun,
     /// Addresses other than loopback its sockets were connected to (sampled every second).
     pub foreign: BTreeSet<String>,
-    /// `controller_runtime_max_concurrent_reconciles` of its ExternalSecret controller.
-    pub concurrent: Option<usize>,
+    /// `controller_runtime_max_concurrent_reconciles` of its ExternalSecret controller (what it reported).
+    pub reported_concurrency: Option<usize>,
     pub reconciles: u64,
     pub reconcile_errors: u64,
     /// Secrets it wrote with a 44-character generated password.
     pub secrets_written: usize,
 }
 
+/// Ours and ESO (at each `--concurrent` of the run) at one size, the resources created one way.
 pub struct PeerSize {
     pub n: usize,
+    pub creator: Creator,
     pub ours: PeerRun,
     /// Which run of ours this is.
     pub ours_from: String,
-    pub eso: EsoRun,
+    /// In the order run (`--eso-concurrent`).
+    pub eso: Vec<EsoRun>,
+}
+
+impl PeerSize {
+    /// The ESO run the ratios are against: at our operator's reconcile concurrency, else the most concurrent one.
+    pub fn matched(&self, ours_concurrency: usize) -> Option<&EsoRun> {
+        self.eso
+            .iter()
+            .find(|e| e.concurrency == ours_concurrency)
+            .or_else(|| self.eso.iter().max_by_key(|e| e.concurrency))
+    }
+
+    /// ESO at its own default (`--concurrent 1`), when that is not the matched run.
+    pub fn default_setting(&self, ours_concurrency: usize) -> Option<&EsoRun> {
+        let matched = self.matched(ours_concurrency).map(|e| e.concurrency);
+        self.eso.iter().find(|e| e.concurrency == ESO_DEFAULT_CONCURRENT && Some(e.concurrency) != matched)
+    }
 }
 
 /// External Secrets Operator beside ours, same control plane, same run.
 pub struct Peer {
     pub version: String,
-    /// ESO's command line.
+    /// ESO's command line, `<concurrent>` for each `--concurrent` of the run.
     pub command: String,
     pub refresh_interval: &'static str,
+    /// Our operator's reconciles in flight per kind (`--max-concurrent-reconciles`): the matched ESO setting.
+    pub ours_concurrency: usize,
     pub sizes: Vec<PeerSize>,
 }
 
