@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! cargo bench --features sim --bench scale -- [--n 1000] [--rss-n 10000] [--rate-n 600] [--quick]
+//! cargo bench --features sim --bench scale -- --only peer [--n 2000 --rss-n 2000] [--creators client,kubectl]
+//!     [--eso-concurrent 1,16]
 //! ```
 //!
 //! - **throughput**: a plain kube-rs client makes, per resource, the API-server writes the operator makes (no
