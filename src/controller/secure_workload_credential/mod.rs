@@ -248,7 +248,10 @@ async fn apply(obj: Arc<SecureWorkloadCredential>, ctx: Arc<Context>) -> Result<
                 (Step::Verify, None) => provision::verify_minted(obj, ctx, conn, status).await?,
                 (Step::Republish, Some(source)) => existing::republish(obj, ctx, source, status).await?,
                 (Step::Republish, None) => return Err(Error::InvalidSpec("nothing to republish from".into())),
-                (Step::Mint { recover, retire }, _) => provision::mint(obj, ctx, conn, status, recover, retire).await?,
+                (Step::Mint { recover, retire }, _) => {
+                    let (status, pair) = provision::mint(obj, ctx, conn, status, recover, retire).await?;
+                    provision::verify_at_once(obj, ctx, conn, status, &pair).await?
+                }
                 (Step::StartRotation, _) => {
                     let mut s = status;
                     s.pending_credential = Some(true);

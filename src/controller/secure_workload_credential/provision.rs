@@ -13,7 +13,11 @@ use kube::{
     runtime::{controller::Action, events::EventType},
 };
 
-use super::{Connection, bound_to, connection, pair_in, plan, plan::Retire, rejected, source, verification, verify};
+use super::{
+    Connection, bound_to, connection, pair_in, plan,
+    plan::{Mode, Retire},
+    rejected, source, verification, verify,
+};
 use crate::{
     api::{DeletionPolicy, RetiringCredential, SecureWorkloadCredential, SecureWorkloadCredentialStatus},
     clients::cisco::{ApiCredentials, Liveness, UiCredential},
@@ -106,7 +110,8 @@ async fn delete_credential(ctx: &Context, conn: &Connection, id: &str) -> Result
     conn.ui(ctx, |s| async move { s.delete_credential(id).await }).await
 }
 
-/// Provision mode: mint a credential (recording the intent first), write the Secret, make it current.
+/// Provision mode: mint a credential (recording the intent first), write the Secret, make it current. Returns the
+/// status to record and the pair now in the Secret.
 pub(super) async fn mint(
     obj: &SecureWorkloadCredential,
     ctx: &Context,
@@ -114,7 +119,7 @@ pub(super) async fn mint(
     mut status: SecureWorkloadCredentialStatus,
     recover: bool,
     retire: Retire,
-) -> Result<SecureWorkloadCredentialStatus, Error> {
+) -> Result<(SecureWorkloadCredentialStatus, ApiCredentials), Error> {
     let uid = uid(obj)?;
     if recover {
         let owner = Owner::new(&uid, status.owner_nonce.as_deref());
@@ -145,7 +150,12 @@ pub(super) async fn mint(
     let data = source::secret_data(&created.credentials, &conn.endpoint, conn.tls.ca_pem.as_deref());
     let secret = secret::io::write(ctx, obj, data).await?;
     failpoint::hit("after-secret-write");
-    let minted = Minted { id: created.id, fingerprint: created.credentials.key_fingerprint(), secret };
+    let minted = Minted {
+        id: created.id,
+        fingerprint: created.credentials.key_fingerprint(),
+        secret,
+        pair: created.credentials,
+    };
     let replaced = status.credential_id.clone().filter(|old| *old != minted.id);
     let name = obj.target_secret();
     let (reason, note) = match (&replaced, retire) {
@@ -166,11 +176,12 @@ pub(super) async fn mint(
     complete_mint(obj, status, minted, retire)
 }
 
-/// A credential that is now current: its UI id, key fingerprint, and the Secret holding it as written.
+/// A credential that is now current: its UI id, key fingerprint, pair, and the Secret holding it as written.
 struct Minted {
     id: String,
     fingerprint: String,
     secret: secret::io::WrittenSecret,
+    pair: ApiCredentials,
 }
 
 /// Makes `minted` current. The credential it replaces is kept for the grace period (rotation), or deleted by
@@ -181,7 +192,7 @@ fn complete_mint(
     mut status: SecureWorkloadCredentialStatus,
     minted: Minted,
     retire: Retire,
-) -> Result<SecureWorkloadCredentialStatus, Error> {
+) -> Result<(SecureWorkloadCredentialStatus, ApiCredentials), Error> {
     let now = Timestamp::now();
     if let Some(old) = status.credential_id.take().filter(|old| *old != minted.id) {
         let grace = match retire {
@@ -200,9 +211,47 @@ fn complete_mint(
     status.api_key_fingerprint = Some(minted.fingerprint);
     status.record_written(minted.secret);
     status.secret_name = Some(obj.target_secret());
-    // The new pair is verified by the next step.
+    // The new pair is verified before the Secret is said to hold a working one ([`verify_at_once`], or the next
+    // step).
     status.last_verified_at = None;
-    Ok(status)
+    Ok((status, minted.pair))
+}
+
+/// A pair just minted (or adopted) and in the Secret, verified at once with the pair in hand, so that the mint's
+/// own status write records the verification and, when that makes the resource Ready, `Ready` too: no read of the
+/// Secret to get the pair back, two status writes and the `Ready` Event fewer per new credential (the mint's Event
+/// tells). Anything short of a clean pass (a refusal, a vendor error) is left to the `Verify` step, which reads the
+/// pair back and reports it as it always has; missing capabilities are recorded, and told by the step that settles.
+pub(super) async fn verify_at_once(
+    obj: &SecureWorkloadCredential,
+    ctx: &Context,
+    conn: &Connection,
+    status: SecureWorkloadCredentialStatus,
+    pair: &ApiCredentials,
+) -> Result<SecureWorkloadCredentialStatus, Error> {
+    let mut verified = status.clone();
+    match verify(obj, ctx, conn, pair, &mut verified).await {
+        Ok(checked) if checked.liveness == Liveness::Ok => {}
+        Ok(_) => return Ok(status),
+        Err(e) => {
+            tracing::debug!(resource = %display_name(obj), error = %e, "verifying a new pair at once failed; the next step verifies it");
+            return Ok(status);
+        }
+    }
+    // As the API server will keep it (times to the second), so that the message `finish` builds is the same.
+    let mut verified =
+        serde_json::to_value(&verified).ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or(verified);
+    let every = plan::rotation_every(&obj.spec).map_err(Error::InvalidSpec)?;
+    let (ready, _, message) = verification::readiness(
+        Mode::Provision,
+        &verified,
+        &obj.target_secret(),
+        plan::next_rotation(&verified, every),
+    );
+    if ready {
+        reconcile::ready_in(obj, &mut verified, message);
+    }
+    Ok(verified)
 }
 
 /// After a crash between recording the intent and recording its result: credentials whose description ends with
@@ -235,7 +284,12 @@ async fn recover_mint(
     for orphan in orphans {
         match &held {
             Some((pair, held)) if adopted.is_none() && orphan.api_key.as_deref() == Some(pair.api_key()) => {
-                adopted = Some(Minted { id: orphan.id, fingerprint: pair.key_fingerprint(), secret: held.clone() });
+                adopted = Some(Minted {
+                    id: orphan.id,
+                    fingerprint: pair.key_fingerprint(),
+                    secret: held.clone(),
+                    pair: pair.clone(),
+                });
             }
             _ => {
                 tracing::info!(resource = %display_name(obj), credential_id = %orphan.id,
