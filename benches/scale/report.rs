@@ -339,7 +339,7 @@ fn creator_words(creator: Creator, plan: &Plan) -> String {
 /// ESO at one setting, as a table's row name.
 fn eso_label(e: &EsoRun, p: &Peer) -> String {
     let why = if e.concurrency == p.ours_concurrency {
-        " (ours' concurrency)"
+        " (our concurrency)"
     } else if e.concurrency == ESO_DEFAULT_CONCURRENT {
         " (its default)"
     } else {
