@@ -11,7 +11,7 @@ use kube::{
     api::{GetParams, Patch, PatchParams},
     runtime::{controller::Action, events::EventType, finalizer, reflector::ObjectRef},
 };
-use serde::Serialize;
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
 pub use super::managed::{Managed, ManagedStatus, status_of, uid};
@@ -307,6 +307,12 @@ pub async fn settle<K: Managed>(
     }
     set_ready_metric(ctx, obj, ready);
     Ok(())
+}
+
+/// `status` as the API server keeps it (times to the second): what a step records is compared with what the next
+/// pass reads back, so a message built from it must be built from the stored form.
+pub fn as_stored<S: Serialize + DeserializeOwned>(status: S) -> S {
+    serde_json::to_value(&status).ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or(status)
 }
 
 /// `status` as [`settle`] records a resource Ready with `message`, for a step that has just made it ready (a key

@@ -238,9 +238,8 @@ pub(super) async fn verify_at_once(
             return Ok(status);
         }
     }
-    // As the API server will keep it (times to the second), so that the message `finish` builds is the same.
-    let mut verified =
-        serde_json::to_value(&verified).ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or(verified);
+    // As the API server will keep it, so that the message `finish` builds is the same.
+    let mut verified = reconcile::as_stored(verified);
     let every = plan::rotation_every(&obj.spec).map_err(Error::InvalidSpec)?;
     let (ready, _, message) = verification::readiness(
         Mode::Provision,

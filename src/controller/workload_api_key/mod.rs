@@ -498,8 +498,8 @@ fn ready_message(obj: &WorkloadApiKey, status: &WorkloadApiKeyStatus) -> String 
 /// A key just created, or given a new secret, and written to the Secret: `status` Ready already (see
 /// [`reconcile::ready_in`]).
 fn ready(obj: &WorkloadApiKey, status: WorkloadApiKeyStatus) -> WorkloadApiKeyStatus {
-    // As the API server will keep it (times to the second), so that the next pass's message is the same.
-    let mut status = serde_json::to_value(&status).ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or(status);
+    // As the API server will keep it, so that the next pass's message is the same.
+    let mut status = reconcile::as_stored(status);
     let message = ready_message(obj, &status);
     reconcile::ready_in(obj, &mut status, message);
     status
