@@ -10,10 +10,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use support::{
     api_requests::{ApiRequests, apiserver_requests_of, per_resource},
@@ -41,16 +43,25 @@ fn show(r: &ApiRequests) -> String {
     r.iter().map(|(k, v)| format!("{k} {v:.2}")).collect::<Vec<_>>().join(", ")
 }
 
-async fn all(waks: &Api<WorkloadApiKey>, done: impl Fn(&WorkloadApiKey) -> bool) -> Option<()> {
-    let list = waks.list(&ListParams::default()).await.ok()?;
+async fn all<K>(api: &Api<K>, done: impl Fn(&K) -> bool) -> Option<()>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let list = api.list(&ListParams::default()).await.ok()?;
     (list.items.len() == RESOURCES && list.items.iter().all(done)).then_some(())
 }
 
+/// Ready for the generation it has: its status observed that generation and says `Ready=True`.
+fn ready_for(generation: Option<i64>, observed: Option<i64>, conditions: &[Condition]) -> bool {
+    observed == generation && conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 fn ready(w: &WorkloadApiKey) -> bool {
-    w.status.as_ref().is_some_and(|s| {
-        s.observed_generation == w.metadata.generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    w.status.as_ref().is_some_and(|s| ready_for(w.metadata.generation, s.observed_generation, &s.conditions))
+}
+
+fn credential_ready(c: &SecureWorkloadCredential) -> bool {
+    c.status.as_ref().is_some_and(|s| ready_for(c.metadata.generation, s.observed_generation, &s.conditions))
 }
 
 /// The resources whose requests count.
@@ -94,17 +105,7 @@ async fn new_keys_rotations_and_minted_credentials_cost_few_api_server_requests(
         .unwrap();
         swcs.create(&PostParams::default(), &swc).await.expect("create");
     }
-    eventually(Duration::from_secs(120), "all credentials Ready", || async {
-        let list = swcs.list(&ListParams::default()).await.ok()?;
-        let ready = |c: &SecureWorkloadCredential| {
-            c.status.as_ref().is_some_and(|s| {
-                s.observed_generation == c.metadata.generation
-                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        };
-        (list.items.len() == RESOURCES && list.items.iter().all(ready)).then_some(())
-    })
-    .await;
+    eventually(Duration::from_secs(120), "all credentials Ready", || all(&swcs, credential_ready)).await;
     let per_credential = per_resource(&before, &settled(&client).await, RESOURCES);
     eprintln!("api-requests: per new minted credential {:.2}: {}", total(&per_credential), show(&per_credential));
 
