@@ -478,7 +478,10 @@ async fn provision_crash_after_mint_repair_annotation_and_retain() {
     env.apply("crashy", spec.clone()).await;
     assert_eq!(env.op.wait_exit(WAIT).await, Some(97), "the operator exited at the fail-point");
     let swc = env.swcs().get("crashy").await.unwrap();
-    assert_eq!(swc.status.as_ref().unwrap().pending_credential, Some(true), "intent recorded before the mint");
+    // A new resource's first intent is recorded with its finalizer, before the mint.
+    assert!(swc.status.is_none(), "nothing recorded after the mint: {:?}", swc.status);
+    let intent = support::first_intent(&swc.metadata).expect("intent recorded before the mint");
+    assert_eq!(intent["pendingCredential"], true, "{intent}");
     assert_eq!(env.live_credentials_of(&swc).len(), 1, "the mint happened");
 
     env.op.restart_with_env(&[]);
@@ -620,7 +623,9 @@ async fn provision_crash_after_secret_write_adopts_the_credential() {
     env.apply("adopted", spec).await;
     assert_eq!(env.op.wait_exit(WAIT).await, Some(97), "the operator exited at the fail-point");
     let swc = env.swcs().get("adopted").await.unwrap();
-    assert!(swc.status.as_ref().unwrap().credential_id.is_none(), "the mint was never recorded");
+    // Nothing recorded after the mint: the first intent is on the resource (see `controller::intent`).
+    assert!(swc.status.as_ref().is_none_or(|s| s.credential_id.is_none()), "the mint was never recorded");
+    assert!(support::first_intent(&swc.metadata).is_some(), "the intent was recorded before the mint");
     let written = env.secret_data("adopted").await;
 
     env.op.restart_with_env(&[]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
 use support::{
@@ -502,6 +502,30 @@ fn fault(
     .unwrap()
 }
 
+/// The first intent a new resource's finalizer patch carries is sealed to that resource: one copied onto another
+/// (say, `kubectl get -o yaml` of one resource applied as another, finalizer and all) is never taken for the
+/// other's own, which would look for, and create, a key under the first one's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_intent_copied_from_another_resource_is_ignored() {
+    let env = Env::start("wak-intent").await;
+    env.apply("original", env.spec(json!({}))).await;
+    let original = env.wait_ready("original").await;
+    let copied = original.metadata.annotations.clone().unwrap_or_default();
+    assert!(support::first_intent(&original.metadata).is_some(), "the original carries its first intent");
+
+    let mut copy = sim_env::wak("copy", env.spec(json!({})));
+    copy.metadata.annotations = Some(copied);
+    copy.metadata.finalizers = Some(vec!["workloadkeys.io/revoke".into()]);
+    env.waks().create(&PostParams::default(), &copy).await.expect("create the copy");
+    let copy = env.wait_ready("copy").await;
+    let status = copy.status.as_ref().unwrap();
+    assert_eq!(status.key_name.as_deref(), Some(format!("{}-copy", env.ns.name).as_str()), "its own key name");
+    assert_eq!(env.live_keys_of(&copy).len(), 1, "one key of its own");
+    assert_eq!(env.live_keys_of(&original).len(), 1, "the original's key untouched");
+    let original_now = env.waks().get("original").await.unwrap();
+    assert_eq!(original_now.status.unwrap().key_id, original.status.unwrap().key_id);
+}
+
 // Needs the crash points of the `failpoints` feature (`make test` enables it).
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,7 +537,10 @@ async fn crash_right_after_vendor_create_leaves_exactly_one_key() {
     assert_eq!(code, Some(97), "the operator exited at the fail-point");
     let wak = env.waks().get("crashy").await.unwrap();
     assert_eq!(env.live_keys_of(&wak).len(), 1, "the vendor create happened");
-    assert!(wak.status.as_ref().unwrap().pending_key_name.is_some(), "intent recorded before the create");
+    // A new resource's first intent is recorded with its finalizer, before the create (see `controller::intent`).
+    assert!(wak.status.is_none(), "nothing recorded after the create: {:?}", wak.status);
+    let intent = support::first_intent(&wak.metadata).expect("intent recorded before the create");
+    assert_eq!(intent["pendingKeyName"], format!("{}-crashy", env.ns.name), "{intent}");
 
     env.op.restart_with_env(&[]);
     let wak = env.wait_ready("crashy").await;

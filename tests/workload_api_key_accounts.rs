@@ -498,7 +498,10 @@ async fn crash_right_after_vendor_create_leaves_exactly_one_live_key() {
         let wak = env.waks().get(&name).await.unwrap();
         let created = env.live_keys_of(api, &wak);
         assert_eq!(created.len(), 1, "{api:?}: the vendor create happened");
-        assert!(wak.status.as_ref().unwrap().pending_key_name.is_some(), "{api:?}: intent recorded before the create");
+        // A new resource's first intent is recorded with its finalizer, before the create.
+        assert!(wak.status.is_none(), "{api:?}: nothing recorded after the create");
+        let intent = support::first_intent(&wak.metadata).expect("intent recorded before the create");
+        assert_eq!(intent["pendingKeyName"], format!("{}-{name}", env.ns.name), "{api:?}: {intent}");
 
         env.op.restart_with_env(&[]);
         let wak = env.wait_ready(&name).await;

@@ -9,6 +9,9 @@ pub const API_GROUP: &str = "workloadkeys.io";
 pub const FINALIZER: &str = "workloadkeys.io/revoke";
 /// Setting this annotation to a new value rotates the credential once.
 pub const ANNOTATION_ROTATE: &str = "workloadkeys.io/rotate";
+/// Set by the operator with its finalizer on a new resource: the intent of its first vendor create, recorded before
+/// the create so that a crash cannot leave its key behind (the status records it from then on).
+pub const ANNOTATION_FIRST_INTENT: &str = "workloadkeys.io/first-intent";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "workload-key-operator";
 /// On a Secret the operator reads but does not own (a provider's credential, an imported key pair): its changes

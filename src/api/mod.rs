@@ -7,10 +7,10 @@ mod secure_workload_credential;
 mod workload_api_key;
 
 pub use common::{
-    ANNOTATION_RESTARTED_AT, ANNOTATION_ROTATE, API_GROUP, DEFAULT_GRACE_PERIOD, DEFAULT_ROLLOUT_TIMEOUT, DataTemplate,
-    DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY, MergePolicy, RoleRef, RolloutTarget,
-    SECRET_TYPE_OPAQUE, SecretKeySelector, SecretReference, SecretRollout, SecretTemplate, TargetRollout, WorkloadKind,
-    parse_duration,
+    ANNOTATION_FIRST_INTENT, ANNOTATION_RESTARTED_AT, ANNOTATION_ROTATE, API_GROUP, DEFAULT_GRACE_PERIOD,
+    DEFAULT_ROLLOUT_TIMEOUT, DataTemplate, DeletionPolicy, FINALIZER, LABEL_MANAGED_BY, LABEL_REFERENCED, MANAGED_BY,
+    MergePolicy, RoleRef, RolloutTarget, SECRET_TYPE_OPAQUE, SecretKeySelector, SecretReference, SecretRollout,
+    SecretTemplate, TargetRollout, WorkloadKind, parse_duration,
 };
 pub use provider::{
     AccessLost, AllowedNamespaces, CiscoEndpoint, ClusterKeyProvider, ClusterKeyProviderSpec, IssuePolicy, KeyProvider,

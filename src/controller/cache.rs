@@ -79,6 +79,11 @@ impl Caches {
         lookup(self.namespaces.get(), &ObjectRef::new(name)).await
     }
 
+    /// A referenced Secret's metadata as the watch has it (`Absent` also for a Secret not labelled yet).
+    pub async fn referenced_secret(&self, namespace: &str, name: &str) -> Cached<Arc<SecretMeta>> {
+        lookup(self.referenced_secrets.get(), &ObjectRef::new(name).within(namespace)).await
+    }
+
     /// The Secret's data as last read, when the watch says it has not changed since.
     pub async fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         let Cached::Present(meta) =

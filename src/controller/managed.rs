@@ -12,7 +12,7 @@ use super::{error::Error, secret::WrittenSecret};
 use crate::api::{RolloutTarget, SecretRollout, SecretTemplate, SecureWorkloadCredentialStatus, WorkloadApiKeyStatus};
 
 /// The parts of a status the frame maintains.
-pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
+pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + DeserializeOwned + Send + Sync {
     fn conditions(&self) -> &[Condition];
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;
     fn failed_attempts(&self) -> Option<i32>;
@@ -33,6 +33,8 @@ pub trait ManagedStatus: Clone + Default + PartialEq + Serialize + Send + Sync {
     fn retiring(&self) -> usize;
     /// When the current key stops working by itself (its expiry), if it does.
     fn current_key_expires_at(&self) -> Option<k8s_openapi::jiff::Timestamp>;
+    /// The random part of the ownership marker its vendor keys carry ([`super::vendor_key::Owner`]).
+    fn owner_nonce_mut(&mut self) -> &mut Option<String>;
 }
 
 /// Both statuses name these fields alike.
@@ -80,6 +82,9 @@ macro_rules! conventional_status {
             fn current_key_expires_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
                 let expires: fn(&$status) -> Option<k8s_openapi::jiff::Timestamp> = $expires;
                 expires(self)
+            }
+            fn owner_nonce_mut(&mut self) -> &mut Option<String> {
+                &mut self.owner_nonce
             }
         }
     )*};
@@ -132,6 +137,9 @@ impl<S: ManagedStatus> ManagedStatus for Box<S> {
     fn current_key_expires_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
         S::current_key_expires_at(self)
     }
+    fn owner_nonce_mut(&mut self) -> &mut Option<String> {
+        S::owner_nonce_mut(self)
+    }
 }
 
 /// A custom resource reconciled by this frame: namespaced, with a [`ManagedStatus`] and a target Secret.
@@ -157,6 +165,12 @@ pub trait Managed:
     fn secret_template_mut(&mut self) -> Option<&mut SecretTemplate>;
     /// `rotation.rolloutTimeout`: how long replaced keys wait for the rollouts of the restarted workloads.
     fn rollout_timeout(&self) -> Result<Duration, String>;
+    /// The status its first vendor create records before it (the intent, without its nonce), if its first
+    /// reconcile goes on to one; `None` for a resource that never makes anything at the vendor. See
+    /// [`super::intent`].
+    fn first_intent(&self) -> Option<Self::Status> {
+        None
+    }
     /// The workloads restarted when the target Secret's data changes.
     fn rollout_targets(&self) -> &[RolloutTarget] {
         self.secret_template().map(|t| t.rollout_restart_targets.as_slice()).unwrap_or_default()

@@ -8,6 +8,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod intent;
 pub mod leader;
 pub mod managed;
 pub mod metrics;

@@ -18,6 +18,7 @@ pub use super::managed::{Managed, ManagedStatus, status_of, uid};
 use super::{
     context::{Context, display_name},
     error::{Error, backoff, kube_call_on},
+    intent,
     metrics::{ErrorLabels, InFlight, NamespaceLabels, ReconcileLabels, Series},
     provider::Provider,
     rollout::{self, Gate, Next},
@@ -79,7 +80,7 @@ where
                 }
             } else {
                 match read_fresh(&ctx, &resources, obj.as_ref()).await {
-                    Ok(Some(fresh)) => Arc::new(fresh),
+                    Ok(Some(fresh)) => Arc::new(intent::with_first_intent(&ctx, fresh)),
                     Ok(None) => return Ok(Action::await_change()),
                     Err(e) => return Err(finalizer::Error::ApplyFailed(kube_call_on("get", obj.as_ref())(e))),
                 }
@@ -108,7 +109,11 @@ where
 async fn add_finalizer<K: Managed>(ctx: &Context, api: &Api<K>, cached: &K) -> Result<K, kube::Error> {
     let mut finalizers = cached.finalizers().to_vec();
     finalizers.push(FINALIZER.to_owned());
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cached.resource_version()}});
+    let mut patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cached.resource_version()}});
+    // A new resource's first intent comes along (`intent`): its first create then writes nothing before it.
+    if let Some((key, value)) = intent::first_annotation(ctx, cached) {
+        patch["metadata"]["annotations"] = json!({ key: value });
+    }
     let uid = cached.uid().unwrap_or_default();
     ctx.written.adding_finalizer(&uid, true);
     let patched = api.patch(&cached.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await;
@@ -193,6 +198,7 @@ fn wait_for_outage<K: Managed>(ctx: &Context, obj: &K, err: &Error) {
 /// Passes a successful outcome through; a failure becomes `Ready=False` with its reason, an Event on
 /// transition, and a backoff requeue.
 async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<Action, Error>) -> Action {
+    let created_on_first_intent = obj.uid().is_some_and(|uid| ctx.written.creating_on_first_intent(&uid, false));
     let err = match outcome {
         Ok(action) => {
             if let Some(uid) = obj.uid() {
@@ -207,8 +213,11 @@ async fn report_failure<K: Managed>(obj: Arc<K>, ctx: &Context, outcome: Result<
     tracing::info!(resource = %display_name(obj.as_ref()), reason, error = %err, "not ready");
     wait_for_outage(ctx, obj.as_ref(), &err);
     // Re-read: `apply` may have recorded progress (e.g. an intent) before failing. Without a fresh copy, write
-    // nothing: applying an older status could erase that intent and allow a second create.
+    // nothing: applying an older status could erase that intent and allow a second create. A first intent the
+    // finalizer's patch carried is recorded if the create went ahead on it (a failure before it records none: the
+    // next attempt then needs no lookup at the vendor).
     let latest = match read_fresh(ctx, &api(ctx, obj.as_ref()), obj.as_ref()).await {
+        Ok(Some(latest)) if created_on_first_intent => intent::with_first_intent(ctx, latest),
         Ok(Some(latest)) => latest,
         _ => {
             let attempts = status_of(obj.as_ref()).failed_attempts().unwrap_or(0).saturating_add(1);

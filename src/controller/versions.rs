@@ -182,8 +182,10 @@ impl OwnedSecrets {
                 }
             }
             watcher::Event::Apply(s) => match owned_entry(s) {
+                // Never back to a version older than one known (our own write's, kept by `written_by`).
                 Some((ns, k, v)) => {
-                    state.by_namespace.entry(ns.to_owned()).or_default().insert(k, v);
+                    let versions = state.by_namespace.entry(ns.to_owned()).or_default();
+                    versions.entry(k).and_modify(|known| newest_of(known, v)).or_insert(v);
                 }
                 // No longer ours (its owner reference removed by hand): forget it.
                 None => forget(&mut state, s),
@@ -208,6 +210,20 @@ impl OwnedSecrets {
         state.is_listed(namespace)
             && state.by_namespace.get(namespace).and_then(|v| v.get(&name_key(name)))
                 == Some(&(uid_bits(owner_uid), version))
+    }
+
+    /// Our write left the Secret `namespace/name` owned by `owner_uid` at `version`: known at once, as if the
+    /// watch had brought it, so that the next look at it needs no read even before the watch's event comes. A
+    /// change after our write has a newer version: the watch brings it and wakes the resource.
+    pub fn written_by(&self, namespace: &str, name: &str, owner_uid: &str, version: Option<&str>) {
+        let Some(version) = version_number(version) else { return };
+        let mut state = self.state.lock().expect("owned-Secret versions poisoned");
+        if !state.is_listed(namespace) {
+            return;
+        }
+        let entry = (uid_bits(owner_uid), version);
+        let versions = state.by_namespace.entry(namespace.to_owned()).or_default();
+        versions.entry(name_key(name)).and_modify(|known| newest_of(known, entry)).or_insert(entry);
     }
 
     /// The operator is about to write the Secret `namespace/name`: its event, if it comes before the write's
@@ -262,6 +278,13 @@ impl OwnedSecrets {
     }
 }
 
+/// Keeps in `known` whichever of it and `seen` (owner, version) has the newer version.
+fn newest_of(known: &mut (u128, u64), seen: (u128, u64)) {
+    if seen.1 >= known.1 {
+        *known = seen;
+    }
+}
+
 fn forget(state: &mut OwnedState, secret: &SecretMeta) {
     let m = &secret.metadata;
     let ns = m.namespace.as_deref().unwrap_or_default();
@@ -279,9 +302,19 @@ pub struct Written {
     versions: Mutex<HashMap<u128, u64>>,
     /// Resources whose finalizer we are adding (the patch sent, its answer not back yet).
     adding_finalizer: Mutex<HashSet<u128>>,
+    /// Resources whose reconcile under way went on to a vendor create on the intent their finalizer's patch carried
+    /// (`intent::record`): what that reconcile's failure records must keep it.
+    creating_on_first_intent: Mutex<HashSet<u128>>,
 }
 
 impl Written {
+    /// The reconcile of `uid` under way creates on its first intent (`true`), or has ended (`false`); returns
+    /// whether it did.
+    pub fn creating_on_first_intent(&self, uid: &str, creating: bool) -> bool {
+        let mut set = self.creating_on_first_intent.lock().expect("first intents poisoned");
+        if creating { !set.insert(uid_bits(uid)) } else { set.remove(&uid_bits(uid)) }
+    }
+
     /// We are adding our finalizer to the resource `uid` (`false`: done, or failed).
     pub fn adding_finalizer(&self, uid: &str, adding: bool) {
         let mut set = self.adding_finalizer.lock().expect("finalizer adds poisoned");
@@ -382,6 +415,27 @@ mod tests {
         o.apply(None, &Event::Apply(secret("b", Some(OWNER), "14")));
         o.apply(None, &Event::Apply(secret("b", None, "15")));
         assert_eq!(o.len(), 0);
+    }
+
+    #[test]
+    fn our_own_write_is_known_before_its_event_and_older_events_do_not_undo_it() {
+        let o = OwnedSecrets::default();
+        // Not kept before the watch has listed (its list replaces everything anyway).
+        o.written_by("ns", "b", OWNER, Some("9"));
+        o.apply(None, &Event::Init);
+        o.apply(None, &Event::InitApply(secret("a", Some(OWNER), "10")));
+        o.apply(None, &Event::InitDone);
+        assert!(!unchanged(&o, "b", OWNER, "9"));
+        o.written_by("ns", "a", OWNER, Some("20"));
+        assert!(unchanged(&o, "a", OWNER, "20"), "our write, before the watch brings it");
+        o.apply(None, &Event::Apply(secret("a", Some(OWNER), "15")));
+        assert!(unchanged(&o, "a", OWNER, "20"), "an event older than our write changes nothing");
+        o.apply(None, &Event::Apply(secret("a", Some(OWNER), "21")));
+        assert!(!unchanged(&o, "a", OWNER, "20"), "a change after our write");
+        o.written_by("ns", "a", OWNER, Some("18"));
+        assert!(unchanged(&o, "a", OWNER, "21"), "an older write's answer does not undo a newer version");
+        o.written_by("ns", "new", OWNER, Some("30"));
+        assert!(unchanged(&o, "new", OWNER, "30"), "a Secret we just created");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Faults of the test control plane for the fault suite: pause, kill and restart its etcd and kube-apiserver
-//! (through `scripts/dev-cluster pid|kill|start`, same port and data directory), and compact etcd's history.
+//! (through `scripts/dev-cluster pid|kill|start`, same port and data directory), and compact etcd's history; and a
+//! restart of the controller manager for tests that need its garbage collector to know the operator's kinds.
 #![allow(dead_code)]
 
 use std::{path::Path, process::Command};
@@ -11,6 +12,7 @@ use super::{control_plane, repo_root};
 pub enum Component {
     Etcd,
     ApiServer,
+    ControllerManager,
 }
 
 impl Component {
@@ -18,6 +20,7 @@ impl Component {
         match self {
             Component::Etcd => "etcd",
             Component::ApiServer => "kube-apiserver",
+            Component::ControllerManager => "kube-controller-manager",
         }
     }
 }
@@ -73,6 +76,26 @@ pub fn start(c: Component, extra: &[&str]) {
         args.extend(["--arg", a]);
     }
     dev_cluster(&args);
+}
+
+/// What the garbage collector logs once it watches every kind the API server serves.
+const GC_SYNCED: &str = "all resource monitors have synced";
+
+/// Restarts the controller manager and waits until its garbage collector watches every kind served now (the
+/// operator's included). Until it does, it looks up the owner of every Secret a new resource owns by a GET of that
+/// resource, requests that are not the operator's; it finds kinds added after its start only on its next
+/// discovery, up to 30 s later.
+pub async fn restart_controller_manager() {
+    let log = dir().join("kube-controller-manager.log");
+    let synced = || std::fs::read_to_string(&log).unwrap_or_default().matches(GC_SYNCED).count();
+    let before = synced();
+    kill(Component::ControllerManager);
+    start(Component::ControllerManager, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while synced() <= before {
+        assert!(std::time::Instant::now() < deadline, "the garbage collector did not sync within 90 s: see {log:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Compacts etcd's history up to its current revision (through etcd's HTTP gateway), so that a watch resuming

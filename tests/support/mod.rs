@@ -354,3 +354,10 @@ pub async fn event_notes(ns: &TestNamespace, reason: &str) -> Vec<String> {
     let list = api.list(&kube::api::ListParams::default()).await.expect("list Events");
     list.items.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).filter_map(|e| e.note).collect()
 }
+
+/// The first intent the operator recorded with its finalizer on a new resource (`workloadkeys.io/first-intent`:
+/// an HMAC, a space, the intended status as JSON), while its status has never been written.
+pub fn first_intent(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<serde_json::Value> {
+    let value = meta.annotations.as_ref()?.get("workloadkeys.io/first-intent")?;
+    serde_json::from_str(value.split_once(' ')?.1).ok()
+}

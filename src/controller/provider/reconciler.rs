@@ -30,6 +30,7 @@ use crate::{
     },
     controller::{
         Context, Scope,
+        cache::{Cached, SecretMeta},
         context::{digest, display_name},
         error::{Error, backoff, kube_call, kube_call_on},
         reconcile::Managed,
@@ -261,6 +262,11 @@ async fn credential_version(ctx: &Context, provider: &Provider, generation: Opti
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &provider.secret_namespace);
     let mut parts = vec![generation.unwrap_or(0).to_string()];
     for name in named_secrets(provider) {
+        // The watch of referenced Secrets brings each change of them, and wakes the provider with it.
+        if let Cached::Present(cached) = ctx.caches.referenced_secret(&provider.secret_namespace, &name).await {
+            parts.push(format!("{name}={}", cached.metadata.resource_version.clone().unwrap_or_default()));
+            continue;
+        }
         let rv = match api.get_metadata_opt(&name).await {
             Ok(Some(m)) => m.metadata.resource_version.unwrap_or_default(),
             Ok(None) => "missing".into(),
@@ -291,19 +297,27 @@ async fn add_finalizer<P: ProviderObject>(obj: &P, ctx: &Context) -> Result<(), 
 async fn hold_secrets(ctx: &Context, provider: &Provider, status: &mut KeyProviderStatus) -> Result<(), Error> {
     let named = named_secrets(provider);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &provider.secret_namespace);
+    let is_held = |secret: &SecretMeta| {
+        let held = secret.finalizers().iter().any(|f| f == SECRET_FINALIZER);
+        (held && secret.labels().contains_key(LABEL_REFERENCED)) || secret.metadata.deletion_timestamp.is_some()
+    };
     for name in &named {
         let secret_ns = provider.secret_namespace.as_str();
+        // Held already as the watch of referenced Secrets has it: nothing to read (it watches only labelled ones).
+        if let Cached::Present(cached) = ctx.caches.referenced_secret(secret_ns, name).await
+            && is_held(&cached)
+        {
+            continue;
+        }
         let Some(secret) = api.get_metadata_opt(name).await.map_err(kube_call("get", "Secret", secret_ns, name))?
         else {
             continue;
         };
-        let held = secret.finalizers().iter().any(|f| f == SECRET_FINALIZER);
-        let labelled = secret.labels().contains_key(LABEL_REFERENCED);
-        if (held && labelled) || secret.metadata.deletion_timestamp.is_some() {
+        if is_held(&secret) {
             continue;
         }
         let mut finalizers = secret.finalizers().to_vec();
-        if !held {
+        if !finalizers.iter().any(|f| f == SECRET_FINALIZER) {
             finalizers.push(SECRET_FINALIZER.to_owned());
         }
         let patch = json!({"metadata": {

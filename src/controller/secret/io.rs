@@ -17,7 +17,7 @@ use crate::api::SECRET_TYPE_OPAQUE;
 use crate::controller::{
     context::Context,
     error::{Error, kube_call},
-    managed::{Managed, uid},
+    managed::{Managed, ManagedStatus, status_of, uid},
 };
 
 /// The target Secret as observed: its state, and its version when it was read and found intact.
@@ -89,9 +89,19 @@ pub fn check_template<K: Managed>(obj: &K, names: &[&'static str]) -> Result<(),
     }
 }
 
+/// A resource version no stored object has (etcd revisions count up from 1 and never come near it): an apply that
+/// carries it can only create the object, and an object of that name already there, ours or not, fails it with a
+/// conflict. The API server ignores the version of an object it creates, and keeps the apply's field ownership.
+const NO_OBJECT_HAS_THIS_VERSION: &str = "18446744073709551615";
+
 /// Writes the target Secret by server-side apply (its data rendered by the resource's template, if any) and returns
 /// the keyed hash of its data, its new version and the template's digest. A Secret of that name that is not the
 /// resource's own is never touched (`SecretConflict`); a template that does not render writes nothing.
+///
+/// One request when nothing else wrote the Secret: the apply carries the version last recorded for it, or, when
+/// none is recorded, a version no object has, so that it can only create it. Either way the API server refuses it
+/// if the Secret is not exactly what we last wrote (a Secret that appeared meanwhile, an edit, a type the template
+/// no longer asks for); then it is read, judged and written at the version read.
 pub async fn write<K: Managed>(ctx: &Context, obj: &K, content: SecretContent) -> Result<WrittenSecret, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.target_secret();
@@ -99,28 +109,53 @@ pub async fn write<K: Managed>(ctx: &Context, obj: &K, content: SecretContent) -
     let data = data_for(obj, &content)?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingObjectKey(".metadata.uid"))?;
-    let desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
-    // Re-check right before writing: a Secret that appeared meanwhile and is not ours is never overwritten.
-    if let Some(existing) = api.get_opt(&name).await.map_err(kube_call("get", "Secret", &ns, &name))? {
-        if !is_owned_by(&existing, &uid) {
-            return Err(Error::SecretConflict { name });
-        }
-        // Kubernetes cannot change a Secret's type in place: our own Secret of another type is replaced.
-        if existing.type_.as_deref().unwrap_or(SECRET_TYPE_OPAQUE) != secret_type(obj.secret_template()) {
-            let precondition = Preconditions { uid: existing.uid(), resource_version: existing.resource_version() };
-            let params = DeleteParams { preconditions: Some(precondition), ..Default::default() };
-            api.delete(&name, &params).await.map_err(kube_call("delete", "Secret", &ns, &name))?;
-        }
-    }
+    let mut desired = desired_secret(&name, &ns, obj.secret_template(), owner, data);
     let hash = data_hash(&ctx.settings.hash_key, &uid, &data_of(&desired));
-    let own_write = ctx.owned_secrets.writing(&ns, &name);
-    let written = api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
-        .await
-        .map_err(kube_call("apply", "Secret", &ns, &name))?;
-    own_write.done(written.resource_version().as_deref());
+    let status = status_of(obj);
+    let recorded = status.secret_version().filter(|_| status.written_secret().0 == Some(name.as_str()));
+    desired.metadata.resource_version = Some(recorded.unwrap_or(NO_OBJECT_HAS_THIS_VERSION).to_owned());
+    let written = match apply_at_version(ctx, &api, &desired).await {
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
+            // Not what we last wrote, or not there to be created: read it and decide.
+            let version = match api.get_opt(&name).await.map_err(kube_call("get", "Secret", &ns, &name))? {
+                None => NO_OBJECT_HAS_THIS_VERSION.to_owned(),
+                Some(existing) if !is_owned_by(&existing, &uid) => return Err(Error::SecretConflict { name }),
+                // Kubernetes cannot change a Secret's type in place: our own Secret of another type is replaced.
+                Some(existing)
+                    if existing.type_.as_deref().unwrap_or(SECRET_TYPE_OPAQUE)
+                        != secret_type(obj.secret_template()) =>
+                {
+                    let precondition =
+                        Preconditions { uid: existing.uid(), resource_version: existing.resource_version() };
+                    let params = DeleteParams { preconditions: Some(precondition), ..Default::default() };
+                    api.delete(&name, &params).await.map_err(kube_call("delete", "Secret", &ns, &name))?;
+                    NO_OBJECT_HAS_THIS_VERSION.to_owned()
+                }
+                Some(existing) => existing.resource_version().unwrap_or_default(),
+            };
+            desired.metadata.resource_version = Some(version);
+            // A Secret that appears or changes between that read and this write fails it: the next reconcile
+            // reads it again.
+            apply_at_version(ctx, &api, &desired).await
+        }
+        other => other,
+    }
+    .map_err(kube_call("apply", "Secret", &ns, &name))?;
     let template = template::digest(obj.secret_template().and_then(|t| t.template.as_ref()));
     Ok(WrittenSecret { hash, version: written.resource_version(), template })
+}
+
+/// Server-side-applies `desired`, which holds only at its `resourceVersion`, as our own write (its watch event
+/// wakes nobody).
+async fn apply_at_version(ctx: &Context, api: &Api<Secret>, desired: &Secret) -> Result<Secret, kube::Error> {
+    let (ns, name) = (desired.namespace().unwrap_or_default(), desired.name_any());
+    let own_write = ctx.owned_secrets.writing(&ns, &name);
+    let written = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
+    own_write.done(written.resource_version().as_deref());
+    if let Some(owner) = written.owner_references().iter().find(|r| r.controller == Some(true)) {
+        ctx.owned_secrets.written_by(&ns, &name, &owner.uid, written.resource_version().as_deref());
+    }
+    Ok(written)
 }
 
 /// Deletes the Secret `name` if the resource owns it (a target Secret left behind by a rename).

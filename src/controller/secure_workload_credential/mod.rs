@@ -75,6 +75,15 @@ impl Managed for SecureWorkloadCredential {
     fn rollout_timeout(&self) -> Result<Duration, String> {
         plan::rollout_timeout(&self.spec)
     }
+
+    /// Provision mode mints its first credential; an imported pair makes nothing at the vendor.
+    fn first_intent(&self) -> Option<Box<SecureWorkloadCredentialStatus>> {
+        self.spec
+            .source
+            .provision
+            .as_ref()
+            .map(|_| Box::new(SecureWorkloadCredentialStatus { pending_credential: Some(true), ..Default::default() }))
+    }
 }
 
 /// The provider's Cisco endpoint (see [`connect`]) and provision mode's sign-in (its `cisco.loginSecretRef`).

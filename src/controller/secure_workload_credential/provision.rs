@@ -24,7 +24,7 @@ use crate::{
     controller::{
         context::{Context, display_name},
         error::Error,
-        failpoint,
+        failpoint, intent,
         managed::{Managed, ManagedStatus},
         provider::{self, Provider},
         reconcile::{self, namespace_terminating, patch_status, status_of, uid},
@@ -134,9 +134,8 @@ pub(super) async fn mint(
     } else {
         // Intent first: after a crash the credential is found by its UID marker instead of being minted twice.
         status.pending_credential = Some(true);
-        vendor_key::ensure_nonce(&mut status.owner_nonce);
         status.endpoint = Some(conn.endpoint.clone());
-        patch_status(ctx, obj, &status).await?;
+        intent::record(ctx, obj, &mut status).await?;
     }
     if vendor_key::ensure_nonce(&mut status.owner_nonce) {
         // Recovering an intent recorded before nonces: the nonce is recorded before any credential carries it.

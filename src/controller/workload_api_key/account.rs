@@ -19,7 +19,7 @@ use crate::{
     controller::{
         context::Context,
         error::Error,
-        failpoint,
+        failpoint, intent,
         provider::{Provider, connect},
         reconcile::{patch_status, uid},
         vendor_key::{self, Owner},
@@ -85,10 +85,9 @@ pub(super) async fn create(
     } else {
         // Intent first: after a crash the key is found by this exact name instead of being left behind.
         status.pending_key_name = Some(name.clone());
-        vendor_key::ensure_nonce(&mut status.owner_nonce);
         status.key_generation.get_or_insert(1);
         status.endpoint = Some(account.endpoint.clone());
-        patch_status(ctx, obj, &status).await?;
+        intent::record(ctx, obj, &mut status).await?;
     }
     if vendor_key::ensure_nonce(&mut status.owner_nonce) {
         // Recovering an intent recorded before nonces: the nonce is recorded before any key carries it.

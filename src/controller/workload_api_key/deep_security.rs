@@ -18,7 +18,7 @@ use crate::{
     controller::{
         context::{Context, display_name},
         error::Error,
-        failpoint,
+        failpoint, intent,
         provider::{Provider, connect},
         reconcile::{ManagedStatus, patch_status, uid},
         vendor_key::{self, Owner},
@@ -82,10 +82,9 @@ pub(super) async fn create(
     if !recover {
         // Intent first: after a crash the key is found by this exact name instead of being created twice.
         status.pending_key_name = Some(name.clone());
-        vendor_key::ensure_nonce(&mut status.owner_nonce);
         status.key_generation.get_or_insert(1);
         status.endpoint = Some(vendor.endpoint.clone());
-        patch_status(ctx, obj, &status).await?;
+        intent::record(ctx, obj, &mut status).await?;
     }
     let adopted =
         if recover { adopt(vendor, &name, &Owner::new(&uid, status.owner_nonce.as_deref())).await? } else { None };

@@ -81,6 +81,15 @@ impl Managed for WorkloadApiKey {
     fn rollout_timeout(&self) -> Result<std::time::Duration, String> {
         plan::rollout_timeout(&self.spec)
     }
+
+    /// Its first key: generation 1, named by `spec.keyName` or `<namespace>-<name>` (`plan::next_step`).
+    fn first_intent(&self) -> Option<Box<WorkloadApiKeyStatus>> {
+        Some(Box::new(WorkloadApiKeyStatus {
+            pending_key_name: Some(plan::key_name_for(&base_key_name(self), 1)),
+            key_generation: Some(1),
+            ..Default::default()
+        }))
+    }
 }
 
 /// Where a resource's keys are issued: a Deep Security `/api`, or an account API (Cloud One, Vision One).
