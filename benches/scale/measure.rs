@@ -30,34 +30,103 @@ pub fn sockets_of(pid: u32) -> usize {
         .count()
 }
 
-/// Samples a process's open sockets every 250 ms while a phase runs.
+/// The API server's port, from the benchmark's kubeconfig.
+fn api_server_port() -> Option<u16> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&crate::support::control_plane().kubeconfig).ok()?;
+    let server = kubeconfig.clusters.first()?.cluster.as_ref()?.server.clone()?;
+    url::Url::parse(&server).ok()?.port_or_known_default()
+}
+
+/// Established TCP connections of process `pid` to the local port `port` (its connections to the API server):
+/// its socket inodes matched against the kernel's TCP tables.
+pub fn connections_to(pid: u32, port: u16) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|t| t.to_string_lossy().strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    let port = format!("{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|table| table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // rem_address is field 2 (`ADDR:PORT` in hex), st field 3 (01 = established), inode field 9.
+            f.len() > 9
+                && f[2].rsplit_once(':').is_some_and(|(_, p)| p == port)
+                && f[3] == "01"
+                && inodes.contains(f[9])
+        })
+        .count()
+}
+
+/// Samples a process's open sockets, and its connections to the API server, every 250 ms while a phase runs;
+/// keeps the most of each and one sample a second.
 pub struct ProcSampler {
     pub max_sockets: Arc<AtomicUsize>,
+    max_api: Arc<AtomicUsize>,
+    series: Arc<std::sync::Mutex<Vec<(u64, usize, usize)>>>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
 pub struct ProcSample {
     pub max_sockets: usize,
+    /// Most connections to the API server at once.
+    pub max_api_connections: usize,
+    /// (second of the phase, sockets, API-server connections), one a second.
+    pub series: Vec<(u64, usize, usize)>,
 }
 
 impl ProcSampler {
     pub fn start(pid: Option<u32>) -> Self {
-        let max_sockets = Arc::new(AtomicUsize::new(0));
-        let max = max_sockets.clone();
+        let (max_sockets, max_api) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let series = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (max, api, out) = (max_sockets.clone(), max_api.clone(), series.clone());
         let task = tokio::spawn(async move {
             let Some(pid) = pid else { return };
+            let port = api_server_port();
+            let started = Instant::now();
+            let mut last_second = None;
             loop {
-                max.fetch_max(sockets_of(pid), Ordering::Relaxed);
+                let sockets = sockets_of(pid);
+                let conns = port.map_or(0, |p| connections_to(pid, p));
+                max.fetch_max(sockets, Ordering::Relaxed);
+                api.fetch_max(conns, Ordering::Relaxed);
+                let second = started.elapsed().as_secs();
+                if last_second != Some(second) {
+                    last_second = Some(second);
+                    out.lock().expect("series").push((second, sockets, conns));
+                }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
-        Self { max_sockets, task }
+        Self { max_sockets, max_api, series, task }
     }
 
     pub fn stop(self) -> ProcSample {
         self.task.abort();
-        ProcSample { max_sockets: self.max_sockets.load(Ordering::Relaxed) }
+        let series = std::mem::take(&mut *self.series.lock().expect("series"));
+        ProcSample {
+            max_sockets: self.max_sockets.load(Ordering::Relaxed),
+            max_api_connections: self.max_api.load(Ordering::Relaxed),
+            series,
+        }
     }
+}
+
+/// A sampled series as text: `second: sockets/API-server connections`, one entry every `every` seconds (the most
+/// of each within it) and at most 24 entries.
+pub fn series_text(series: &[(u64, usize, usize)]) -> String {
+    let last = series.last().map_or(0, |s| s.0);
+    let every = (last / 24 + 1).max(5);
+    let mut out: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+    for (t, s, a) in series {
+        let e = out.entry(t / every * every).or_default();
+        *e = (e.0.max(*s), e.1.max(*a));
+    }
+    out.iter().map(|(t, (s, a))| format!("{t}s {s}/{a}")).collect::<Vec<_>>().join(", ")
 }
 
 pub type VendorCounts = BTreeMap<String, u64>;

@@ -16,10 +16,10 @@ use crate::{
         run_operator_with_timeout, run_plain, sim_default, start_operator, start_sim, wait_operator_ready,
     },
     measure::{
-        ProcSampler, Timing, apiserver_requests, live_keys_of, max_in_window, per_resource, proc_status_kib, total,
-        vendor_delta, window_bounds,
+        ProcSampler, Timing, apiserver_requests, live_keys_of, max_in_window, per_resource, proc_status_kib,
+        series_text, total, vendor_delta, window_bounds,
     },
-    results::{Machine, Memory, MemoryStep, RateRun, Restart, Results, Round, Throughput},
+    results::{Machine, Memory, MemoryStep, RateRun, Restart, Results, Rotation, Round, Throughput},
     support::{self, TestNamespace, operator::Operator},
 };
 
@@ -89,7 +89,9 @@ pub async fn throughput(
         let before = apiserver_requests(client).await;
         let sampler = ProcSampler::start(op.pid());
         let operator = run_operator(&op_ns, sim, &names, plan.create_concurrency).await;
-        let sockets = sampler.stop().max_sockets;
+        let sample = sampler.stop();
+        let (sockets, api_connections, series) =
+            (sample.max_sockets, sample.max_api_connections, series_text(&sample.series));
         let operator_requests = per_resource(&before, &apiserver_requests(client).await, n);
         let vendor = vendor_delta(&vendor_before, &sim.counts.snapshot());
         let live_keys = live_keys_of(sim, &op_ns.name);
@@ -112,14 +114,86 @@ pub async fn throughput(
                 requests.entry(k.clone()).or_default()[i] = *v;
             }
         }
-        rounds.push(Round { operator, baseline, baseline_reads, vendor, requests, hwm_kib, sockets, live_keys });
+        rounds.push(Round {
+            operator,
+            baseline,
+            baseline_reads,
+            vendor,
+            requests,
+            hwm_kib,
+            sockets,
+            api_connections,
+            series,
+            live_keys,
+        });
         if let Some((mut old_op, old_ns)) = last.replace((op, op_ns)) {
             Operator::kill(&mut old_op);
             keep.push(old_ns);
         }
     }
     let (op, op_ns) = last.expect("at least one round");
-    (Throughput { n, rounds }, op, op_ns)
+    eprintln!("bench: rotating the last round's {n} resources");
+    let rotation = Some(rotation(client, &op, &op_ns, n, plan.create_concurrency).await);
+    (Throughput { n, rounds, rotation }, op, op_ns)
+}
+
+/// Rotates every resource of `ns` at once by the `workloadkeys.io/rotate` annotation, `concurrency` patches in
+/// flight, and waits until each is Ready with its new key: the time, and the API-server requests per rotation.
+async fn rotation(client: &Client, op: &Operator, ns: &TestNamespace, n: usize, concurrency: usize) -> Rotation {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{ListParams, Patch, PatchParams};
+    use workload_key_operator::api::WorkloadApiKey;
+    let api: kube::Api<WorkloadApiKey> = ns.api();
+    let names: Vec<String> = api
+        .list_metadata(&ListParams::default())
+        .await
+        .map_or_else(|_| Vec::new(), |l| l.items.into_iter().filter_map(|m| m.metadata.name).collect());
+    let stamp = format!("bench-{}", std::process::id());
+    let before = apiserver_requests(client).await;
+    let sampler = ProcSampler::start(op.pid());
+    let started = Instant::now();
+    let patch = serde_json::json!({"metadata": {"annotations": {"workloadkeys.io/rotate": stamp}}});
+    let patched: Vec<()> = futures::stream::iter(names.iter())
+        .map(|name| {
+            let (api, patch) = (api.clone(), patch.clone());
+            async move { api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop) }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    let rotated = |w: &WorkloadApiKey| {
+        w.status.as_ref().is_some_and(|s| {
+            s.rotate_annotation.as_deref() == Some(stamp.as_str())
+                && s.observed_generation == w.metadata.generation
+                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                && matches!((&s.last_rotated_at, &s.rotate_annotation_at), (Some(done), Some(asked)) if done.0 >= asked.0)
+        })
+    };
+    let deadline = started + Duration::from_secs(900);
+    let mut done = 0;
+    while Instant::now() < deadline {
+        done = api.list(&ListParams::default()).await.map_or(0, |l| l.items.iter().filter(|w| rotated(w)).count());
+        if done >= names.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    // The last statuses' writes land before the counters are read.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sample = sampler.stop();
+    let requests = per_resource(&before, &apiserver_requests(client).await, n);
+    eprintln!("bench: {done}/{} rotated ({} patched) in {elapsed:?}", names.len(), patched.len());
+    Rotation {
+        n,
+        elapsed,
+        rotated: done,
+        requests,
+        sockets: sample.max_sockets,
+        api_connections: sample.max_api_connections,
+        series: series_text(&sample.series),
+    }
 }
 
 /// Restarts the operator with every resource Ready; counts vendor requests until its first reconcile of each

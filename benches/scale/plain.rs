@@ -21,7 +21,7 @@ use kube::{
 use serde_json::json;
 use workload_key_operator::{
     api::{
-        FINALIZER, MANAGED_BY, WorkloadApiKey, WorkloadApiKeyStatus,
+        ANNOTATION_FIRST_INTENT, FINALIZER, MANAGED_BY, WorkloadApiKey, WorkloadApiKeyStatus,
         conditions::{self, READY, reason},
     },
     controller::{
@@ -32,18 +32,13 @@ use workload_key_operator::{
 };
 
 /// The API-server requests the operator makes to take a new WorkloadApiKey to Ready (see
-/// `src/controller/workload_api_key/` and `reconcile.rs`), made by a plain client without the vendor:
+/// `src/controller/workload_api_key/`, `reconcile.rs` and `intent.rs`), made by a plain client without the vendor:
+/// the finalizer with the first create's intent (one merge patch), the vendor create (skipped here), the Secret's
+/// create-only server-side apply, the status with the key and `Ready=True` (one SSA), an Event `KeyCreated`.
 ///
-/// 1. first reconcile: the finalizer, by `kube::runtime::finalizer`'s JSON patch (test + add);
-/// 2. second reconcile: status SSA with the intent (`pendingKeyName`), the vendor create (skipped here), the
-///    Secret SSA, an Event `KeyCreated`, status SSA with the key, status SSA with `Ready=True`, an Event `Ready`.
-///
-/// With `reads`, also the GETs the operator makes on the way: the resource (read fresh by every reconcile: the
-/// two above and a third that the new Secret's watch event causes; the operator's are "not older than" reads the
-/// API server answers from its watch cache, these are quorum reads) and the target Secret (observed before the
-/// create, re-checked right before it is written; the third reconcile knows it unchanged by its version). The
-/// provider, the namespace and the provider's admin-key and CA Secrets come from the operator's watch caches: no
-/// read.
+/// With `reads`, also the one GET the operator makes on the way: the target Secret, before the vendor create (a
+/// foreign Secret costs no key). The resource is not read (the finalizer's patch returns it), and the provider, the
+/// namespace and the provider's Secrets come from the operator's watch caches.
 #[derive(Clone)]
 pub struct PlainClient {
     pub client: Client,
@@ -70,19 +65,19 @@ impl PlainClient {
         let waks: Api<WorkloadApiKey> = Api::namespaced(self.client.clone(), &ns);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
 
-        self.read_resource(&waks, &name).await?;
-        self.add_finalizer(&waks, &name).await.map_err(err("finalizer"))?;
-
-        self.read_resource(&waks, &name).await?;
-        self.read(&secrets, &[&name]).await?;
         let key_name = format!("{ns}-{name}");
-        let mut status = WorkloadApiKeyStatus {
-            pending_key_name: Some(key_name.clone()),
-            key_generation: Some(1),
-            ..Default::default()
-        };
-        apply_status(&waks, &name, &status).await.map_err(err("intent"))?;
+        let intent = format!(
+            "{:064x} {{\"keyGeneration\":1,\"ownerNonce\":\"{:032x}\",\"pendingKeyName\":\"{key_name}\"}}",
+            0, 0
+        );
+        let patch = json!({"metadata": {
+            "finalizers": [FINALIZER],
+            "annotations": {ANNOTATION_FIRST_INTENT: intent},
+            "resourceVersion": obj.resource_version(),
+        }});
+        waks.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(err("finalizer"))?;
 
+        self.read(&secrets, &[&name]).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let data = BTreeMap::from([
             (SECRET_KEY.to_owned(), format!("{id}:{}", "A".repeat(44)).into_bytes()),
@@ -90,30 +85,31 @@ impl PlainClient {
             (SECRET_ENDPOINT.to_owned(), self.endpoint.clone().into_bytes()),
         ]);
         let owner = obj.controller_owner_ref(&()).ok_or("no owner reference")?;
-        let desired = desired_secret(&name, &ns, None, owner, data);
+        let mut desired = desired_secret(&name, &ns, None, owner, data);
         let hash = data_hash(b"bench", &uid, desired.data.as_ref().ok_or("no data")?);
-        self.read(&secrets, &[&name]).await?;
+        // The operator's create-only apply (`secret::io::write`): a version no object has.
+        desired.metadata.resource_version = Some(u64::MAX.to_string());
         secrets
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
             .await
             .map_err(err("Secret"))?;
-        self.event(&obj, "KeyCreated", "CreateKey", format!("created key {id} ({key_name}) and wrote Secret {name}"))
-            .await;
 
         let now = Timestamp::now();
-        status.key_id = Some(id.into());
-        status.key_name = Some(key_name);
-        status.pending_key_name = None;
-        status.role_id = Some(2);
-        status.secret_name = Some(name.clone());
-        status.secret_hash = Some(hash);
-        status.created_at = Some(Time(now));
-        status.expires_at = Some(Time(now + SignedDuration::from_hours(336)));
-        status.renew_at = Some(Time(now + SignedDuration::from_hours(224)));
-        status.observed_generation = obj.metadata.generation;
-        apply_status(&waks, &name, &status).await.map_err(err("status"))?;
-
         let message = format!("key {id} is in Secret {name}");
+        let mut status = WorkloadApiKeyStatus {
+            key_id: Some(id.into()),
+            key_name: Some(key_name.clone()),
+            key_generation: Some(1),
+            owner_nonce: Some(format!("{:032x}", 0)),
+            role_id: Some(2),
+            secret_name: Some(name.clone()),
+            secret_hash: Some(hash),
+            created_at: Some(Time(now)),
+            expires_at: Some(Time(now + SignedDuration::from_hours(336))),
+            renew_at: Some(Time(now + SignedDuration::from_hours(224))),
+            observed_generation: obj.metadata.generation,
+            ..Default::default()
+        };
         conditions::set_condition(
             &mut status.conditions,
             READY,
@@ -123,30 +119,9 @@ impl PlainClient {
             obj.metadata.generation,
             now,
         );
-        apply_status(&waks, &name, &status).await.map_err(err("Ready"))?;
-        self.event(&obj, reason::READY, "Reconcile", message).await;
-        self.read_resource(&waks, &name).await?;
-        Ok(())
-    }
-
-    /// `kube::runtime::finalizer` adds the finalizer with this JSON patch (the `json_patch` types are not ours
-    /// to depend on here, so the same bytes go out by hand).
-    pub async fn add_finalizer(&self, api: &Api<WorkloadApiKey>, name: &str) -> kube::Result<WorkloadApiKey> {
-        let body = json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": null},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
-        ]);
-        let request = http::Request::patch(format!("{}/{name}?", api.resource_url()))
-            .header(http::header::CONTENT_TYPE, "application/json-patch+json")
-            .body(serde_json::to_vec(&body).expect("JSON"))
-            .expect("request");
-        self.client.request(request).await
-    }
-
-    pub async fn read_resource(&self, api: &Api<WorkloadApiKey>, name: &str) -> Result<(), String> {
-        if self.reads {
-            api.get_opt(name).await.map_err(|e| format!("get WorkloadApiKey {name}: {e}"))?;
-        }
+        apply_status(&waks, &name, &status).await.map_err(err("status"))?;
+        self.event(&obj, "KeyCreated", "CreateKey", format!("created key {id} ({key_name}) and wrote Secret {name}"))
+            .await;
         Ok(())
     }
 

@@ -110,7 +110,7 @@ impl Results {
         line("| --- | --- | --- | --- |".into());
         if let Some(t) = &self.throughput {
             let ratio = t.median_ratio();
-            let ok = t.rounds.iter().all(Round::complete) && ratio <= 1.25;
+            let ok = t.rounds.iter().all(Round::complete) && ratio <= 1.1;
             let each: Vec<String> = t.rounds.iter().map(|r| format!("{:.2}", r.ratio())).collect();
             let mut times: Vec<(Duration, Duration)> =
                 t.rounds.iter().map(|r| (r.operator.elapsed, r.baseline.elapsed)).collect();
@@ -120,7 +120,7 @@ impl Results {
             let (op, base) = times[times.len() / 2];
             line(format!(
                 "| {} WorkloadApiKeys to Ready, operator / plain client ({}) | **{ratio:.2}×** \
-                 (median round: operator {} vs plain {}; rounds {}) | ≤ 1.25× | {} |",
+                 (median round: operator {} vs plain {}; rounds {}) | ≤ 1.1× | {} |",
                 t.n,
                 match t.rounds.len() {
                     1 => "1 round".to_owned(),
@@ -134,6 +134,31 @@ impl Results {
             let live: usize = t.rounds.iter().map(|r| r.live_keys).sum();
             let ready: usize = t.rounds.iter().map(|r| r.operator.ready).sum();
             line(creates_row(t.n * t.rounds.len(), &t.creates(), live, ready));
+            if let Some(r) = t.rounds.first() {
+                let per_key: f64 = r.requests.values().map(|v| v[0]).sum();
+                line(format!(
+                    "| API-server requests per new key, the user's create included (round 1, cluster-wide) | {per_key:.2} | ≤ 6 | {} |",
+                    verdict(per_key <= 6.0)
+                ));
+            }
+            if let Some(r) = &t.rotation {
+                let per: f64 = r.requests.values().sum();
+                line(format!(
+                    "| API-server requests per rotation, the user's annotation included ({} at once) | {per:.2} ({}/{} rotated in {}) | — | {} |",
+                    r.n,
+                    r.rotated,
+                    r.n,
+                    secs(r.elapsed),
+                    verdict(r.rotated == r.n)
+                ));
+            }
+            let most = t.rounds.iter().map(|r| r.api_connections).chain(t.rotation.iter().map(|r| r.api_connections));
+            let most = most.max().unwrap_or(0);
+            line(format!(
+                "| Most connections to the API server at once (throughput rounds and rotation, {} resources) | {most} | ≤ 2 | {} |",
+                t.n,
+                verdict(most <= 2)
+            ));
         }
         if let Some(r) = &self.restart {
             line(restart_row(r));
@@ -208,14 +233,17 @@ impl Results {
             for (i, r) in t.rounds.iter().enumerate() {
                 line(format!(
                     "- Round {}: operator / plain writes **{:.2}×**, operator / plain writes + reads {:.2}×; operator \
-                     peak RSS {}, at most {} sockets open at once; vendor requests: {}; live keys afterwards: {}.",
+                     peak RSS {}, at most {} sockets open at once, {} of them to the API server; vendor requests: {}; \
+                     live keys afterwards: {}. Sockets / API-server connections over the round: {}.",
                     i + 1,
                     r.ratio(),
                     r.operator.elapsed.as_secs_f64() / r.baseline_reads.elapsed.as_secs_f64().max(1e-9),
                     mib(r.hwm_kib),
                     r.sockets,
+                    r.api_connections,
                     vendor_list(&r.vendor),
-                    r.live_keys
+                    r.live_keys,
+                    r.series
                 ));
             }
             line(String::new());
@@ -231,6 +259,23 @@ impl Results {
                 for (k, v) in &r.requests {
                     line(format!("| `{k}` | {:.2} | {:.2} | {:.2} |", v[0], v[1], v[2]));
                 }
+            }
+            if let Some(r) = &t.rotation {
+                line(String::new());
+                line(format!(
+                    "Rotation of the last round's {} resources at once (`workloadkeys.io/rotate`): {}/{} Ready with \
+                     a new key after {}; at most {} sockets open at once, {} of them to the API server (over the \
+                     rotation: {}). API-server requests per rotation, the user's annotation included: **{:.2}**: {}.",
+                    r.n,
+                    r.rotated,
+                    r.n,
+                    secs(r.elapsed),
+                    r.sockets,
+                    r.api_connections,
+                    r.series,
+                    r.requests.values().sum::<f64>(),
+                    r.requests.iter().map(|(k, v)| format!("`{k}` {v:.2}")).collect::<Vec<_>>().join(", ")
+                ));
             }
         }
         if let Some(r) = &self.restart {

@@ -28,6 +28,7 @@ pub struct Results {
 pub struct Throughput {
     pub n: usize,
     pub rounds: Vec<Round>,
+    pub rotation: Option<Rotation>,
 }
 
 /// One round of the throughput phase.
@@ -44,8 +45,25 @@ pub struct Round {
     pub hwm_kib: Option<u64>,
     /// Most sockets the operator had open at once (connections to the API server and the vendor).
     pub sockets: usize,
+    /// Most connections to the API server it had at once.
+    pub api_connections: usize,
+    /// Its sockets / API-server connections over the round ([`crate::measure::series_text`]).
+    pub series: String,
     /// Live vendor keys of the operator's resources afterwards.
     pub live_keys: usize,
+}
+
+/// Every resource of the last throughput round rotated at once (the `workloadkeys.io/rotate` annotation).
+pub struct Rotation {
+    pub n: usize,
+    /// First annotation to the last resource Ready with its new key.
+    pub elapsed: Duration,
+    pub rotated: usize,
+    /// Per rotation, the user's annotation included.
+    pub requests: ApiRequests,
+    pub sockets: usize,
+    pub api_connections: usize,
+    pub series: String,
 }
 
 impl Round {
