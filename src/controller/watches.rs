@@ -21,7 +21,7 @@ use super::{
     reconcile::{Managed, ManagedStatus},
     versions,
 };
-use crate::api::{API_GROUP, RolloutTarget, WorkloadKind};
+use crate::api::{ANNOTATION_FIRST_INTENT, API_GROUP, RolloutTarget, WorkloadKind};
 
 /// Which namespaces the controllers watch.
 #[derive(Clone, Debug, Default)]
@@ -165,11 +165,18 @@ pub fn slim<K: Managed>(o: &mut K) {
         secret.template = None;
     }
     o.labels_mut().clear();
-    o.annotations_mut().retain(|k, _| k.strip_prefix(API_GROUP).is_some_and(|rest| rest.starts_with('/')));
+    // The first intent is read only from a fresh copy (`intent`); kept, each resource's one annotation would cost
+    // the cache a map node of its own (about 0.6 KiB).
+    o.annotations_mut().retain(|k, _| {
+        k != ANNOTATION_FIRST_INTENT && k.strip_prefix(API_GROUP).is_some_and(|rest| rest.starts_with('/'))
+    });
     for value in o.annotations_mut().values_mut() {
         if value.len() > CACHED_ANNOTATION {
             *value = context::digest(&[value.as_bytes()]);
         }
+    }
+    if o.annotations().is_empty() {
+        o.meta_mut().annotations = None;
     }
     let attempts = o.status().and_then(|s| s.failed_attempts());
     *o.status_mut() = attempts.map(|a| {
@@ -344,6 +351,7 @@ mod tests {
                 ("example.com/notes".to_owned(), big.clone()),
                 ("workloadkeys.io.evil.com/x".to_owned(), big.clone()),
                 (ANNOTATION_ROTATE.to_owned(), big.clone()),
+                (ANNOTATION_FIRST_INTENT.to_owned(), big.clone()),
             ]
             .into(),
         );
@@ -362,6 +370,10 @@ mod tests {
         slim(&mut short);
         assert_eq!(short.annotations()[ANNOTATION_ROTATE], "2026-12-05");
         assert!(short.status.is_none(), "no status without failed attempts");
+        let mut new = wak("u1", 1, "True");
+        new.metadata.annotations = Some([(ANNOTATION_FIRST_INTENT.to_owned(), "mac {}".to_owned())].into());
+        slim(&mut new);
+        assert!(new.metadata.annotations.is_none(), "no map kept for a new resource's first intent");
     }
 
     fn wak(uid: &str, generation: i64, status: &str) -> WorkloadApiKey {
