@@ -21,7 +21,7 @@ use super::{
     reconcile::{Managed, ManagedStatus},
     versions,
 };
-use crate::api::{ANNOTATION_FIRST_INTENT, API_GROUP, RolloutTarget, WorkloadKind};
+use crate::api::{ANNOTATION_FIRST_INTENT, API_GROUP, FINALIZER, RolloutTarget, WorkloadKind};
 
 /// Which namespaces the controllers watch.
 #[derive(Clone, Debug, Default)]
@@ -262,7 +262,8 @@ pub(super) fn spec_or_intent_changed<K: Resource>() -> impl Predicate<K> + Clone
 
 /// Only the resources whose spec, annotations, finalizers or deletion changed (`spec_or_intent_changed`), by
 /// someone else: our own status writes must not wake the controller, nor our own finalizer (the reconcile that
-/// added it went on with the object the patch returned). `ours` says whether a resource seen by the watch is
+/// added it went on with the object the patch returned; a change that only adds it never wakes one, even when the
+/// watch brings it after our later writes, as it does under load). `ours` says whether a resource seen by the watch is
 /// exactly our last write (it is asked of every resource the watch brings). kube's `predicate_filter` does this
 /// with a cache keyed by name, namespace and UID strings (about 250 bytes a resource at 10,000); this one keeps a
 /// hash per UID (its 128 bits), forgets a deleted resource, and starts afresh from each relist.
@@ -278,7 +279,17 @@ pub(super) fn changed_only<K: Managed>(
             Ok(watcher::Event::Apply(o)) => {
                 let ours = ours(&o);
                 match predicate.hash_property(&o) {
-                    Some(h) => (seen.insert(uid_key(&o), h) != Some(h) && !ours).then_some(Ok(o)),
+                    Some(h) => {
+                        let before = seen.insert(uid_key(&o), h);
+                        let finalizer_only = || {
+                            let mut without = o.clone();
+                            without.finalizers_mut().retain(|f| f != FINALIZER);
+                            o.finalizers().iter().any(|f| f == FINALIZER)
+                                && before.is_some()
+                                && predicate.hash_property(&without) == before
+                        };
+                        (before != Some(h) && !ours && !finalizer_only()).then_some(Ok(o))
+                    }
                     None => Some(Ok(o)),
                 }
             }
@@ -427,6 +438,30 @@ mod tests {
         ]);
         let want: Vec<(String, i64)> =
             [(a, 1), (b, 1), (a, 2), (c, 1), (b, 1), (c, 3)].iter().map(|(u, g)| (u.to_string(), *g)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn our_finalizer_alone_wakes_nobody_but_its_removal_and_a_spec_change_with_it_do() {
+        let a = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let with = |g: i64, finalizers: &[&str]| {
+            let mut o = wak(a, g, "False");
+            o.metadata.finalizers = Some(finalizers.iter().map(|f| (*f).to_owned()).collect());
+            o
+        };
+        let got = passed(vec![
+            Event::Init,
+            Event::InitDone,
+            Event::Apply(with(1, &[])),
+            // Ours added (the watch bringing it late, after our later writes, as under load): no wake.
+            Event::Apply(with(1, &[FINALIZER])),
+            // Removed by someone: a wake (it is added again).
+            Event::Apply(with(1, &[])),
+            // Someone else's finalizer: a wake; ours and a spec change at once: a wake.
+            Event::Apply(with(1, &["example.com/other"])),
+            Event::Apply(with(2, &["example.com/other", FINALIZER])),
+        ]);
+        let want: Vec<(String, i64)> = [1, 1, 1, 2].iter().map(|g| (a.to_owned(), *g)).collect();
         assert_eq!(got, want);
     }
 
